@@ -1,0 +1,227 @@
+"""up, down, status, restart, logs, certs: bringing a deployment up and looking after it."""
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
+from strife.launcher import certs, control, deploy, etcd, logs
+from strife.launcher import topology as topology_model
+from strife.launcher.daemon import serve
+from strife.launcher.printer import Printer
+from strife.layout import Layout
+
+
+def register(sub):
+    p = sub.add_parser("up", help="start every node of a topology and supervise them",
+                       description="Validate the topology, make certificates, then start etcd, banks, "
+                                   "gateway and clients in order, each once the previous are healthy. "
+                                   "Foreground by default (Ctrl-C stops all); -d returns once all are healthy.")
+    p.add_argument("topology", nargs="?", help="topology file (default: ./topology.yaml)")
+    add_file_option(p)
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run the supervisor in the background; exit 0 when all nodes are healthy, 1 if one is not")
+    p.add_argument("--timeout", type=float, default=120.0, help="with -d: seconds to wait for health (default 120)")
+    p.set_defaults(run=up)
+
+    p = sub.add_parser("down", help="stop every node (reverse order, SIGTERM then SIGKILL)")
+    add_file_option(p)
+    p.set_defaults(run=down)
+
+    p = sub.add_parser("status", help="show each node: kind, pid, state, health, restarts, uptime, address")
+    add_file_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=status)
+
+    p = sub.add_parser("restart", help="stop one node and start it again")
+    add_file_option(p)
+    p.add_argument("node")
+    p.set_defaults(run=restart)
+
+    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log)")
+    add_file_option(p)
+    p.add_argument("node", nargs="?", help="one node (default: all, prefixed with their names)")
+    p.add_argument("-n", "--lines", type=int, default=50, help="lines from the end of each log (default 50)")
+    p.add_argument("--follow", "-F", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
+    p.set_defaults(run=show_logs)
+
+    p = sub.add_parser("certs", help="create the deployment's CA and certificates (renew with --force)")
+    add_file_option(p)
+    p.add_argument("--force", action="store_true", help="renew every certificate, including the CA")
+    p.set_defaults(run=make_certs)
+
+
+def _load(args):
+    try:
+        return topology_model.load(topology_path(args))
+    except topology_model.TopologyError as exc:
+        raise UserError(_problems(exc)) from None
+
+
+def _problems(exc):
+    return "invalid topology:\n" + "\n".join(f"  {line}" for line in exc.problems)
+
+
+def _prepare(args):
+    path = topology_path(args)
+    try:
+        return deploy.prepare(path)
+    except topology_model.TopologyError as exc:
+        raise UserError(_problems(exc)) from None
+    except deploy.AlreadyRunning as exc:
+        raise UserError(str(exc), FAILED) from None
+    except etcd.EtcdNotFound as exc:
+        raise UserError(str(exc), FAILED) from None
+
+
+def up(args):
+    if args.topology and args.file:
+        raise UserError("give the topology either as an argument or with -f, not both")
+    resolved = _prepare(args)
+    if args.detach:
+        return _up_detached(resolved, args.timeout)
+    supervisor = asyncio.run(serve(resolved, Printer(), echo_nodes=True))
+    return OK if supervisor.phase == "stopped" and supervisor.failed is None else FAILED
+
+
+def _up_detached(topology, timeout):
+    layout = Layout(topology.home)
+    with open(layout.supervisor_log, "ab") as out:
+        daemon = subprocess.Popen([sys.executable, "-m", "strife.launcher.daemon", "--home", str(layout.home)],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True, cwd=layout.home)
+    begun, shown = time.monotonic(), {}
+    print(f"starting {len(topology.nodes)} nodes from {topology.path} (supervisor pid {daemon.pid})")
+    while True:
+        if daemon.poll() is not None:
+            print(f"the supervisor exited with {daemon.returncode}; last lines of {layout.supervisor_log}:")
+            print("\n".join("  " + line for line in logs.tail(layout.supervisor_log, 20)))
+            return FAILED
+        try:
+            answer = control.call(layout.socket, {"cmd": "status"}, timeout=5)
+        except (control.NotRunning, OSError):
+            answer = None
+        if answer:
+            for node in answer["nodes"]:
+                key = (node["state"], node["restarts"])
+                if node["state"] != "STOPPED" and shown.get(node["name"]) != key:
+                    shown[node["name"]] = key
+                    print(f"  {node['name']:<10} {node['state']:<9} pid {node['pid'] or '-':<7} "
+                          f"restarts {node['restarts']}")
+            if answer["phase"] == "ready":
+                print(f"all {len(answer['nodes'])} nodes healthy in {time.monotonic() - begun:.1f}s "
+                      f"(`strife status`, `strife logs -F`, `strife down`)")
+                return OK
+            if answer["phase"] == "failed":
+                name = answer["failed"]
+                node = next(n for n in answer["nodes"] if n["name"] == name)
+                print(f"{name} failed to start: {node['state']} after {node['restarts']} restarts "
+                      f"(last exit {node['last_exit']}); last lines of logs/{name}.log:", file=sys.stderr)
+                print("\n".join("  " + line for line in logs.tail(layout.log(name), 20)), file=sys.stderr)
+                print("the other nodes stay up for inspection; `strife down` stops them", file=sys.stderr)
+                return FAILED
+        if time.monotonic() - begun > timeout:
+            print(f"not all nodes healthy after {timeout:g}s; see `strife status` and `strife logs`",
+                  file=sys.stderr)
+            return FAILED
+        time.sleep(0.2)
+
+
+def _call(args, request, timeout=120.0):
+    layout = Layout(topology_path(args).parent)
+    try:
+        return control.call(layout.socket, request, timeout=timeout)
+    except control.NotRunning:
+        raise UserError(f"Strife is not running in {layout.home} (start it with `strife up -d`)",
+                        NOT_RUNNING) from None
+
+
+def down(args):
+    layout = Layout(topology_path(args).parent)
+    try:
+        answer = control.call(layout.socket, {"cmd": "down"}, timeout=300)
+    except control.NotRunning:
+        print(f"Strife is not running in {layout.home}; nothing to stop")
+        return OK
+    _wait_gone(answer.get("pid"))
+    print(f"stopped {len(answer['nodes'])} nodes")
+    return OK
+
+
+def _wait_gone(pid, timeout=30.0):
+    import psutil
+    if not pid:
+        return
+    try:
+        psutil.Process(pid).wait(timeout)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        pass
+
+
+def status(args):
+    layout = Layout(topology_path(args).parent)
+    try:
+        answer = control.call(layout.socket, {"cmd": "status"}, timeout=10)
+    except control.NotRunning:
+        if args.json:
+            print(json.dumps({"running": False, "nodes": []}))
+        else:
+            print(f"Strife is not running in {layout.home}")
+        return NOT_RUNNING
+    answer.pop("ok", None)
+    if args.json:
+        print(json.dumps({"running": True, **answer}, indent=2))
+        return OK
+    print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  ADDRESS")
+    for n in answer["nodes"]:
+        uptime = _duration(n["uptime"]) if n["uptime"] is not None else "-"
+        print(f"{n['name']:<10} {n['kind']:<8} {n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
+              f"{n['restarts']:>8}  {uptime:>8}  {n['address']}")
+    return OK if all(n["state"] == "RUNNING" for n in answer["nodes"]) else FAILED
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def restart(args):
+    answer = _call(args, {"cmd": "restart", "node": args.node})
+    if not answer["ok"]:
+        raise UserError(answer["error"], FAILED)
+    node = next(n for n in answer["nodes"] if n["name"] == args.node)
+    print(f"{args.node} restarted: {node['state']}, pid {node['pid']}")
+    return OK
+
+
+def show_logs(args):
+    topology = _load(args)
+    layout = Layout(topology.home)
+    names = [n.name for n in topology.nodes]
+    if args.node and args.node not in names:
+        raise UserError(f"no node named {args.node!r} (nodes: {', '.join(names)})")
+    chosen = [args.node] if args.node else names
+    printer = Printer(width=max(len(n) for n in chosen))
+    emit = (lambda name, line: print(line)) if args.node else printer.line
+    for name in chosen:
+        for line in logs.tail(layout.log(name), args.lines):
+            emit(name, line)
+    if args.follow:
+        try:
+            logs.follow({name: layout.log(name) for name in chosen}, emit)
+        except KeyboardInterrupt:
+            pass
+    return OK
+
+
+def make_certs(args):
+    topology = _load(args)
+    issued = certs.ensure(topology, force=args.force)
+    print(f"certificates in {topology.home / 'certs'}: " + (f"issued {', '.join(issued)}" if issued
+                                                           else "all present and valid"))
+    return OK

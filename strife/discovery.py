@@ -1,0 +1,118 @@
+"""etcd for Strife nodes: connect with mTLS, register under a kept-alive lease, watch a prefix."""
+import asyncio
+import contextlib
+import logging
+
+import etcd3aio
+import grpc.aio
+from etcd3aio import prefix_range_end
+
+from strife import tls
+
+log = logging.getLogger(__name__)
+
+BANKS_PREFIX = "/strife/banks/"
+LEASE_TTL = 5  # seconds: how long a crashed bank stays listed
+
+
+def client(topology, name):
+    """An unconnected etcd3aio client for node `name` of this deployment."""
+    args = tls.etcd_tls_args(topology.home, name) if topology.etcd.tls else {}
+    endpoints = [e.split("://", 1)[-1] for e in topology.etcd_endpoints()]
+    return etcd3aio.Etcd3Client(endpoints, tls_server_name="localhost" if args else None, **args)
+
+
+class Registration:
+    """Keeps `key = value` present under a lease while the node lives.
+
+    A lease that expires (etcd restarted, the node was paused past the TTL) is replaced
+    and the key written again, so a node is re-listed as soon as etcd answers.
+    """
+
+    def __init__(self, etcd, key, value, ttl=LEASE_TTL):
+        self.etcd, self.key, self.value, self.ttl = etcd, key, value, ttl
+        self.registered = asyncio.Event()
+        self._lease = None
+        self._task = None
+
+    async def start(self):
+        self._task = asyncio.create_task(self._run(), name=f"register {self.key}")
+        await self.registered.wait()
+
+    async def _run(self):
+        while True:
+            try:
+                lease = await self.etcd.lease.grant(self.ttl, timeout=self.ttl)
+                self._lease = lease.ID
+                await self.etcd.kv.put(self.key, self.value, lease=lease.ID, timeout=self.ttl)
+                self.registered.set()
+                log.info("registered %s in etcd (lease %x)", self.key, lease.ID)
+                await self._keep_alive(lease.ID)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # etcd away: try again shortly
+                log.warning("etcd registration of %s failed: %s; retrying", self.key, exc)
+            await asyncio.sleep(0.5)
+
+    async def _keep_alive(self, lease_id):
+        """Returns when the lease is gone for good; raises when etcd cannot be reached."""
+        while True:
+            await asyncio.sleep(max(0.5, self.ttl / 3))
+            call = self.etcd.lease.keep_alive(lease_id)
+            try:
+                answer = await asyncio.wait_for(call.read(), timeout=self.ttl)
+            finally:
+                call.cancel()
+            if answer is grpc.aio.EOF or answer.TTL <= 0:
+                log.warning("lease of %s expired; registering again", self.key)
+                return
+
+    async def withdraw(self):
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._lease is not None:
+            with contextlib.suppress(Exception):
+                await self.etcd.lease.revoke(self._lease, timeout=2)
+
+
+class PrefixWatch:
+    """A live dict of the keys under a prefix: one read at start, then the watch stream."""
+
+    def __init__(self, etcd, prefix):
+        self.etcd, self.prefix = etcd, prefix
+        self.entries = {}
+        self.ready = asyncio.Event()
+        self._task = None
+
+    async def start(self):
+        self._task = asyncio.create_task(self._run(), name=f"watch {self.prefix}")
+        await self.ready.wait()
+
+    async def _run(self):
+        while True:
+            try:
+                answer = await self.etcd.kv.get(self.prefix, range_end=prefix_range_end(self.prefix), timeout=5)
+                self.entries = {kv.key.decode()[len(self.prefix):]: kv.value.decode() for kv in answer.kvs}
+                self.ready.set()
+                async for event_batch in self.etcd.watch.watch(
+                        self.prefix, range_end=prefix_range_end(self.prefix),
+                        start_revision=answer.header.revision + 1):
+                    for event in event_batch.events:
+                        name = event.kv.key.decode()[len(self.prefix):]
+                        if event.type == event.DELETE:
+                            self.entries.pop(name, None)
+                        else:
+                            self.entries[name] = event.kv.value.decode()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watch of %s interrupted: %s; resuming", self.prefix, exc)
+                await asyncio.sleep(0.5)
+
+    async def stop(self):
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

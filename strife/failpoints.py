@@ -1,0 +1,74 @@
+"""Failpoints: named protocol steps where an operator can make a node misbehave on purpose.
+
+A step is armed with an action; code calls `await failpoints.hit("prepare")` at that step.
+Actions: pause (wait until cleared), delay:DURATION, error (raise FailpointFired), crash
+(exit the process at once, as a kill -9 would, without any clean-up).
+"""
+import asyncio
+import os
+
+from strife.durations import DurationError, parse_duration
+
+ACTIONS = ("pause", "delay", "error", "crash")
+
+
+class FailpointError(ValueError):
+    """A failpoint spec that cannot be understood."""
+
+
+class FailpointFired(Exception):
+    """The `error` action: the step fails as if something went wrong there."""
+
+
+def parse_action(text):
+    """'delay:2s' -> ('delay', 2.0); 'crash' -> ('crash', None)."""
+    name, _, arg = text.partition(":")
+    if name not in ACTIONS:
+        raise FailpointError(f"{text!r}: the action must be one of pause, delay:DURATION, error, crash")
+    if name == "delay":
+        try:
+            return name, parse_duration(arg)
+        except DurationError as exc:
+            raise FailpointError(f"{text!r}: {exc}") from None
+    if arg:
+        raise FailpointError(f"{text!r}: {name} takes no argument")
+    return name, None
+
+
+class Failpoints:
+    def __init__(self, armed=()):
+        self._armed = {}
+        self._cleared = {}
+        for step, action in armed:
+            self.set(step, action)
+
+    def set(self, step, action):
+        parse_action(action)
+        self.clear(step)
+        self._armed[step] = action
+        self._cleared[step] = asyncio.Event()  # binds to a loop only when awaited
+
+    def clear(self, step=None):
+        for name in [step] if step else list(self._armed):
+            self._armed.pop(name, None)
+            event = self._cleared.pop(name, None)
+            if event is not None:
+                event.set()
+
+    def items(self):
+        return sorted(self._armed.items())
+
+    async def hit(self, step):
+        action = self._armed.get(step)
+        if action is None:
+            return
+        name, arg = parse_action(action)
+        if name == "crash":
+            os._exit(86)
+        if name == "error":
+            raise FailpointFired(f"failpoint {step} fired")
+        if name == "delay":
+            await asyncio.sleep(arg)
+            return
+        await self._cleared[step].wait()
+

@@ -1,0 +1,39 @@
+"""Running a supervisor with its control socket: in the foreground (`strife up`) or detached
+(`strife up -d` starts `python -m strife.launcher.daemon`, which outlives the command)."""
+import argparse
+import asyncio
+import signal
+import sys
+
+from strife.launcher import topology as topology_model
+from strife.launcher.control import ControlServer
+from strife.launcher.printer import Printer
+from strife.launcher.supervisor import Supervisor
+from strife.layout import Layout
+
+
+async def serve(topology, printer, echo_nodes):
+    supervisor = Supervisor(topology, printer=printer, echo_nodes=echo_nodes)
+    control = ControlServer(supervisor, Layout(topology.home).socket)
+    await control.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, supervisor.request_stop)
+    try:
+        await supervisor.run()
+    finally:
+        await control.close()
+    return supervisor
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Strife supervisor daemon (started by `strife up -d`)")
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    layout = Layout(args.home)
+    topology = topology_model.load(layout.resolved, home=layout.home)
+    asyncio.run(serve(topology, Printer(sys.stdout, colour=False), echo_nodes=False))
+
+
+if __name__ == "__main__":
+    main()

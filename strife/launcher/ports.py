@@ -1,0 +1,40 @@
+"""Turning `port: 0` into real free ports at `up`, and checking that fixed ports are free."""
+import dataclasses
+import socket
+
+
+def _free(host, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host if host != "localhost" else "127.0.0.1", port))
+        except OSError:
+            return None
+        return sock.getsockname()[1]
+
+
+def resolve(topology, previous=None):
+    """A copy of `topology` where every port is concrete.
+
+    A port chosen at a previous `up` is kept while it is free, so addresses stay stable.
+    Returns (topology, problems) where problems name fixed ports some other program holds.
+    """
+    problems, taken, nodes = [], set(), []
+    old = {n.name: n for n in previous.nodes} if previous else {}
+    for node in topology.nodes:
+        fields = {}
+        for field in ("port", "peer_port") if node.kind == "etcd" else ("port",):
+            wanted = getattr(node, field)
+            if wanted:
+                if _free(node.host, wanted) is None:
+                    problems.append(f"{node.name}: {field.replace('_', ' ')} {wanted} is in use by another program")
+                fields[field] = wanted
+            else:
+                earlier = getattr(old[node.name], field) if node.name in old else 0
+                chosen = earlier if earlier and earlier not in taken and _free(node.host, earlier) else None
+                while chosen is None or chosen in taken:
+                    chosen = _free(node.host, 0)
+                fields[field] = chosen
+            taken.add(fields[field])
+        nodes.append(dataclasses.replace(node, **fields))
+    return topology.with_nodes(nodes), problems

@@ -1,0 +1,365 @@
+"""The topology: a typed model of one deployment, and the validation that builds it.
+
+Every problem is reported at once, one line each, naming the field path and why
+(`banks.bank2.port: 7001 already used by gateway`), before anything is started.
+"""
+import dataclasses
+import pathlib
+import re
+
+import yaml
+
+from strife.durations import DurationError, parse_duration
+from strife.failpoints import FailpointError, parse_action
+from strife.launcher import yaml_loader
+from strife.money import AmountError, format_minor, parse_amount
+
+KINDS = ("etcd", "bank", "gateway", "client")  # also the start order
+RESTART_POLICIES = ("always", "on-failure", "no")
+ROLES = ("client", "admin")
+NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+RESERVED_NAMES = {"supervisor", "operator", "strife"}
+
+
+class TopologyError(Exception):
+    """The file cannot be used; `problems` lists every `path: why` found."""
+
+    def __init__(self, problems):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    prepare_timeout: float = 2.0
+    hold_timeout: float = 30.0
+    max_amount_minor: int = 1_000_000  # 10,000.00
+    start_timeout: float = 30.0       # STARTING -> healthy, else a failed start
+    stop_grace: float = 5.0           # SIGTERM -> SIGKILL
+    backoff: float = 0.5              # first restart delay, doubled per consecutive failure
+    max_restarts: int = 5             # consecutive failed starts before FATAL
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    kind: str
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free one at `up`
+    restart: str = "on-failure"
+    max_restarts: int | None = None  # None = settings.max_restarts
+    failpoints: tuple = ()           # ((step, action), ...) armed at start
+    # clients only
+    bank: str | None = None
+    role: str = "client"
+    balance_minor: int = 0
+    # etcd members only
+    peer_port: int = 0
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EtcdConfig:
+    members: int = 1
+    binary: str | None = None
+    endpoints: tuple = ()  # an existing cluster: nothing is spawned
+    tls: bool = True       # external endpoints speak plain http unless told otherwise
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    path: pathlib.Path
+    home: pathlib.Path  # where certs/, state/ and logs/ live: the topology file's directory
+    settings: Settings
+    etcd: EtcdConfig
+    nodes: tuple  # in start order
+
+    def node(self, name):
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def of_kind(self, kind):
+        return [n for n in self.nodes if n.kind == kind]
+
+    def etcd_endpoints(self):
+        if self.etcd.endpoints:
+            return list(self.etcd.endpoints)
+        return [n.address for n in self.of_kind("etcd")]
+
+    def with_nodes(self, nodes):
+        return dataclasses.replace(self, nodes=tuple(nodes))
+
+    def to_yaml(self):
+        """The same schema back, e.g. with the ports chosen at `up` filled in."""
+        s = self.settings
+        doc = {"settings": {
+            "prepare_timeout": f"{s.prepare_timeout}s", "hold_timeout": f"{s.hold_timeout}s",
+            "max_amount": format_minor(s.max_amount_minor), "start_timeout": f"{s.start_timeout}s",
+            "stop_grace": f"{s.stop_grace}s", "backoff": f"{s.backoff}s", "max_restarts": s.max_restarts}}
+        members = self.of_kind("etcd")
+        etcd = {"members": self.etcd.members, "tls": self.etcd.tls}
+        if self.etcd.binary:
+            etcd["binary"] = self.etcd.binary
+        if self.etcd.endpoints:
+            etcd["endpoints"] = list(self.etcd.endpoints)
+        if members:
+            etcd.update(host=members[0].host, ports=[[m.port, m.peer_port] for m in members],
+                        **_common(members[0]))
+        doc["etcd"] = etcd
+        doc["banks"] = {b.name: {"host": b.host, "port": b.port, **_common(b)} for b in self.of_kind("bank")}
+        gw = self.of_kind("gateway")[0]
+        doc["gateway"] = {"host": gw.host, "port": gw.port, **_common(gw)}
+        doc["clients"] = {c.name: {"bank": c.bank, "role": c.role, "balance": format_minor(c.balance_minor),
+                                   "host": c.host, "port": c.port, **_common(c)}
+                          for c in self.of_kind("client")}
+        return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _common(node):
+    out = {"restart": node.restart}
+    if node.max_restarts is not None:
+        out["max_restarts"] = node.max_restarts
+    if node.failpoints:
+        out["failpoints"] = dict(node.failpoints)
+    return out
+
+
+def load(path, home=None):
+    """Read and validate a topology file; raise TopologyError listing every problem.
+
+    `home` defaults to the file's directory; nodes pass it when reading the resolved copy in state/.
+    """
+    path = pathlib.Path(path).resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TopologyError([f"{path}: cannot read ({exc.strerror})"]) from None
+    try:
+        doc = yaml_loader.load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TopologyError([f"{path.name}: {where}YAML syntax error: {problem}"]) from None
+    return parse(doc, path, home)
+
+
+def parse(doc, path, home=None):
+    v = _Validator()
+    path = pathlib.Path(path)
+    topology = v.topology(doc, path, pathlib.Path(home).resolve() if home else path.parent)
+    if v.problems:
+        raise TopologyError(v.problems)
+    return topology
+
+
+class _Validator:
+    """Walks the document once, collecting `path: why` lines instead of stopping at the first."""
+
+    def __init__(self):
+        self.problems = []
+
+    def bad(self, where, why):
+        self.problems.append(f"{where}: {why}")
+
+    def mapping(self, value, where, allowed, required=()):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.bad(where, f"must be a mapping, not {type(value).__name__}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.bad(f"{where}.{key}" if where else str(key),
+                         f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        for key in required:
+            if key not in value:
+                self.bad(f"{where}.{key}" if where else key, "is required")
+        return value
+
+    def integer(self, value, where, low, high):
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad(where, f"{value!r} is not a whole number")
+            return low
+        if not low <= value <= high:
+            self.bad(where, f"{value} is out of range {low}..{high}")
+            return low
+        return value
+
+    def duration(self, value, where, default):
+        if value is None:
+            return default
+        try:
+            return parse_duration(value)
+        except DurationError as exc:
+            self.bad(where, str(exc))
+            return default
+
+    def choice(self, value, where, options, default):
+        if value is None:
+            return default
+        if value not in options:
+            self.bad(where, f"{value!r} is not one of {', '.join(options)}")
+            return default
+        return value
+
+    def topology(self, doc, path, home):
+        doc = self.mapping(doc, "", {"settings", "etcd", "banks", "gateway", "clients"},
+                           required=("banks", "gateway", "clients"))
+        settings = self.settings(doc.get("settings"))
+        etcd, members = self.etcd(doc.get("etcd"))
+        banks = self.named_nodes(doc.get("banks"), "banks", "bank")
+        gateway = self.node("gateway", "gateway", doc.get("gateway") or {}, "gateway")
+        clients = self.named_nodes(doc.get("clients"), "clients", "client")
+        nodes = members + banks + [gateway] + clients
+        self.cross_check(nodes, banks, clients, doc)
+        return Topology(path=path, home=home, settings=settings, etcd=etcd, nodes=tuple(nodes))
+
+    def settings(self, raw):
+        raw = self.mapping(raw, "settings", {"prepare_timeout", "hold_timeout", "max_amount", "start_timeout",
+                                             "stop_grace", "backoff", "max_restarts"})
+        d = Settings()
+        max_minor = d.max_amount_minor
+        if "max_amount" in raw:
+            try:
+                max_minor = parse_amount(raw["max_amount"])
+            except AmountError as exc:
+                self.bad("settings.max_amount", str(exc))
+        return Settings(
+            prepare_timeout=self.duration(raw.get("prepare_timeout"), "settings.prepare_timeout", d.prepare_timeout),
+            hold_timeout=self.duration(raw.get("hold_timeout"), "settings.hold_timeout", d.hold_timeout),
+            max_amount_minor=max_minor,
+            start_timeout=self.duration(raw.get("start_timeout"), "settings.start_timeout", d.start_timeout),
+            stop_grace=self.duration(raw.get("stop_grace"), "settings.stop_grace", d.stop_grace),
+            backoff=self.duration(raw.get("backoff"), "settings.backoff", d.backoff),
+            max_restarts=self.integer(raw.get("max_restarts", d.max_restarts), "settings.max_restarts", 0, 100),
+        )
+
+    def etcd(self, raw):
+        raw = self.mapping(raw, "etcd", {"members", "port", "ports", "host", "binary", "endpoints", "tls",
+                                         "restart", "max_restarts", "failpoints"})
+        endpoints = raw.get("endpoints") or []
+        if not isinstance(endpoints, list) or not all(isinstance(e, str) and e for e in endpoints):
+            self.bad("etcd.endpoints", "must be a list of host:port strings")
+            endpoints = []
+        tls = raw.get("tls", not endpoints)
+        if not isinstance(tls, bool):
+            self.bad("etcd.tls", "must be true or false")
+            tls = True
+        members = self.integer(raw.get("members", 1), "etcd.members", 1, 7)
+        if members not in (1, 3, 5, 7):
+            self.bad("etcd.members", f"{members}: a cluster needs an odd number of members (1, 3, 5 or 7)")
+            members = 1
+        config = EtcdConfig(members=members, binary=raw.get("binary"), endpoints=tuple(endpoints), tls=tls)
+        if endpoints:
+            return config, []  # an existing cluster: we spawn nothing
+        ports = self.etcd_ports(raw, members)
+        base = {k: raw[k] for k in ("host", "restart", "max_restarts", "failpoints") if k in raw}
+        nodes = []
+        for i in range(members):
+            name = "etcd" if members == 1 else f"etcd{i + 1}"
+            node = self.node(name, "etcd", dict(base, port=0), "etcd")
+            nodes.append(dataclasses.replace(node, port=ports[i][0], peer_port=ports[i][1]))
+        return config, nodes
+
+    def etcd_ports(self, raw, members):
+        """`port: N` gives member i client port N+2i and peer port N+2i+1; 0 picks free ones."""
+        if "ports" in raw:  # the resolved form written back at `up`
+            ports = raw["ports"]
+            if not (isinstance(ports, list) and len(ports) == members
+                    and all(isinstance(p, list) and len(p) == 2 for p in ports)):
+                self.bad("etcd.ports", f"must list [client, peer] ports for each of the {members} members")
+                return [(0, 0)] * members
+            return [tuple(self.integer(x, "etcd.ports", 0, 65535) for x in p) for p in ports]
+        base = self.integer(raw.get("port", 0), "etcd.port", 0, 65535 - 2 * members)
+        return [(base + 2 * i, base + 2 * i + 1) if base else (0, 0) for i in range(members)]
+
+    def named_nodes(self, raw, section, kind):
+        if not isinstance(raw, dict) or not raw:
+            if raw is not None:
+                self.bad(section, f"must be a mapping of {kind} names to their settings")
+            return []
+        return [self.node(name, kind, spec or {}, f"{section}.{name}") for name, spec in raw.items()]
+
+    def node(self, name, kind, raw, where):
+        allowed = {"host", "port", "restart", "max_restarts", "failpoints"}
+        if kind == "client":
+            allowed |= {"bank", "role", "balance"}
+        raw = self.mapping(raw, where, allowed, required=("bank",) if kind == "client" else ())
+        if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
+            self.bad(where, f"{name!r} is not a usable name: lower-case letters, digits, - and _, "
+                            f"starting with a letter, not one of {', '.join(sorted(RESERVED_NAMES))}")
+        host = raw.get("host", "127.0.0.1")
+        if not isinstance(host, str) or not host:
+            self.bad(f"{where}.host", "must be a host name or address")
+            host = "127.0.0.1"
+        fields = dict(
+            name=str(name), kind=kind, host=host,
+            port=self.integer(raw.get("port", 0), f"{where}.port", 0, 65535),
+            restart=self.choice(raw.get("restart"), f"{where}.restart", RESTART_POLICIES, "on-failure"),
+            max_restarts=(self.integer(raw["max_restarts"], f"{where}.max_restarts", 0, 100)
+                          if "max_restarts" in raw else None),
+            failpoints=self.failpoints(raw.get("failpoints"), f"{where}.failpoints"),
+        )
+        if kind == "client":
+            fields.update(bank=raw.get("bank"), role=self.choice(raw.get("role"), f"{where}.role", ROLES, "client"),
+                          balance_minor=self.balance(raw.get("balance", 0), f"{where}.balance"))
+        return Node(**fields)
+
+    def balance(self, value, where):
+        try:
+            return parse_amount(value, allow_zero=True)
+        except AmountError as exc:
+            self.bad(where, str(exc))
+            return 0
+
+    def failpoints(self, raw, where):
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            self.bad(where, "must map a step to an action, e.g. {start: crash}")
+            return ()
+        out = []
+        for step, action in raw.items():
+            try:
+                parse_action(str(action))
+                out.append((str(step), str(action)))
+            except FailpointError as exc:
+                self.bad(f"{where}.{step}", str(exc))
+        return tuple(out)
+
+    def cross_check(self, nodes, banks, clients, doc):
+        if not banks and "banks" in doc:
+            self.bad("banks", "at least one bank is needed")
+        where = {n.name: _section(n) for n in nodes}
+        seen = {}
+        for node in nodes:
+            if node.name in seen:
+                self.bad(where[node.name], f"name {node.name!r} already used by {seen[node.name]}")
+            seen.setdefault(node.name, _section(node))
+        bank_names = {b.name for b in banks}
+        for client in clients:
+            if client.bank is not None and client.bank not in bank_names:
+                known = ", ".join(sorted(bank_names)) or "none"
+                self.bad(f"clients.{client.name}.bank", f"unknown bank {client.bank!r} (banks: {known})")
+        used = {}
+        for node in nodes:
+            for label, port in (("port", node.port), ("peer port", node.peer_port)):
+                if not port:
+                    continue
+                if port in used:
+                    self.bad(f"{_section(node)}.port", f"{port} already used by {used[port]}")
+                else:
+                    used[port] = node.name if label == "port" else f"{node.name} ({label})"
+
+
+def _section(node):
+    if node.kind == "etcd":
+        return "etcd"
+    if node.kind == "gateway":
+        return "gateway"
+    return f"{node.kind}s.{node.name}"

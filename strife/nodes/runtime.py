@@ -1,0 +1,75 @@
+"""What every Strife node does the same way: read its part of the topology, serve gRPC over mTLS
+with health and admin services, arm failpoints, and shut down gracefully on SIGTERM.
+
+A node module supplies a class with `start()` (called once the port is open; the node is
+reported SERVING when it returns), `stop()`, and `POLICY` (method prefix -> roles allowed).
+"""
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from strife import tls
+from strife.failpoints import Failpoints
+from strife.interceptors import EVERYONE, RoleInterceptor
+from strife.launcher import topology as topology_model
+from strife.layout import Layout
+from strife.nodes.admin import NodeAdmin
+from strife.rpc import admin_pb2_grpc
+
+BASE_POLICY = {
+    "/grpc.health.v1.Health/": EVERYONE,
+    "/strife.admin.NodeAdmin/": frozenset({"operator"}),
+}
+
+
+class Context:
+    """What a node gets from the runtime."""
+
+    def __init__(self, topology, spec, server, failpoints):
+        self.topology, self.spec, self.server, self.failpoints = topology, spec, server, failpoints
+        self.layout = Layout(topology.home)
+        self.log = logging.getLogger(spec.name)
+
+
+def main(node_class, argv=None):
+    parser = argparse.ArgumentParser(description=f"Strife {node_class.KIND} node (started by `strife up`)")
+    parser.add_argument("--home", required=True, help="deployment directory (holds certs/, state/, logs/)")
+    parser.add_argument("--name", required=True, help="this node's name in the topology")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+    topology = topology_model.load(Layout(args.home).resolved, home=args.home)
+    spec = topology.node(args.name)
+    asyncio.run(serve(node_class, topology, spec))
+
+
+async def serve(node_class, topology, spec):
+    failpoints = Failpoints(spec.failpoints)
+    await failpoints.hit("start")
+    policy = dict(BASE_POLICY, **node_class.POLICY)
+    server = grpc.aio.server(interceptors=[RoleInterceptor(policy)])
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
+    node = node_class(Context(topology, spec, server, failpoints))
+    server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name))
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await node.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    logging.getLogger(spec.name).info("%s %s serving on %s", node_class.KIND, spec.name, spec.address)
+    await stopping.wait()
+    logging.getLogger(spec.name).info("stopping")
+    await health.enter_graceful_shutdown()
+    await server.stop(grace=min(2.0, topology.settings.stop_grace / 2))
+    await node.stop()

@@ -1,0 +1,1 @@
+"""Code generated from protos/ at build time (setup.py); never edited by hand."""

@@ -145,7 +145,8 @@ def load(path, home=None):
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise TopologyError([f"{path.name}: {where}YAML syntax error: {problem}"]) from None
+        kind = "" if isinstance(exc, yaml_loader.DuplicateKey) else "YAML syntax error: "
+        raise TopologyError([f"{path.name}: {where}{kind}{problem}"]) from None
     return parse(doc, path, home)
 
 

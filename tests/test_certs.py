@@ -1,0 +1,72 @@
+"""Certificates: one CA per deployment, a verified chain per identity, private keys 0600, reuse and renewal."""
+import stat
+
+from cryptography import x509
+
+from strife.launcher import certs, topology
+from tests.conftest import SMALL_TOPOLOGY
+
+
+def make(tmp_path, text=SMALL_TOPOLOGY):
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    return topology.load(path)
+
+
+def load_cert(path):
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_every_identity_has_a_cert_signed_by_the_ca_with_its_name_and_role(tmp_path):
+    t = make(tmp_path, SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {host: bank2.example}"))
+    issued = certs.ensure(t)
+    names = [n.name for n in t.nodes] + [certs.OPERATOR]
+    assert set(issued) == {"ca", *names}
+    ca = load_cert(tmp_path / "certs" / "ca.pem")
+    for name in names:
+        cert = load_cert(tmp_path / "certs" / f"{name}.pem")
+        cert.verify_directly_issued_by(ca)  # raises if the chain is broken
+        assert certs.subject_name(cert) == name
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "localhost" in san.get_values_for_type(x509.DNSName)
+        assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usages
+        assert x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH in usages
+    roles = {name: certs.subject_role(load_cert(tmp_path / "certs" / f"{name}.pem")) for name in names}
+    assert roles == {"etcd": "etcd", "bank1": "bank", "bank2": "bank", "gateway": "gateway",
+                     "admin": "admin", "alice": "client", "bob": "client", "operator": "operator"}
+    bank2 = load_cert(tmp_path / "certs" / "bank2.pem")
+    assert "bank2.example" in bank2.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def test_private_keys_are_owner_only(tmp_path):
+    t = make(tmp_path)
+    certs.ensure(t)
+    keys = list((tmp_path / "certs").glob("*.key"))
+    assert len(keys) == len(t.nodes) + 2  # nodes, operator, CA
+    for key in keys:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
+def test_valid_certs_are_reused_and_force_renews_them(tmp_path):
+    t = make(tmp_path)
+    certs.ensure(t)
+    before = (tmp_path / "certs" / "bank1.pem").read_bytes()
+    assert certs.ensure(t) == []
+    assert (tmp_path / "certs" / "bank1.pem").read_bytes() == before
+    assert "bank1" in certs.ensure(t, force=True)
+    assert (tmp_path / "certs" / "bank1.pem").read_bytes() != before
+
+
+def test_a_cert_from_another_ca_is_replaced(tmp_path):
+    t = make(tmp_path)
+    certs.ensure(t)
+    other = tmp_path / "other"
+    other.mkdir()
+    certs.ensure(make(other))
+    (tmp_path / "certs" / "alice.pem").write_bytes((other / "certs" / "alice.pem").read_bytes())
+    (tmp_path / "certs" / "alice.key").write_bytes((other / "certs" / "alice.key").read_bytes())
+    assert certs.ensure(t) == ["alice"]
+    load_cert(tmp_path / "certs" / "alice.pem").verify_directly_issued_by(load_cert(tmp_path / "certs" / "ca.pem"))

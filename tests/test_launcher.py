@@ -1,0 +1,156 @@
+"""The launcher end to end: the real `strife` command, real etcd and node processes, temp dirs."""
+import asyncio
+import os
+import signal
+import subprocess
+
+import psutil
+
+from strife import discovery
+from strife.launcher import certs, topology
+from strife.layout import Layout
+from tests.conftest import SMALL_TOPOLOGY, STRIFE, processes_of, wait_for
+
+
+def etcd_key(home, key):
+    """(value, lease id) of `key` read from the deployment's etcd with the operator certificate."""
+    t = topology.load(Layout(home).resolved, home=home)
+
+    async def read():
+        async with discovery.client(t, certs.OPERATOR) as etcd:
+            answer = await etcd.kv.get(key, timeout=5)
+            return (answer.kvs[0].value.decode(), answer.kvs[0].lease) if answer.kvs else (None, None)
+    return asyncio.run(read())
+
+
+def test_up_status_down_leaves_no_process(deployment):
+    d = deployment()
+    result = d.up()
+    assert "nodes healthy" in result.stdout
+    status = d.status()
+    assert status["running"] and status["phase"] == "ready"
+    nodes = {n["name"]: n for n in status["nodes"]}
+    assert list(nodes) == ["etcd", "bank1", "bank2", "gateway", "admin", "alice", "bob"]
+    for n in nodes.values():
+        assert n["state"] == "RUNNING" and n["health"] == "SERVING", n
+        assert psutil.pid_exists(n["pid"]) and n["restarts"] == 0
+        assert n["address"].startswith("127.0.0.1:") and not n["address"].endswith(":0")
+    for bank in ("bank1", "bank2"):
+        assert etcd_key(d.home, f"/strife/banks/{bank}")[0] == nodes[bank]["address"]
+    again = d.run("up", "-d")
+    assert again.returncode != 0 and "already up" in again.stderr
+    table = d.run("status")
+    assert table.returncode == 0 and "bank2" in table.stdout and "SERVING" in table.stdout
+    assert (d.home / "logs" / "bank1.log").read_text().count("serving on") == 1
+
+    down = d.run("down")
+    assert down.returncode == 0, down.stderr
+    assert processes_of(d.home) == []
+    for n in nodes.values():
+        assert not psutil.pid_exists(n["pid"]) or psutil.Process(n["pid"]).status() == psutil.STATUS_ZOMBIE
+    after = d.run("status", "--json")
+    assert after.returncode == 3 and '"running": false' in after.stdout
+
+
+def test_killed_bank_is_restarted_healthy_and_registered_again(deployment):
+    d = deployment()
+    d.up()
+    before = d.node("bank2")
+    _, lease_before = etcd_key(d.home, "/strife/banks/bank2")
+    os.kill(before["pid"], signal.SIGKILL)
+    after = wait_for(lambda: (n := d.node("bank2"))["state"] == "RUNNING" and n["pid"] != before["pid"] and n,
+                     timeout=30, what="bank2 restarted")
+    assert after["restarts"] == 1 and after["health"] == "SERVING"
+    value, lease_after = etcd_key(d.home, "/strife/banks/bank2")
+    assert value == after["address"] and lease_after not in (None, lease_before)
+
+
+def test_a_node_that_always_crashes_ends_fatal_and_up_reports_it(deployment):
+    d = deployment(SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {max_restarts: 2, failpoints: {start: crash}}"))
+    result = d.run("up", "-d")
+    assert result.returncode == 1
+    assert "bank2 failed to start: FATAL after 2 restarts" in result.stderr
+    bank2 = d.node("bank2")
+    assert bank2["state"] == "FATAL" and bank2["restarts"] == 2 and bank2["pid"] is None
+    assert d.node("gateway")["state"] == "STOPPED"  # dependents are not started without their banks
+    assert d.run("down").returncode == 0
+    assert processes_of(d.home) == []
+
+
+def test_restart_command_replaces_the_process(deployment):
+    d = deployment()
+    d.up()
+    before = d.node("gateway")["pid"]
+    result = d.run("restart", "gateway")
+    assert result.returncode == 0, result.stderr
+    after = d.node("gateway")
+    assert after["pid"] != before and after["state"] == "RUNNING" and after["restarts"] == 1
+    unknown = d.run("restart", "nosuch")
+    assert unknown.returncode == 1 and "no node named 'nosuch'" in unknown.stderr
+
+
+def test_two_topologies_run_side_by_side(deployment):
+    first, second = deployment(name="first"), deployment(name="second")
+    first.up()
+    second.up()
+    a = {n["name"]: n["address"] for n in first.status()["nodes"]}
+    b = {n["name"]: n["address"] for n in second.status()["nodes"]}
+    assert set(a.values()).isdisjoint(b.values())
+    assert etcd_key(first.home, "/strife/banks/bank1")[0] == a["bank1"]
+    assert etcd_key(second.home, "/strife/banks/bank1")[0] == b["bank1"]
+    assert first.run("down").returncode == 0
+    assert all(n["state"] == "RUNNING" for n in second.status()["nodes"])
+
+
+def test_killing_the_supervisor_leaves_no_orphans(deployment):
+    d = deployment()
+    d.up()
+    status = d.status()
+    pids = [n["pid"] for n in status["nodes"]]
+    os.kill(status["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                             for p in pids), timeout=20, what="every node to die with its supervisor")
+    assert d.run("status").returncode == 3  # the stale socket is not mistaken for a running supervisor
+    d.up()  # and a fresh `up` works
+    assert d.status()["phase"] == "ready"
+
+
+def test_foreground_up_prints_prefixed_logs_and_ctrl_c_stops_everything(deployment):
+    d = deployment()
+    proc = subprocess.Popen([*STRIFE, "up"], cwd=d.home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "nodes healthy" in line:
+                break
+        assert any("bank1" in line and "| " in line and "serving on" in line for line in lines), lines
+        pids = [n["pid"] for n in d.status()["nodes"]]
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "stopped" in rest
+    assert processes_of(d.home) == []
+    assert not any(psutil.pid_exists(p) for p in pids)
+
+
+def test_logs_command_shows_a_node_and_refuses_unknown_ones(deployment):
+    d = deployment()
+    d.up()
+    one = d.run("logs", "bank1", "-n", "5")
+    assert one.returncode == 0 and "serving on" in one.stdout
+    every = d.run("logs")
+    assert "gateway" in every.stdout and "bank2" in every.stdout
+    assert d.run("logs", "nosuch").returncode == 2
+
+
+def test_three_member_etcd_cluster(deployment):
+    d = deployment(SMALL_TOPOLOGY.replace("members: 1", "members: 3"))
+    d.up()
+    members = [n for n in d.status()["nodes"] if n["kind"] == "etcd"]
+    assert [m["name"] for m in members] == ["etcd1", "etcd2", "etcd3"]
+    assert all(m["state"] == "RUNNING" for m in members)
+    assert etcd_key(d.home, "/strife/banks/bank2")[0] == d.node("bank2")["address"]

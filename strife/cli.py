@@ -3,9 +3,9 @@ import argparse
 import sys
 
 from strife import __version__
-from strife.commands import BAD_INPUT, UserError, lifecycle
+from strife.commands import BAD_INPUT, UserError, client, lifecycle
 
-GROUPS = [lifecycle]
+GROUPS = [lifecycle, client]
 
 
 def build_parser():

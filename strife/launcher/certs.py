@@ -46,16 +46,30 @@ def ensure(topology, force=False):
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     for name, role, hosts in identities(topology):
-        sans = {"localhost", "127.0.0.1", *hosts}
-        cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-        if not force and _valid_leaf(cert_path, key_path, ca_cert, role, sans):
-            continue
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _leaf_certificate(name, role, sans, key, ca_key, ca_cert)
-        _write_key(key_path, key)
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        issued.append(name)
+        if _issue(directory, name, role, hosts, ca_key, ca_cert, force):
+            issued.append(name)
     return issued
+
+
+def issue(home, name, role, hosts=()):
+    """A certificate for one more identity (e.g. a client registered at run time) from the existing CA."""
+    directory = pathlib.Path(home) / "certs"
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    return _issue(directory, name, role, set(hosts), ca_key, ca_cert, force=False)
+
+
+def _issue(directory, name, role, hosts, ca_key, ca_cert, force):
+    """Write a key and certificate unless a valid one is there; True when written."""
+    sans = {"localhost", "127.0.0.1", *hosts}
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    if not force and _valid_leaf(cert_path, key_path, ca_cert, role, sans):
+        return False
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _leaf_certificate(name, role, sans, key, ca_key, ca_cert)
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return True
 
 
 def _now():

@@ -4,7 +4,7 @@ Everything that can fail because of the user's input fails here, before any proc
 """
 import contextlib
 
-from strife.launcher import certs, control, etcd, ports
+from strife.launcher import certs, control, credentials, etcd, ports
 from strife.launcher import topology as topology_model
 from strife.layout import Layout
 
@@ -31,5 +31,6 @@ def prepare(path, force_certs=False):
         raise topology_model.TopologyError(problems)
     layout.create()
     certs.ensure(resolved, force=force_certs)
+    credentials.ensure(resolved)
     layout.resolved.write_text(resolved.to_yaml())
     return resolved

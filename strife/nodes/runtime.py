@@ -16,12 +16,13 @@ from grpc_health.v1._async import HealthServicer
 
 from strife import tls
 from strife.failpoints import Failpoints
-from strife.interceptors import EVERYONE, RoleInterceptor
+from strife.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
 from strife.launcher import topology as topology_model
 from strife.layout import Layout
 from strife.nodes.admin import NodeAdmin
 from strife.rpc import admin_pb2_grpc
 
+MAX_MESSAGE = 64 * 1024  # no Strife request is near this; anything larger is refused unread
 BASE_POLICY = {
     "/grpc.health.v1.Health/": EVERYONE,
     "/strife.admin.NodeAdmin/": frozenset({"operator"}),
@@ -54,11 +55,14 @@ async def serve(node_class, topology, spec):
     failpoints = Failpoints(spec.failpoints)
     await failpoints.hit("start")
     policy = dict(BASE_POLICY, **node_class.POLICY)
-    server = grpc.aio.server(interceptors=[RoleInterceptor(policy)])
+    access = AccessInterceptor(policy)
+    server = grpc.aio.server(interceptors=[CallLogInterceptor(spec.name), access],
+                             options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
     node = node_class(Context(topology, spec, server, failpoints))
+    access.authenticate = getattr(node, "authenticate", None)
     server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name))
     await server.start()
     stopping = asyncio.Event()

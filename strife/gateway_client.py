@@ -1,0 +1,75 @@
+"""Talking to the gateway as a user: mTLS with the user's certificate, name and password in metadata.
+
+Used by the `strife client` commands and by the client node's outbox sender.
+"""
+import grpc
+
+from strife import tls
+from strife.launcher import credentials
+from strife.launcher import topology as topology_model
+from strife.layout import Layout
+from strife.rpc import cl_gw_pb2 as cl
+from strife.rpc import cl_gw_pb2_grpc
+
+USER_HEADER, PASSWORD_HEADER = "x-strife-user", "x-strife-password"
+
+
+class ClientSetupError(Exception):
+    """This user cannot talk to the gateway from here (no deployment, no certificate, no password)."""
+
+
+def load_deployment(home):
+    layout = Layout(home)
+    if not layout.resolved.exists():
+        raise ClientSetupError(f"no deployment has been started in {layout.home} (run `strife up -d` first)")
+    return topology_model.load(layout.resolved, home=layout.home)
+
+
+class GatewayClient:
+    def __init__(self, topology, user, password=None):
+        self.topology = topology
+        self.user = user
+        home = topology.home
+        if not (Layout(home).certs / f"{user}.pem").exists():
+            raise ClientSetupError(f"no certificate for {user!r} in {Layout(home).certs} (is {user!r} a client "
+                                   f"of this topology, or registered with `strife client ADMIN register`?)")
+        self.password = password if password is not None else credentials.password(home, user)
+        if self.password is None:
+            raise ClientSetupError(f"no password for {user!r} in state/credentials.json")
+        self.metadata = ((USER_HEADER, user), (PASSWORD_HEADER, self.password))
+        self.address = topology.of_kind("gateway")[0].address
+        self.channel = grpc.aio.secure_channel(self.address, tls.channel_credentials(home, user), options=[
+            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000)])
+        self.stub = cl_gw_pb2_grpc.ClientGatewayStub(self.channel)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def close(self):
+        await self.channel.close()
+
+    def _call(self, method, request, timeout):
+        return method(request, metadata=self.metadata, timeout=timeout)
+
+    async def pay(self, payee, amount_minor, txn_id, timeout=10.0):
+        return await self._call(self.stub.InitiateTransaction, cl.InitiateTransactionRequest(
+            txn_id=txn_id, payee=payee, amount_minor=amount_minor), timeout)
+
+    async def balance(self, timeout=10.0):
+        return await self._call(self.stub.ViewBalance, cl.ViewBalanceRequest(), timeout)
+
+    async def history(self, limit=100, timeout=10.0):
+        return await self._call(self.stub.ViewTransactionHistory, cl.ViewTransactionHistoryRequest(limit=limit),
+                                timeout)
+
+    async def register(self, username, bank, password, deposit_minor=0, full_name="", timeout=10.0):
+        return await self._call(self.stub.RegisterClient, cl.RegisterClientRequest(
+            username=username, bank=bank, password=password, opening_deposit_minor=deposit_minor,
+            full_name=full_name), timeout)
+
+    async def update(self, new_password="", full_name="", timeout=10.0):
+        return await self._call(self.stub.UpdateClientDetails, cl.UpdateClientDetailsRequest(
+            new_password=new_password, full_name=full_name), timeout)

@@ -1,0 +1,51 @@
+"""Bank node: `python -m strife.nodes.bank --home DIR --name bank1` (started by `strife up`)."""
+import asyncio
+import contextlib
+
+from strife import discovery
+from strife.nodes import runtime
+from strife.nodes.bank import resolver
+from strife.nodes.bank.ledger import Ledger
+from strife.nodes.bank.service import BankService
+from strife.rpc import gw_bank_pb2_grpc
+
+
+class Bank:
+    KIND = "bank"
+    POLICY = {"/strife.gwbank.Bank/": frozenset({"gateway"})}
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        data = ctx.layout.data(ctx.spec.name)
+        data.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(data / "ledger.db")
+        for client in ctx.topology.of_kind("client"):  # opening balances, once per account
+            if client.bank == ctx.spec.name:
+                self.ledger.open_account(client.name, client.balance_minor, deposit_id=f"open:{client.name}")
+        gw_bank_pb2_grpc.add_BankServicer_to_server(BankService(self.ledger, ctx.failpoints), ctx.server)
+        self.etcd = discovery.client(ctx.topology, ctx.spec.name)
+        self.registration = None
+        self.resolver = None
+
+    async def start(self):
+        await self.etcd.connect()
+        self.resolver = asyncio.create_task(
+            resolver.run(self.ledger, self.etcd, self.ctx.topology.settings.hold_timeout))
+        # Listed only once it can serve: the gateway never routes to a bank that is not ready.
+        self.registration = discovery.Registration(
+            self.etcd, discovery.BANKS_PREFIX + self.ctx.spec.name, self.ctx.spec.address)
+        await self.registration.start()
+
+    async def stop(self):
+        if self.registration:
+            await self.registration.withdraw()
+        if self.resolver:
+            self.resolver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.resolver
+        await self.etcd.close()
+        self.ledger.close()
+
+
+if __name__ == "__main__":
+    runtime.main(Bank)

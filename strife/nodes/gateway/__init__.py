@@ -1,0 +1,1 @@
+"""The gateway: authenticates clients and coordinates two-phase commit between banks."""

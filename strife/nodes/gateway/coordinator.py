@@ -1,0 +1,199 @@
+"""Two-phase commit, coordinator side.
+
+1. Record the payment PENDING (the idempotency record) before anything is sent.
+2. Prepare both sides in parallel under prepare_timeout; the first NO ends the wait.
+3. Decide: COMMIT only if both voted YES, written to etcd create-if-absent; obey what stands.
+4. Phase 2 to every bank that may hold something, retried until acknowledged.
+5. Record the outcome. Anything a crash interrupts is driven again by `recover`.
+"""
+import asyncio
+import logging
+
+import grpc
+
+from strife import decisions
+from strife.rpc import cl_gw_pb2 as cl
+from strife.rpc import gw_bank_pb2 as gb
+
+log = logging.getLogger(__name__)
+
+PHASE2_TIMEOUT = 2.0
+MAX_RETRY_DELAY = 5.0
+_NO_REASONS = {gb.INSUFFICIENT_FUNDS: "INSUFFICIENT_FUNDS", gb.ACCOUNT_UNKNOWN: "ACCOUNT_UNKNOWN"}
+
+
+class IdempotencyMismatch(Exception):
+    """The transaction id was already used for a payment with other terms."""
+
+
+class Result:
+    __slots__ = ("txn_id", "outcome", "reason", "detail")
+
+    def __init__(self, txn_id, outcome, reason="", detail=""):
+        self.txn_id, self.outcome, self.reason, self.detail = txn_id, outcome, reason, detail
+
+    @classmethod
+    def of(cls, payment):
+        return cls(payment.txn_id, payment.status, payment.reason, payment.detail)
+
+    def to_proto(self):
+        outcome = {"COMMITTED": cl.COMMITTED, "ABORTED": cl.ABORTED}.get(self.outcome, cl.IN_PROGRESS)
+        return cl.InitiateTransactionResponse(txn_id=self.txn_id, outcome=outcome,
+                                              reason=cl.AbortReason.Value(self.reason or "REASON_UNSPECIFIED"),
+                                              detail=self.detail)
+
+
+class Coordinator:
+    def __init__(self, store, banks, etcd, settings, failpoints):
+        self.store, self.banks, self.etcd = store, banks, etcd
+        self.prepare_timeout = settings.prepare_timeout
+        self.failpoints = failpoints
+        self.inflight = {}     # txn_id -> Future[Result]: concurrent duplicates wait for one execution
+        self.retrying = {}     # txn_id -> phase-2 retry task
+
+    async def pay(self, payment):
+        existing = self.store.payment(payment.txn_id)
+        if existing is not None:
+            if existing.fingerprint != payment.fingerprint:
+                raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
+            if existing.final:
+                return Result.of(existing)
+            running = self.inflight.get(payment.txn_id)
+            if running is not None:
+                return await asyncio.shield(running)
+            return Result(payment.txn_id, "PENDING", detail="being recovered; ask again with the same id")
+        self.store.begin(payment)  # no await since the lookup: no duplicate can slip in between
+        future = self.inflight[payment.txn_id] = asyncio.get_running_loop().create_future()
+        try:
+            result = await self._execute(payment)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # consumed here; waiters get it too
+            raise
+        finally:
+            del self.inflight[payment.txn_id]
+
+    async def _execute(self, payment):
+        want, reason, detail, contacted = await self._prepare_all(payment)
+        await self.failpoints.hit("after-prepare")
+        try:
+            decision = await decisions.decide(self.etcd, payment.txn_id, want)
+        except Exception as exc:  # no decision recorded: banks and recovery will settle it
+            log.warning("decision for %s not recorded: %s", payment.txn_id, exc)
+            return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "
+                                                            "ask again with the same id")
+        await self.failpoints.hit("after-decision")
+        if decision != want:  # a bank's in-doubt resolver decided first
+            reason, detail = "RECOVERED_ABORT", "aborted by in-doubt resolution before the gateway decided"
+        status = "COMMITTED" if decision == decisions.COMMIT else "ABORTED"
+        if status == "COMMITTED":
+            reason, detail = "", ""
+        await self.failpoints.hit("before-commit")
+        done = await self._phase2(payment.txn_id, decision, contacted)
+        self.store.finish(payment, status, reason, detail, phase2_done=done)
+        if not done:
+            self._retry_phase2(payment.txn_id, decision, contacted)
+        return Result.of(payment)
+
+    async def _prepare_all(self, payment):
+        """(COMMIT|ABORT, reason, detail, banks that may hold something)."""
+        contacted = set()
+        tasks = [asyncio.ensure_future(self._prepare(payment.txn_id, bank, direction, account,
+                                                     payment.amount_minor, contacted))
+                 for bank, direction, account in payment.legs()]
+        try:
+            for next_vote in asyncio.as_completed(tasks):
+                yes, reason, detail = await next_vote
+                if not yes:
+                    return decisions.ABORT, reason, detail, contacted
+        finally:
+            for task in tasks:
+                task.cancel()
+        return decisions.COMMIT, "", "", contacted
+
+    async def _prepare(self, txn_id, bank, direction, account, amount_minor, contacted):
+        stub = self.banks.stub(bank)
+        if stub is None:
+            return False, "BANK_UNAVAILABLE", f"bank {bank} is not available"
+        contacted.add(bank)
+        request = gb.LockTransactionRequest(txn_id=txn_id, account=account, amount_minor=amount_minor,
+                                            direction=gb.Direction.Value(direction))
+        try:
+            answer = await stub.LockTransaction(request, timeout=self.prepare_timeout)
+        except grpc.aio.AioRpcError as exc:
+            why = "did not vote in time" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.details()
+            return False, "BANK_UNAVAILABLE", f"bank {bank}: {why}"
+        if answer.vote == gb.YES:
+            return True, "", ""
+        return False, _NO_REASONS.get(answer.reason, "REFUSED"), f"bank {bank}: {answer.detail}"
+
+    async def _phase2(self, txn_id, decision, banks):
+        """Tell every bank; True when all acknowledged."""
+        results = await asyncio.gather(*(self._tell(bank, txn_id, decision) for bank in sorted(banks)))
+        return all(results)
+
+    async def _tell(self, bank, txn_id, decision):
+        stub = self.banks.stub(bank)
+        if stub is None:
+            return False
+        call = stub.InitiateTransaction if decision == decisions.COMMIT else stub.AbortTransaction
+        try:
+            await call(gb.DecisionRequest(txn_id=txn_id), timeout=PHASE2_TIMEOUT)
+            return True
+        except grpc.aio.AioRpcError as exc:
+            log.warning("%s of %s at %s not acknowledged: %s", decision, txn_id, bank, exc.code().name)
+            return False
+
+    def _retry_phase2(self, txn_id, decision, banks):
+        if txn_id not in self.retrying:
+            self.retrying[txn_id] = asyncio.create_task(self._phase2_until_done(txn_id, decision, banks))
+
+    async def _phase2_until_done(self, txn_id, decision, banks):
+        delay, pending = 0.2, set(banks)
+        try:
+            while pending:
+                await asyncio.sleep(delay)
+                pending = {b for b in pending if not await self._tell(b, txn_id, decision)}
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+            self.store.phase2_done(txn_id)
+            log.info("phase 2 of %s (%s) completed", txn_id, decision)
+        finally:
+            self.retrying.pop(txn_id, None)
+
+    async def recover(self):
+        """Drive every payment whose outcome or phase 2 is unfinished (after a crash, or when etcd
+        could not take a decision). A PENDING payment no coroutine is executing is decided from
+        etcd, or ABORT if nothing is recorded: its prepares can no longer be collected."""
+        for payment in self.store.unfinished():
+            if payment.txn_id in self.inflight or payment.txn_id in self.retrying:
+                continue
+            try:
+                decision = await decisions.decide(self.etcd, payment.txn_id, decisions.ABORT)
+            except Exception as exc:
+                log.warning("recovery of %s postponed: %s", payment.txn_id, exc)
+                continue
+            if payment.txn_id in self.inflight:
+                continue
+            banks = {b for b, _, _ in payment.legs()}
+            if not payment.final:
+                status = "COMMITTED" if decision == decisions.COMMIT else "ABORTED"
+                reason = "" if status == "COMMITTED" else "RECOVERED_ABORT"
+                detail = "" if status == "COMMITTED" else "the gateway stopped before deciding"
+                self.store.finish(payment, status, reason, detail, phase2_done=False)
+            log.info("recovering %s: %s", payment.txn_id, decision)
+            if await self._phase2(payment.txn_id, decision, banks):
+                self.store.phase2_done(payment.txn_id)
+            else:
+                self._retry_phase2(payment.txn_id, decision, banks)
+
+    async def run_recovery(self, interval=2.0):
+        while True:
+            try:
+                await self.recover()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("recovery pass failed: %s", exc)
+            await asyncio.sleep(interval)

@@ -1,0 +1,132 @@
+"""The gateway's durable store (SQLite): the user directory and one row per payment, which is
+both the idempotency record (id -> fingerprint, status, result) and the history."""
+import dataclasses
+import hashlib
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    bank TEXT NOT NULL,
+    role TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payments (
+    txn_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    payer TEXT NOT NULL, payer_bank TEXT NOT NULL,
+    payee TEXT NOT NULL, payee_bank TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+    status TEXT NOT NULL CHECK (status IN ('PENDING', 'COMMITTED', 'ABORTED')),
+    reason TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    phase2_done INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    decided_at REAL
+);
+CREATE INDEX IF NOT EXISTS payments_payer ON payments (payer, created_at);
+CREATE INDEX IF NOT EXISTS payments_payee ON payments (payee, created_at);
+CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (phase2_done) WHERE phase2_done = 0;
+"""
+
+
+@dataclasses.dataclass
+class User:
+    name: str
+    bank: str
+    role: str
+    salt: bytes
+    hash: bytes
+
+
+@dataclasses.dataclass
+class Payment:
+    txn_id: str
+    fingerprint: str
+    payer: str
+    payer_bank: str
+    payee: str
+    payee_bank: str
+    amount_minor: int
+    status: str = "PENDING"
+    reason: str = ""
+    detail: str = ""
+    phase2_done: int = 0
+    created_at: float = 0.0
+    decided_at: float | None = None
+
+    @property
+    def final(self):
+        return self.status != "PENDING"
+
+    def legs(self):
+        """(bank, direction, account) for each side."""
+        return [(self.payer_bank, "DEBIT", self.payer), (self.payee_bank, "CREDIT", self.payee)]
+
+
+def fingerprint(payer, payer_bank, payee, payee_bank, amount_minor):
+    """What a transaction id is bound to: the same id with other terms is a different request."""
+    return hashlib.sha256(f"{payer}\0{payer_bank}\0{payee}\0{payee_bank}\0{amount_minor}".encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, path):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    # ---- users ----
+
+    def user(self, name):
+        row = self.db.execute("SELECT name, bank, role, salt, hash FROM users WHERE name = ?", (name,)).fetchone()
+        return User(*row) if row else None
+
+    def add_user(self, name, bank, role, salt, digest):
+        """False when the name is taken."""
+        cursor = self.db.execute("INSERT OR IGNORE INTO users (name, bank, role, salt, hash, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", (name, bank, role, salt, digest, time.time()))
+        return cursor.rowcount == 1
+
+    def set_password(self, name, salt, digest):
+        self.db.execute("UPDATE users SET salt = ?, hash = ? WHERE name = ?", (salt, digest, name))
+
+    # ---- payments ----
+
+    _COLUMNS = ("txn_id, fingerprint, payer, payer_bank, payee, payee_bank, amount_minor, status, reason, "
+                "detail, phase2_done, created_at, decided_at")
+
+    def payment(self, txn_id):
+        row = self.db.execute(f"SELECT {self._COLUMNS} FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
+        return Payment(*row) if row else None
+
+    def begin(self, payment):
+        """Record a new payment as PENDING, durably, before anything is sent to a bank."""
+        payment.created_at = time.time()
+        self.db.execute(f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        dataclasses.astuple(payment))
+
+    def finish(self, payment, status, reason, detail, phase2_done):
+        payment.status, payment.reason, payment.detail = status, reason, detail
+        payment.phase2_done, payment.decided_at = int(phase2_done), payment.decided_at or time.time()
+        self.db.execute("UPDATE payments SET status = ?, reason = ?, detail = ?, phase2_done = ?, decided_at = ? "
+                        "WHERE txn_id = ?", (status, reason, detail, payment.phase2_done, payment.decided_at,
+                                             payment.txn_id))
+
+    def phase2_done(self, txn_id):
+        self.db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?", (txn_id,))
+
+    def unfinished(self):
+        rows = self.db.execute(f"SELECT {self._COLUMNS} FROM payments WHERE phase2_done = 0").fetchall()
+        return [Payment(*row) for row in rows]
+
+    def history(self, user, limit):
+        rows = self.db.execute(f"SELECT {self._COLUMNS} FROM payments WHERE payer = ? OR payee = ? "
+                               "ORDER BY created_at DESC LIMIT ?", (user, user, limit)).fetchall()
+        return [Payment(*row) for row in rows]

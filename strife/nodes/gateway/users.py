@@ -1,0 +1,49 @@
+"""The gateway's user directory: who exists, at which bank, in which role, and their password check."""
+import grpc
+
+from strife import passwords
+
+USER_HEADER, PASSWORD_HEADER = "x-strife-user", "x-strife-password"
+
+
+class Users:
+    def __init__(self, store):
+        self.store = store
+        self.cache = passwords.VerifiedCache()
+
+    def add(self, name, bank, role, password):
+        salt, digest = passwords.hash_password(password)
+        return self.store.add_user(name, bank, role, salt, digest)
+
+    def change_password(self, name, password):
+        salt, digest = passwords.hash_password(password)
+        self.store.set_password(name, salt, digest)
+        self.cache.forget(name)
+
+    def seed(self, topology, credentials):
+        """Topology clients, hashed from the demo credentials file, on the gateway's first start."""
+        for client in topology.of_kind("client"):
+            if self.store.user(client.name) is None and client.name in credentials:
+                self.add(client.name, client.bank, client.role, credentials[client.name])
+
+    def check(self, name, password):
+        if self.cache.hit(name, password):
+            return True
+        user = self.store.user(name)
+        if user is None or not passwords.verify(password, user.salt, user.hash):
+            return False
+        self.cache.remember(name, password)
+        return True
+
+    async def authenticate(self, identity, metadata, context, method):
+        """For client-facing methods: the user named in metadata is the certificate's, and the password fits."""
+        if not method.startswith("/strife.clgw."):
+            return
+        name = metadata.get(USER_HEADER)
+        if not name:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no {USER_HEADER} in the request metadata")
+        if name != identity.name:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"user {name[:64]!r} does not match the certificate of {identity.name!r}")
+        if not self.check(name, metadata.get(PASSWORD_HEADER, "")):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong user name or password")

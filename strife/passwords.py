@@ -1,0 +1,51 @@
+"""Passwords: stored only as salted scrypt hashes; checked in constant time.
+
+scrypt is slow on purpose (tens of ms), so a server remembers, for this process only, a keyed
+digest of the last password that verified for each user; a changed password invalidates it.
+"""
+import hashlib
+import hmac
+import os
+
+SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
+MIN_LENGTH, MAX_LENGTH = 8, 128
+
+
+class PasswordError(ValueError):
+    pass
+
+
+def check_strength(password):
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise PasswordError(f"a password has {MIN_LENGTH} to {MAX_LENGTH} characters")
+
+
+def hash_password(password, salt=None):
+    """(salt, hash) to store."""
+    salt = salt or os.urandom(16)
+    return salt, hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
+
+
+def verify(password, salt, expected):
+    return hmac.compare_digest(hashlib.scrypt(password.encode(), salt=salt, **SCRYPT), expected)
+
+
+class VerifiedCache:
+    """user -> keyed digest of the password that last verified; never persisted, never logged."""
+
+    def __init__(self):
+        self._key = os.urandom(32)
+        self._digests = {}
+
+    def _digest(self, password):
+        return hmac.new(self._key, password.encode(), hashlib.sha256).digest()
+
+    def hit(self, user, password):
+        known = self._digests.get(user)
+        return known is not None and hmac.compare_digest(known, self._digest(password))
+
+    def remember(self, user, password):
+        self._digests[user] = self._digest(password)
+
+    def forget(self, user):
+        self._digests.pop(user, None)

@@ -105,3 +105,58 @@ def deployment(tmp_path_factory):
     yield make
     for d in made:
         d.teardown()
+
+
+PAYMENT_TOPOLOGY = """
+settings:
+  prepare_timeout: 1500ms
+  hold_timeout: 6s
+  stop_grace: 3s
+  backoff: 200ms
+  max_amount: "1000.00"
+etcd:
+  members: 1
+banks:
+  bank1: {}
+  bank2: {}
+gateway: {}
+clients:
+  admin: {bank: bank1, role: admin}
+  alice: {bank: bank1, balance: "100.00"}
+  bob: {bank: bank2, balance: "50.00"}
+  carol: {bank: bank1, balance: "10.00"}
+"""
+
+
+def ledger_rows(home, bank, sql, args=()):
+    """Read a bank's real SQLite ledger (read-only) — what is on disk, not what an RPC says."""
+    import sqlite3
+    db = sqlite3.connect(f"file:{home / 'state' / bank / 'ledger.db'}?mode=ro", uri=True)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def balances(home):
+    """{account: balance_minor} across every bank's ledger."""
+    out = {}
+    for ledger in sorted((home / "state").glob("*/ledger.db")):
+        out.update(dict(ledger_rows(home, ledger.parent.name, "SELECT name, balance_minor FROM accounts")))
+    return out
+
+
+def prepared_holds(home):
+    return sum(ledger_rows(home, ledger.parent.name, "SELECT COUNT(*) FROM holds WHERE state = 'PREPARED'")[0][0]
+               for ledger in (home / "state").glob("*/ledger.db"))
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """One payment deployment shared by a module's tests; each test measures its own deltas."""
+    home = tmp_path_factory.mktemp("live")
+    (home / "topology.yaml").write_text(textwrap.dedent(PAYMENT_TOPOLOGY))
+    d = Deployment(home)
+    d.up()
+    yield d
+    d.teardown()

@@ -1,0 +1,123 @@
+"""Payments end to end: the real CLI and gateway, two banks, etcd decisions, SQLite ledgers on disk."""
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+
+from strife.gateway_client import GatewayClient, load_deployment
+from tests.conftest import balances, ledger_rows, prepared_holds, wait_for
+
+
+def pay(d, payer, payee, amount, *extra):
+    result = d.run("client", payer, "pay", payee, amount, "--json", *extra)
+    return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else None), result.stderr
+
+
+def test_payment_between_two_banks_moves_exact_cents(live):
+    before = balances(live.home)
+    code, answer, _ = pay(live, "alice", "bob", "12.34")
+    assert code == 0 and answer["outcome"] == "committed" and answer["amount_minor"] == 1234
+    after = balances(live.home)
+    assert after["alice"] == before["alice"] - 1234 and after["bob"] == before["bob"] + 1234
+    assert sum(after.values()) == sum(before.values())
+    for bank in ("bank1", "bank2"):
+        state = ledger_rows(live.home, bank, "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],))
+        assert state == [("COMMITTED",)]
+    history = json.loads(live.run("client", "bob", "history", "--json").stdout)
+    assert history[0]["txn_id"] == answer["txn_id"] and history[0]["outcome"] == "committed"
+    text = live.run("client", "alice", "balance").stdout
+    assert f"balance {after['alice'] // 100}.{after['alice'] % 100:02d}" in text
+
+
+def test_payment_within_one_bank(live):
+    before = balances(live.home)
+    code, answer, _ = pay(live, "carol", "alice", "0.5")
+    assert code == 0 and answer["outcome"] == "committed"
+    after = balances(live.home)
+    assert after["carol"] == before["carol"] - 50 and after["alice"] == before["alice"] + 50
+    rows = ledger_rows(live.home, "bank1", "SELECT direction, state FROM holds WHERE txn_id = ? ORDER BY direction",
+                       (answer["txn_id"],))
+    assert rows == [("CREDIT", "COMMITTED"), ("DEBIT", "COMMITTED")]
+
+
+def test_same_id_five_times_in_sequence_debits_once(live):
+    before = balances(live.home)
+    txn = str(uuid.uuid4())
+    answers = [pay(live, "alice", "bob", "1.00", "--id", txn) for _ in range(5)]
+    assert all(code == 0 and a["outcome"] == "committed" and a["txn_id"] == txn for code, a, _ in answers)
+    after = balances(live.home)
+    assert after["alice"] == before["alice"] - 100 and after["bob"] == before["bob"] + 100
+
+
+def test_same_id_five_times_concurrently_debits_once(live):
+    before = balances(live.home)
+    txn = str(uuid.uuid4())
+    topology = load_deployment(live.home)
+
+    async def burst():
+        async with GatewayClient(topology, "alice") as client:
+            return await asyncio.gather(*(client.pay("bob", 200, txn) for _ in range(5)))
+    answers = asyncio.run(burst())
+    assert {a.txn_id for a in answers} == {txn}
+    assert all(a.outcome == 1 for a in answers), answers  # COMMITTED
+    after = balances(live.home)
+    assert after["alice"] == before["alice"] - 200 and after["bob"] == before["bob"] + 200
+    assert len(ledger_rows(live.home, "bank1", "SELECT 1 FROM holds WHERE txn_id = ?", (txn,))) == 1
+
+
+def test_same_id_with_another_amount_is_refused(live):
+    txn = str(uuid.uuid4())
+    assert pay(live, "alice", "bob", "1.00", "--id", txn)[0] == 0
+    before = balances(live.home)
+    code, _, err = pay(live, "alice", "bob", "2.00", "--id", txn)
+    assert code == 2 and "idempotency_error" in err
+    code, _, err = pay(live, "alice", "carol", "1.00", "--id", txn)
+    assert code == 2 and "idempotency_error" in err
+    assert balances(live.home) == before
+
+
+def test_insufficient_funds_aborts_and_releases_both_holds(live):
+    before = balances(live.home)
+    code, answer, _ = pay(live, "bob", "alice", "999.00")
+    assert code == 1 and answer["outcome"] == "aborted" and answer["reason"] == "insufficient_funds"
+    assert balances(live.home) == before
+    assert prepared_holds(live.home) == 0
+    available = json.loads(live.run("client", "bob", "balance", "--json").stdout)
+    assert available["available_minor"] == available["balance_minor"] == before["bob"]
+    # the credit side at bank1 may have been prepared before bob's NO arrived; if so it was aborted
+    for (state,) in ledger_rows(live.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],)):
+        assert state == "ABORTED"
+
+
+def test_no_password_in_any_log(live):
+    pay(live, "alice", "bob", "0.01")
+    live.run("client", "alice", "balance")
+    credentials = json.loads((live.home / "state" / "credentials.json").read_text())
+    logs = {p.name: p.read_text() for p in (live.home / "logs").glob("*.log")}
+    assert "gateway.log" in logs and "InitiateTransaction" in logs["gateway.log"]
+    for user, password in credentials.items():
+        for name, text in logs.items():
+            assert password not in text, f"{user}'s password appears in {name}"
+    for name, text in logs.items():
+        assert "PRIVATE KEY" not in text, name
+
+
+def test_a_paused_bank_makes_the_payment_abort_within_the_timeout(live):
+    before = balances(live.home)
+    bank2 = live.node("bank2")
+    os.killpg(bank2["pid"], signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        code, answer, _ = pay(live, "alice", "bob", "3.00")
+        elapsed = time.monotonic() - began
+    finally:
+        os.killpg(bank2["pid"], signal.SIGCONT)
+    assert code == 1 and answer["reason"] == "bank_unavailable", answer
+    assert elapsed < 1.5 + 5, elapsed  # prepare_timeout plus process start-up, not forever
+    # alice's hold at bank1 is released at once; bank2's (if its prepare ran late) by phase-2 retries
+    assert ledger_rows(live.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],)) \
+        in ([], [("ABORTED",)])
+    wait_for(lambda: prepared_holds(live.home) == 0, timeout=20, what="every hold released")
+    assert balances(live.home) == before

@@ -1,0 +1,84 @@
+"""Crashes inside two-phase commit: the decision in etcd settles every hold, exactly once."""
+import asyncio
+import json
+import os
+import signal
+
+from strife import decisions, discovery
+from strife.launcher import certs, topology
+from strife.layout import Layout
+from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, wait_for
+
+
+def decision_of(home, txn_id):
+    t = topology.load(Layout(home).resolved, home=home)
+
+    async def read():
+        async with discovery.client(t, certs.OPERATOR) as etcd:
+            return await decisions.read(etcd, txn_id)
+    return asyncio.run(read())
+
+
+def with_gateway(settings):
+    return PAYMENT_TOPOLOGY.replace("gateway: {}", f"gateway: {settings}")
+
+
+def test_gateway_crash_after_the_decision_completes_on_restart(deployment):
+    d = deployment(with_gateway("{failpoints: {after-decision: crash}}"))
+    d.up()
+    before = balances(d.home)
+    txn = "crash-after-decision-1"
+    result = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn)
+    assert result.returncode == 3, result.stderr  # the gateway died before answering
+    assert decision_of(d.home, txn) == decisions.COMMIT
+    wait_for(lambda: d.node("gateway")["restarts"] >= 1 and d.node("gateway")["state"] == "RUNNING",
+             what="gateway restarted")
+    wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="phase 2 re-driven after restart")
+    after = balances(d.home)
+    assert after["alice"] == before["alice"] - 700 and after["bob"] == before["bob"] + 700
+    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["outcome"] == "committed"
+    assert balances(d.home) == after
+
+
+def test_gateway_crash_before_deciding_aborts_on_restart(deployment):
+    d = deployment(with_gateway("{failpoints: {after-prepare: crash}}"))
+    d.up()
+    before = balances(d.home)
+    txn = "crash-after-prepare-1"
+    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn).returncode == 3
+    wait_for(lambda: decision_of(d.home, txn) == decisions.ABORT, timeout=30, what="recovery decided ABORT")
+    wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="holds released")
+    assert balances(d.home) == before
+    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["reason"] == "recovered_abort"
+
+
+def test_a_bank_resolves_its_in_doubt_hold_when_the_gateway_never_returns(deployment):
+    d = deployment(with_gateway("{restart: 'no', failpoints: {after-prepare: crash}}"))
+    d.up()
+    before = balances(d.home)
+    txn = "gateway-gone-1"
+    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn).returncode == 3
+    assert prepared_holds(d.home) == 2  # both banks voted yes and hold the money
+    assert d.node("gateway")["state"] == "EXITED"
+    # hold_timeout is 6s: each bank finds no decision, records ABORT itself and releases its hold
+    wait_for(lambda: prepared_holds(d.home) == 0, timeout=40, what="in-doubt holds resolved by the banks")
+    assert decision_of(d.home, txn) == decisions.ABORT
+    assert balances(d.home) == before
+    for bank in ("bank1", "bank2"):
+        assert ledger_rows(d.home, bank, "SELECT state FROM holds WHERE txn_id = ?", (txn,)) == [("ABORTED",)]
+
+
+def test_a_dead_bank_makes_payments_abort_and_holds_nothing(deployment):
+    d = deployment(PAYMENT_TOPOLOGY.replace("bank2: {}", "bank2: {restart: 'no'}"))
+    d.up()
+    before = balances(d.home)
+    os.killpg(d.node("bank2")["pid"], signal.SIGKILL)
+    wait_for(lambda: d.node("bank2")["state"] == "EXITED", what="bank2 down")
+    result = d.run("client", "alice", "pay", "bob", "5.00", "--json")
+    assert result.returncode == 1 and json.loads(result.stdout)["reason"] == "bank_unavailable"
+    assert prepared_holds(d.home) == 0
+    assert balances(d.home) == before
+    # payments that do not involve the dead bank go on
+    assert d.run("client", "alice", "pay", "carol", "5.00").returncode == 0

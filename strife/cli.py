@@ -3,9 +3,9 @@ import argparse
 import sys
 
 from strife import __version__
-from strife.commands import BAD_INPUT, UserError, client, lifecycle
+from strife.commands import BAD_INPUT, UserError, chaos, client, lifecycle
 
-GROUPS = [lifecycle, client]
+GROUPS = [lifecycle, client, chaos]
 
 
 def build_parser():

@@ -10,6 +10,13 @@ import os
 from strife.durations import DurationError, parse_duration
 
 ACTIONS = ("pause", "delay", "error", "crash")
+# The named steps each kind of node stops at; `start` is before a node opens its port.
+STEPS = {
+    "bank": ("start", "before-prepare", "prepare", "commit", "abort"),
+    "gateway": ("start", "after-prepare", "after-decision", "before-commit"),
+    "client": ("start", "send", "after-send"),
+    "etcd": (),
+}
 
 
 class FailpointError(ValueError):

@@ -19,6 +19,12 @@ class Layout:
     def data(self, name):
         return self.state / name
 
+    def outbox(self, client):
+        return self.state / client / "outbox.db"
+
+    def sender_lock(self, client):
+        return self.state / client / "sender.lock"
+
     def create(self):
         for directory in (self.state, self.logs):
             directory.mkdir(parents=True, exist_ok=True)

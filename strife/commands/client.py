@@ -4,6 +4,7 @@ import datetime
 import json
 import secrets
 import sys
+import time
 import uuid
 
 import grpc
@@ -11,10 +12,13 @@ import grpc
 from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
 from strife.gateway_client import ClientSetupError, GatewayClient, load_deployment
 from strife.launcher import certs, credentials
+from strife.layout import Layout
 from strife.money import AmountError, format_minor, parse_amount
+from strife.outbox.sender import SenderLock, send_head
+from strife.outbox.store import DuplicateId, Outbox
 from strife.rpc import cl_gw_pb2 as cl
 
-ABORTED, IN_PROGRESS = 1, 5   # exit codes of `pay` besides OK (committed)
+ABORTED, QUEUED = 1, 4   # exit codes of `pay` besides OK (committed)
 # gRPC codes that mean "your request is wrong" rather than "the system is down"
 _REQUEST_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
                    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -29,12 +33,21 @@ def register(sub):
     p.add_argument("name", help="the user acting, e.g. alice")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 5 still in progress")
+    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 4 queued (sent later)",
+                           description="The payment gets its id and goes into this client's durable outbox "
+                                       "before anything is sent; it is delivered with that id, exactly once, "
+                                       "even if the gateway is down now (then: 'queued', exit 4).")
     a.add_argument("payee")
     a.add_argument("amount", help="e.g. 50, 50.5 or 50.25 (at most two decimals)")
     a.add_argument("--id", dest="txn_id", help="transaction id (default: a new UUID); resending an id never pays twice")
+    a.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to wait for the outcome before answering 'queued' (default 5)")
     a.add_argument("--json", action="store_true")
     a.set_defaults(run=pay)
+
+    a = actions.add_parser("outbox", help="payments queued here that have no definite outcome yet")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(run=show_outbox)
 
     a = actions.add_parser("balance", help="balance and available amount (balance minus held payments)")
     a.add_argument("--json", action="store_true")
@@ -58,12 +71,16 @@ def register(sub):
     a.set_defaults(run=change_password)
 
 
-def _run(args, work):
-    """Run `work(topology, client)` against the gateway, turning gRPC errors into clear messages."""
+def _deployment(args):
     try:
-        topology = load_deployment(topology_path(args).parent)
+        return load_deployment(topology_path(args).parent)
     except ClientSetupError as exc:
         raise UserError(str(exc)) from None
+
+
+def _run(args, work):
+    """Run `work(topology, client)` against the gateway, turning gRPC errors into clear messages."""
+    topology = _deployment(args)
     address = topology.of_kind("gateway")[0].address
 
     async def go():
@@ -72,6 +89,7 @@ def _run(args, work):
         except ClientSetupError as exc:
             raise UserError(str(exc)) from None
         async with client:
+            await _drain_if_no_node(topology, args.name, client)
             return await work(topology, client)
     try:
         return asyncio.run(go())
@@ -84,35 +102,119 @@ def _run(args, work):
         raise UserError(f"{exc.code().name}: {exc.details()}", FAILED) from None
 
 
+async def _drain_if_no_node(topology, name, client):
+    """With no client node delivering, this command delivers what earlier commands queued."""
+    outbox = Outbox(Layout(topology.home).outbox(name))
+    if not outbox.pending():
+        return
+    lock = SenderLock(Layout(topology.home).sender_lock(name))
+    if not lock.try_acquire():
+        return  # the client node is on it
+    try:
+        print(f"no client node is running for {name}: delivering {len(outbox.pending())} queued payment(s)",
+              file=sys.stderr)
+        while (entry := await send_head(outbox, client)) is not None and not entry.pending:
+            print(f"  {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}: {entry.status.lower()}",
+                  file=sys.stderr)
+        if outbox.pending():
+            print(f"  {len(outbox.pending())} still queued (the gateway is not answering)", file=sys.stderr)
+    finally:
+        lock.release()
+
+
 def _print_json(obj):
     print(json.dumps(obj, indent=2))
 
 
 def pay(args):
+    """Queue the payment in the outbox (durable, with its id), then deliver it or wait for the
+    client node to: committed (0), aborted (1) or still queued (4) when --wait runs out."""
     txn_id = args.txn_id or str(uuid.uuid4())
+    topology = _deployment(args)
+    try:
+        amount = parse_amount(args.amount, max_minor=topology.settings.max_amount_minor)
+    except AmountError as exc:
+        raise UserError(str(exc)) from None
+    if args.payee == args.name:
+        raise UserError("payer and payee are the same user")
+    layout = Layout(topology.home)
+    outbox = Outbox(layout.outbox(args.name))
+    try:
+        entry = outbox.add(txn_id, args.payee, amount)
+    except DuplicateId as exc:
+        raise UserError(f"refused: idempotency_error: {exc}") from None
+    entry = asyncio.run(_deliver_or_wait(topology, args.name, outbox, entry, args.wait))
+    return _report_payment(args, entry)
 
-    async def work(topology, client):
-        try:
-            amount = parse_amount(args.amount, max_minor=topology.settings.max_amount_minor)
-        except AmountError as exc:
-            raise UserError(str(exc)) from None
-        return amount, await client.pay(args.payee, amount, txn_id)
 
-    amount, answer = _run(args, work)
-    outcome = cl.Outcome.Name(answer.outcome).lower()
-    reason = cl.AbortReason.Name(answer.reason) if answer.reason else ""
+async def _deliver_or_wait(topology, name, outbox, entry, wait):
+    """Until `entry` is settled, it has failed to reach the gateway once, or `wait` seconds pass."""
+    deadline = time.monotonic() + wait
+    lock = SenderLock(Layout(topology.home).sender_lock(name))
+    if not lock.try_acquire():  # the client node is delivering: watch our row
+        while time.monotonic() < deadline:
+            entry = outbox.get(entry.txn_id)
+            if not entry.pending or entry.last_error:
+                return entry
+            await asyncio.sleep(0.05)
+        return outbox.get(entry.txn_id)
+    try:
+        earlier = [e for e in outbox.pending() if e.seq < entry.seq]
+        if earlier:
+            print(f"no client node is running for {name}: delivering {len(earlier)} earlier queued "
+                  f"payment(s) first", file=sys.stderr)
+        async with GatewayClient(topology, name) as client:
+            while time.monotonic() < deadline:
+                attempted = await send_head(outbox, client)
+                entry = outbox.get(entry.txn_id)
+                if not entry.pending or (attempted is not None and attempted.pending):
+                    return entry  # ours is settled, or the gateway cannot be reached now
+                if attempted is None:  # the head waits for its next attempt
+                    await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return entry
+    finally:
+        lock.release()
+
+
+def _report_payment(args, entry):
+    outcome = {"COMMITTED": "committed", "ABORTED": "aborted"}.get(entry.status, "queued")
     if args.json:
-        _print_json({"txn_id": answer.txn_id, "outcome": outcome, "payer": args.name, "payee": args.payee,
-                     "amount_minor": amount, "reason": reason.lower(), "detail": answer.detail})
-    elif answer.outcome == cl.COMMITTED:
-        print(f"committed: {args.name} paid {args.payee} {format_minor(amount)} (txn {answer.txn_id})")
-    elif answer.outcome == cl.ABORTED:
-        print(f"aborted: {reason.lower().replace('_', ' ')}: {answer.detail} (txn {answer.txn_id})",
+        _print_json({"txn_id": entry.txn_id, "outcome": outcome, "payer": args.name, "payee": entry.payee,
+                     "amount_minor": entry.amount_minor, "reason": entry.reason.lower(), "detail": entry.detail,
+                     "last_error": entry.last_error})
+    elif outcome == "committed":
+        print(f"committed: {args.name} paid {entry.payee} {format_minor(entry.amount_minor)} (txn {entry.txn_id})")
+    elif outcome == "aborted":
+        print(f"aborted: {entry.reason.lower().replace('_', ' ')}: {entry.detail} (txn {entry.txn_id})",
               file=sys.stderr)
     else:
-        print(f"in progress: {answer.detail} (txn {answer.txn_id}; ask again with "
-              f"`strife client {args.name} pay {args.payee} {args.amount} --id {answer.txn_id}`)", file=sys.stderr)
-    return {cl.COMMITTED: OK, cl.ABORTED: ABORTED}.get(answer.outcome, IN_PROGRESS)
+        why = f" ({entry.last_error})" if entry.last_error else ""
+        print(f"queued: {args.name} -> {entry.payee} {format_minor(entry.amount_minor)} (txn {entry.txn_id}); "
+              f"not delivered yet{why}. It will be sent with the same id; see `strife client {args.name} "
+              f"outbox` and `history`", file=sys.stderr)
+    return {"committed": OK, "aborted": ABORTED}.get(outcome, QUEUED)
+
+
+def show_outbox(args):
+    topology = _deployment(args)
+    entries = Outbox(Layout(topology.home).outbox(args.name)).pending()
+    rows = [_entry_row(e) for e in entries]
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print(f"the outbox of {args.name} is empty: every payment has a definite outcome")
+    for r in rows if not args.json else ():
+        retry = f"next try {_when(r['next_attempt_at'])}" if r["next_attempt_at"] else "not tried yet"
+        print(f"{_when(r['created_at'])}  {r['status']:<9} -{format_minor(r['amount_minor']):>10}  to "
+              f"{r['payee']:<10} {r['txn_id']}  attempts {r['attempts']}, {retry}  {r['last_error']}")
+    return OK
+
+
+def _entry_row(e):
+    return {"txn_id": e.txn_id, "payer": None, "payee": e.payee, "amount_minor": e.amount_minor,
+            "status": {"SENDING": "in-flight", "QUEUED": "queued"}.get(e.status, e.status.lower()),
+            "reason": e.reason.lower(), "attempts": e.attempts, "last_error": e.last_error,
+            "created_at": e.created_at, "next_attempt_at": e.next_attempt_at or None}
 
 
 def balance(args):
@@ -131,22 +233,41 @@ def _when(seconds):
 
 
 def history(args):
-    answer = _run(args, lambda topology, client: client.history(args.limit))
+    """The gateway's record merged with this client's outbox: queued and in-flight payments too."""
+    topology = _deployment(args)
+    local = {e.txn_id: e for e in Outbox(Layout(topology.home).outbox(args.name)).recent(args.limit)}
+    code = OK
+    try:
+        answer = _run(args, lambda topology, client: client.history(args.limit))
+        remote = answer.payments
+    except UserError as exc:
+        if exc.code != NOT_RUNNING:
+            raise
+        print(f"{exc}\nshowing only this client's outbox", file=sys.stderr)
+        remote, code = [], NOT_RUNNING
     rows = [{"txn_id": p.txn_id, "payer": p.payer, "payee": p.payee, "amount_minor": p.amount_minor,
-             "outcome": cl.Outcome.Name(p.outcome).lower(),
+             "status": {cl.IN_PROGRESS: "in-flight"}.get(p.outcome, cl.Outcome.Name(p.outcome).lower()),
              "reason": cl.AbortReason.Name(p.reason).lower() if p.reason else "",
-             "created_at": p.created_at, "decided_at": p.decided_at or None} for p in answer.payments]
+             # when the user asked (the outbox), not when the gateway first heard of it
+             "created_at": local[p.txn_id].created_at if p.txn_id in local else p.created_at,
+             "decided_at": p.decided_at or None} for p in remote]
+    known = {r["txn_id"] for r in rows}
+    for e in local.values():
+        if e.txn_id not in known:  # not at the gateway (yet): queued, in flight, or refused outright
+            rows.append(dict(_entry_row(e), payer=args.name, decided_at=None))
+    rows.sort(key=lambda r: r["created_at"], reverse=True)
+    rows = rows[:args.limit]
     if args.json:
         _print_json(rows)
-        return OK
+        return code
     if not rows:
         print(f"no payments for {args.name} yet")
     for r in rows:
         direction = f"to {r['payee']}" if r["payer"] == args.name else f"from {r['payer']}"
         sign = "-" if r["payer"] == args.name else "+"
-        print(f"{_when(r['created_at'])}  {r['outcome']:<11} {sign}{format_minor(r['amount_minor']):>10}  "
+        print(f"{_when(r['created_at'])}  {r['status']:<10} {sign}{format_minor(r['amount_minor']):>10}  "
               f"{direction:<14} {r['txn_id']}  {r['reason']}")
-    return OK
+    return code
 
 
 def register_user(args):

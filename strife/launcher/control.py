@@ -20,7 +20,8 @@ class ControlServer:
         self.supervisor = supervisor
         self.path = path
         self._server = None
-        self.handlers = {"status": self._status, "down": self._down, "restart": self._restart}
+        self.handlers = {"status": self._status, "down": self._down, "restart": self._restart,
+                         "pause": self._pause, "resume": self._resume, "kill": self._kill}
 
     async def start(self):
         with contextlib.suppress(FileNotFoundError):
@@ -63,6 +64,23 @@ class ControlServer:
         self.supervisor.request_stop()
         await self.supervisor.wait_stopped()
         return {"ok": True, **self.supervisor.status()}
+
+    async def _chaos(self, request, action):
+        try:
+            name = self._node(request)
+            await action(name)
+        except (LookupError, ValueError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, **self.supervisor.status()}
+
+    async def _pause(self, request):
+        return await self._chaos(request, lambda name: self.supervisor.pause(name, request.get("seconds")))
+
+    async def _resume(self, request):
+        return await self._chaos(request, self.supervisor.resume)
+
+    async def _kill(self, request):
+        return await self._chaos(request, self.supervisor.kill)
 
     async def _restart(self, request):
         try:

@@ -4,6 +4,7 @@ restarts what crashes with exponential backoff and a limit, and stops everything
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
 
@@ -127,6 +128,43 @@ class Supervisor:
         proc.restarts += 1
         self._tasks[name] = asyncio.create_task(self._supervise(proc))
         return await self._wait_group([proc], timeout) is None
+
+    async def pause(self, name, seconds=None):
+        """SIGSTOP the node's process group; with `seconds`, SIGCONT it again by itself."""
+        proc = self.procs[name]
+        if proc.state is not State.RUNNING:
+            raise ValueError(f"{name} is {proc.state.value}; only a RUNNING node can be paused")
+        proc.signal_group(signal.SIGSTOP)
+        proc.health = "PAUSED"
+        await self._set(proc, State.PAUSED)
+        self.event(f"{name} paused" + (f" for {seconds:g}s" if seconds else ""))
+        if seconds:
+            pid = proc.pid
+            asyncio.get_running_loop().call_later(
+                seconds, lambda: asyncio.ensure_future(self._resume_if(name, pid)))
+
+    async def _resume_if(self, name, pid):
+        if self.procs[name].state is State.PAUSED and self.procs[name].pid == pid:
+            await self.resume(name)
+
+    async def resume(self, name):
+        proc = self.procs[name]
+        if proc.state is not State.PAUSED:
+            raise ValueError(f"{name} is {proc.state.value}, not PAUSED")
+        proc.signal_group(signal.SIGCONT)
+        await self._set(proc, State.RUNNING)
+        self.event(f"{name} resumed")
+
+    async def kill(self, name):
+        """SIGKILL the node's process group, as a crash would; the restart policy applies."""
+        proc = self.procs[name]
+        if proc.state not in (State.RUNNING, State.PAUSED, State.STARTING):
+            raise ValueError(f"{name} is {proc.state.value}; nothing to kill")
+        pid = proc.pid
+        proc.signal_group(signal.SIGKILL)
+        proc.signal_group(signal.SIGCONT)
+        self.event(f"{name} killed (pid {pid})")
+        return pid
 
     def status(self):
         return {"phase": self.phase, "failed": self.failed, "pid": os.getpid(),

@@ -10,7 +10,7 @@ import re
 import yaml
 
 from strife.durations import DurationError, parse_duration
-from strife.failpoints import FailpointError, parse_action
+from strife.failpoints import STEPS, FailpointError, parse_action
 from strife.launcher import yaml_loader
 from strife.money import AmountError, format_minor, parse_amount
 
@@ -305,7 +305,7 @@ class _Validator:
             restart=self.choice(raw.get("restart"), f"{where}.restart", RESTART_POLICIES, "on-failure"),
             max_restarts=(self.integer(raw["max_restarts"], f"{where}.max_restarts", 0, 100)
                           if "max_restarts" in raw else None),
-            failpoints=self.failpoints(raw.get("failpoints"), f"{where}.failpoints"),
+            failpoints=self.failpoints(raw.get("failpoints"), f"{where}.failpoints", kind),
         )
         if kind == "client":
             fields.update(bank=raw.get("bank"), role=self.choice(raw.get("role"), f"{where}.role", ROLES, "client"),
@@ -319,13 +319,16 @@ class _Validator:
             self.bad(where, str(exc))
             return 0
 
-    def failpoints(self, raw, where):
+    def failpoints(self, raw, where, kind):
         raw = raw or {}
         if not isinstance(raw, dict):
             self.bad(where, "must map a step to an action, e.g. {start: crash}")
             return ()
         out = []
         for step, action in raw.items():
+            if step not in STEPS[kind]:
+                self.bad(f"{where}.{step}", f"not a step of a {kind} (steps: {', '.join(STEPS[kind]) or 'none'})")
+                continue
             try:
                 parse_action(str(action))
                 out.append((str(step), str(action)))

@@ -1,5 +1,17 @@
-"""Client node: a user's agent that delivers their payments to the gateway."""
+"""Client node: the user's agent that delivers their outbox to the gateway, in order, exactly once.
+
+It holds the outbox's sender lock for its whole life, so `strife client NAME pay` only queues
+and waits while it runs. Failpoints: `send` (before the RPC), `after-send` (answered, not recorded).
+"""
+import asyncio
+import contextlib
+
+from strife.gateway_client import GatewayClient
 from strife.nodes import runtime
+from strife.outbox.sender import SenderLock, send_head
+from strife.outbox.store import Outbox
+
+POLL = 0.05  # how often an idle sender looks for a new payment in the outbox
 
 
 class Client:
@@ -8,12 +20,29 @@ class Client:
 
     def __init__(self, ctx):
         self.ctx = ctx
+        name = ctx.spec.name
+        self.outbox = Outbox(ctx.layout.outbox(name))
+        self.lock = SenderLock(ctx.layout.sender_lock(name))
+        self.task = None
 
     async def start(self):
-        pass
+        self.task = asyncio.create_task(self._deliver_forever())
+
+    async def _deliver_forever(self):
+        while not self.lock.try_acquire():  # a CLI is delivering right now; it lets go when done
+            await asyncio.sleep(POLL)
+        self.ctx.log.info("delivering the outbox (%d pending)", len(self.outbox.pending()))
+        async with GatewayClient(self.ctx.topology, self.ctx.spec.name) as client:
+            while True:
+                if await send_head(self.outbox, client, self.ctx.failpoints) is None:
+                    await asyncio.sleep(POLL)
 
     async def stop(self):
-        pass
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.outbox.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""The outbox in SQLite (state/<client>/outbox.db): one row per payment the user asked for.
+
+QUEUED (not yet definite) -> COMMITTED | ABORTED. Rows are sent strictly in `seq` order.
+"""
+import dataclasses
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    txn_id TEXT NOT NULL UNIQUE,
+    payee TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+    status TEXT NOT NULL CHECK (status IN ('QUEUED', 'SENDING', 'COMMITTED', 'ABORTED')),
+    reason TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, seq);
+"""
+PENDING = ("QUEUED", "SENDING")
+
+
+class DuplicateId(Exception):
+    """The id is already in this outbox for a different payment."""
+
+
+@dataclasses.dataclass
+class Entry:
+    seq: int
+    txn_id: str
+    payee: str
+    amount_minor: int
+    status: str
+    reason: str
+    detail: str
+    attempts: int
+    last_error: str
+    created_at: float
+    updated_at: float
+    next_attempt_at: float
+
+    @property
+    def pending(self):
+        return self.status in PENDING
+
+
+class Outbox:
+    def __init__(self, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=10)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    def _entries(self, where, args=()):
+        return [Entry(*row) for row in self.db.execute(f"SELECT * FROM outbox {where}", args)]
+
+    def add(self, txn_id, payee, amount_minor):
+        """Queue a payment durably. Re-adding the same id with the same terms returns the existing entry."""
+        existing = self.get(txn_id)
+        if existing is not None:
+            if (existing.payee, existing.amount_minor) != (payee, amount_minor):
+                raise DuplicateId(f"transaction id {txn_id} is already in the outbox for another payment")
+            return existing
+        now = time.time()
+        self.db.execute("INSERT INTO outbox (txn_id, payee, amount_minor, status, created_at, updated_at) "
+                        "VALUES (?, ?, ?, 'QUEUED', ?, ?)", (txn_id, payee, amount_minor, now, now))
+        return self.get(txn_id)
+
+    def get(self, txn_id):
+        rows = self._entries("WHERE txn_id = ?", (txn_id,))
+        return rows[0] if rows else None
+
+    def head(self):
+        """The oldest payment without a definite outcome: the only one that may be sent now."""
+        rows = self._entries("WHERE status IN ('QUEUED', 'SENDING') ORDER BY seq LIMIT 1")
+        return rows[0] if rows else None
+
+    def pending(self):
+        return self._entries("WHERE status IN ('QUEUED', 'SENDING') ORDER BY seq")
+
+    def recent(self, limit):
+        return self._entries("ORDER BY seq DESC LIMIT ?", (limit,))
+
+    def sending(self, txn_id):
+        self.db.execute("UPDATE outbox SET status = 'SENDING', attempts = attempts + 1, updated_at = ? "
+                        "WHERE txn_id = ?", (time.time(), txn_id))
+
+    def settle(self, txn_id, status, reason="", detail=""):
+        self.db.execute("UPDATE outbox SET status = ?, reason = ?, detail = ?, last_error = '', updated_at = ? "
+                        "WHERE txn_id = ?", (status, reason, detail, time.time(), txn_id))
+
+    def retry_later(self, txn_id, error, at):
+        self.db.execute("UPDATE outbox SET status = 'QUEUED', last_error = ?, next_attempt_at = ?, updated_at = ? "
+                        "WHERE txn_id = ?", (error, at, time.time(), txn_id))

@@ -1,0 +1,102 @@
+"""Offline payments: queued in the client's durable outbox, delivered once, in order, with their ids."""
+import json
+import sqlite3
+
+from tests.conftest import PAYMENT_TOPOLOGY, balances, wait_for
+
+
+def gateway_payments(home, txn_ids):
+    db = sqlite3.connect(f"file:{home / 'state' / 'gateway' / 'gateway.db'}?mode=ro", uri=True)
+    try:
+        marks = ",".join("?" * len(txn_ids))
+        return db.execute(f"SELECT txn_id, status FROM payments WHERE txn_id IN ({marks}) ORDER BY created_at",
+                          txn_ids).fetchall()
+    finally:
+        db.close()
+
+
+def outbox(d, user):
+    return json.loads(d.run("client", user, "outbox", "--json").stdout)
+
+
+def queue(d, payer, payee, amount):
+    result = d.run("client", payer, "pay", payee, amount, "--wait", "1", "--json")
+    assert result.returncode == 4, result.stdout + result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["outcome"] == "queued"
+    return answer["txn_id"]
+
+
+def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    before = balances(d.home)
+    assert d.run("chaos", "--pause", "gateway").returncode == 0
+    ids = [queue(d, "alice", "bob", amount) for amount in ("1.00", "2.00", "3.00")]
+    assert [e["txn_id"] for e in outbox(d, "alice")] == ids
+    history = json.loads(d.run("client", "alice", "history", "--json").stdout)  # gateway away: local rows
+    assert {r["txn_id"] for r in history if r["status"] in ("queued", "in-flight")} == set(ids)
+
+    old_pid = d.node("alice")["pid"]
+    assert d.run("chaos", "--kill", "alice").returncode == 0
+    wait_for(lambda: (n := d.node("alice"))["state"] == "RUNNING" and n["pid"] != old_pid, what="alice restarted")
+    assert [e["txn_id"] for e in outbox(d, "alice")] == ids  # nothing lost with the process
+
+    assert d.run("chaos", "--resume", "gateway").returncode == 0
+    wait_for(lambda: outbox(d, "alice") == [], timeout=60, what="the outbox delivered")
+    assert gateway_payments(d.home, ids) == [(i, "COMMITTED") for i in ids]  # once each, in order
+    after = balances(d.home)
+    assert after["alice"] == before["alice"] - 600 and after["bob"] == before["bob"] + 600
+    history = json.loads(d.run("client", "alice", "history", "--json").stdout)
+    assert {r["txn_id"]: r["status"] for r in history if r["txn_id"] in ids} == dict.fromkeys(ids, "committed")
+    assert "payment " + ids[2] in (d.home / "logs" / "alice.log").read_text()  # the node says what happened
+
+
+def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    before = balances(d.home)
+    d.run("chaos", "--pause", "gateway")
+    txn = queue(d, "alice", "bob", "999.00")  # alice has 100.00
+    d.run("chaos", "--resume", "gateway")
+    wait_for(lambda: outbox(d, "alice") == [], timeout=60, what="a definite outcome")
+    history = json.loads(d.run("client", "alice", "history", "--json").stdout)
+    row = next(r for r in history if r["txn_id"] == txn)
+    assert row["status"] == "aborted" and row["reason"] == "insufficient_funds"
+    assert balances(d.home) == before
+    # asking again with the same id reports the stored outcome; it does not queue it anew
+    again = d.run("client", "alice", "pay", "bob", "999.00", "--id", txn, "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["outcome"] == "aborted"
+
+
+def test_a_client_killed_mid_send_pays_exactly_once(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    before = balances(d.home)
+    # the node dies after the gateway answered and before its outbox knows: the worst moment
+    assert d.run("chaos", "--failpoint", "alice:after-send=crash").returncode == 0
+    result = d.run("client", "alice", "pay", "bob", "4.00", "--wait", "60", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["outcome"] == "committed"
+    assert d.node("alice")["restarts"] == 1
+    assert gateway_payments(d.home, [answer["txn_id"]]) == [(answer["txn_id"], "COMMITTED")]
+    after = balances(d.home)
+    assert after["alice"] == before["alice"] - 400 and after["bob"] == before["bob"] + 400
+
+
+def test_without_a_client_node_the_cli_delivers_on_its_next_call(deployment):
+    d = deployment(PAYMENT_TOPOLOGY.replace('alice: {bank: bank1,', "alice: {restart: 'no', bank: bank1,"))
+    d.up()
+    before = balances(d.home)
+    d.run("chaos", "--kill", "alice")
+    wait_for(lambda: d.node("alice")["state"] == "EXITED", what="alice's node gone")
+    d.run("chaos", "--pause", "gateway")
+    txn = queue(d, "alice", "bob", "5.00")
+    d.run("chaos", "--resume", "gateway")
+    assert outbox(d, "alice")[0]["txn_id"] == txn
+    result = d.run("client", "alice", "balance", "--json")
+    assert result.returncode == 0
+    assert "delivering 1 queued payment" in result.stderr and f"{txn} to bob 5.00: committed" in result.stderr
+    assert json.loads(result.stdout)["balance_minor"] == before["alice"] - 500
+    assert outbox(d, "alice") == []

@@ -26,7 +26,7 @@ def test_payment_between_two_banks_moves_exact_cents(live):
         state = ledger_rows(live.home, bank, "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],))
         assert state == [("COMMITTED",)]
     history = json.loads(live.run("client", "bob", "history", "--json").stdout)
-    assert history[0]["txn_id"] == answer["txn_id"] and history[0]["outcome"] == "committed"
+    assert history[0]["txn_id"] == answer["txn_id"] and history[0]["status"] == "committed"
     text = live.run("client", "alice", "balance").stdout
     assert f"balance {after['alice'] // 100}.{after['alice'] % 100:02d}" in text
 

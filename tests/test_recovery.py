@@ -28,15 +28,15 @@ def test_gateway_crash_after_the_decision_completes_on_restart(deployment):
     d.up()
     before = balances(d.home)
     txn = "crash-after-decision-1"
-    result = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn)
-    assert result.returncode == 3, result.stderr  # the gateway died before answering
-    assert decision_of(d.home, txn) == decisions.COMMIT
+    result = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0")
+    assert result.returncode == 4, result.stderr  # queued; alice's client node delivers it
+    wait_for(lambda: decision_of(d.home, txn) == decisions.COMMIT, what="the COMMIT decision")
     wait_for(lambda: d.node("gateway")["restarts"] >= 1 and d.node("gateway")["state"] == "RUNNING",
              what="gateway restarted")
     wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="phase 2 re-driven after restart")
     after = balances(d.home)
     assert after["alice"] == before["alice"] - 700 and after["bob"] == before["bob"] + 700
-    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json")
+    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
     assert again.returncode == 0 and json.loads(again.stdout)["outcome"] == "committed"
     assert balances(d.home) == after
 
@@ -46,11 +46,11 @@ def test_gateway_crash_before_deciding_aborts_on_restart(deployment):
     d.up()
     before = balances(d.home)
     txn = "crash-after-prepare-1"
-    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn).returncode == 3
+    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0").returncode == 4
     wait_for(lambda: decision_of(d.home, txn) == decisions.ABORT, timeout=30, what="recovery decided ABORT")
     wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="holds released")
     assert balances(d.home) == before
-    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json")
+    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
     assert again.returncode == 1 and json.loads(again.stdout)["reason"] == "recovered_abort"
 
 
@@ -59,9 +59,9 @@ def test_a_bank_resolves_its_in_doubt_hold_when_the_gateway_never_returns(deploy
     d.up()
     before = balances(d.home)
     txn = "gateway-gone-1"
-    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn).returncode == 3
+    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0").returncode == 4
+    wait_for(lambda: d.node("gateway")["state"] == "EXITED", what="the gateway crashed for good")
     assert prepared_holds(d.home) == 2  # both banks voted yes and hold the money
-    assert d.node("gateway")["state"] == "EXITED"
     # hold_timeout is 6s: each bank finds no decision, records ABORT itself and releases its hold
     wait_for(lambda: prepared_holds(d.home) == 0, timeout=40, what="in-doubt holds resolved by the banks")
     assert decision_of(d.home, txn) == decisions.ABORT

@@ -152,9 +152,11 @@ async def _deliver_or_wait(topology, name, outbox, entry, wait):
     deadline = time.monotonic() + wait
     lock = SenderLock(Layout(topology.home).sender_lock(name))
     if not lock.try_acquire():  # the client node is delivering: watch our row
+        tried = entry.attempts
         while time.monotonic() < deadline:
             entry = outbox.get(entry.txn_id)
-            if not entry.pending or entry.last_error:
+            failed_again = entry.status == "QUEUED" and entry.attempts > tried and entry.last_error
+            if not entry.pending or failed_again:
                 return entry
             await asyncio.sleep(0.05)
         return outbox.get(entry.txn_id)
@@ -178,12 +180,16 @@ async def _deliver_or_wait(topology, name, outbox, entry, wait):
 
 def _report_payment(args, entry):
     outcome = {"COMMITTED": "committed", "ABORTED": "aborted"}.get(entry.status, "queued")
+    if entry.reason == "REJECTED":  # the gateway refused the request itself: bad input, nothing happened
+        outcome = "rejected"
     if args.json:
         _print_json({"txn_id": entry.txn_id, "outcome": outcome, "payer": args.name, "payee": entry.payee,
                      "amount_minor": entry.amount_minor, "reason": entry.reason.lower(), "detail": entry.detail,
                      "last_error": entry.last_error})
     elif outcome == "committed":
         print(f"committed: {args.name} paid {entry.payee} {format_minor(entry.amount_minor)} (txn {entry.txn_id})")
+    elif outcome == "rejected":
+        print(f"refused: {entry.detail} (txn {entry.txn_id})", file=sys.stderr)
     elif outcome == "aborted":
         print(f"aborted: {entry.reason.lower().replace('_', ' ')}: {entry.detail} (txn {entry.txn_id})",
               file=sys.stderr)
@@ -192,7 +198,7 @@ def _report_payment(args, entry):
         print(f"queued: {args.name} -> {entry.payee} {format_minor(entry.amount_minor)} (txn {entry.txn_id}); "
               f"not delivered yet{why}. It will be sent with the same id; see `strife client {args.name} "
               f"outbox` and `history`", file=sys.stderr)
-    return {"committed": OK, "aborted": ABORTED}.get(outcome, QUEUED)
+    return {"committed": OK, "aborted": ABORTED, "rejected": BAD_INPUT}.get(outcome, QUEUED)
 
 
 def show_outbox(args):

@@ -76,7 +76,7 @@ class Coordinator:
             del self.inflight[payment.txn_id]
 
     async def _execute(self, payment):
-        want, reason, detail, contacted = await self._prepare_all(payment)
+        want, reason, detail, contacted, unreachable = await self._prepare_all(payment)
         await self.failpoints.hit("after-prepare")
         try:
             decision = await decisions.decide(self.etcd, payment.txn_id, want)
@@ -91,29 +91,30 @@ class Coordinator:
         if status == "COMMITTED":
             reason, detail = "", ""
         await self.failpoints.hit("before-commit")
-        done = await self._phase2(payment.txn_id, decision, contacted)
+        # Banks that did not answer the prepare are told in the background: the reply does not wait on them.
+        done = await self._phase2(payment.txn_id, decision, contacted - unreachable) and not unreachable
         self.store.finish(payment, status, reason, detail, phase2_done=done)
         if not done:
             self._retry_phase2(payment.txn_id, decision, contacted)
         return Result.of(payment)
 
     async def _prepare_all(self, payment):
-        """(COMMIT|ABORT, reason, detail, banks that may hold something)."""
-        contacted = set()
+        """(COMMIT|ABORT, reason, detail, banks that may hold something, banks that did not answer)."""
+        contacted, unreachable = set(), set()
         tasks = [asyncio.ensure_future(self._prepare(payment.txn_id, bank, direction, account,
-                                                     payment.amount_minor, contacted))
+                                                     payment.amount_minor, contacted, unreachable))
                  for bank, direction, account in payment.legs()]
         try:
             for next_vote in asyncio.as_completed(tasks):
                 yes, reason, detail = await next_vote
                 if not yes:
-                    return decisions.ABORT, reason, detail, contacted
+                    return decisions.ABORT, reason, detail, contacted, unreachable
         finally:
             for task in tasks:
                 task.cancel()
-        return decisions.COMMIT, "", "", contacted
+        return decisions.COMMIT, "", "", contacted, unreachable
 
-    async def _prepare(self, txn_id, bank, direction, account, amount_minor, contacted):
+    async def _prepare(self, txn_id, bank, direction, account, amount_minor, contacted, unreachable):
         stub = self.banks.stub(bank)
         if stub is None:
             return False, "BANK_UNAVAILABLE", f"bank {bank} is not available"
@@ -123,6 +124,7 @@ class Coordinator:
         try:
             answer = await stub.LockTransaction(request, timeout=self.prepare_timeout)
         except grpc.aio.AioRpcError as exc:
+            unreachable.add(bank)
             why = "did not vote in time" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.details()
             return False, "BANK_UNAVAILABLE", f"bank {bank}: {why}"
         if answer.vote == gb.YES:

@@ -1,0 +1,145 @@
+"""The audit behind `strife verify`: read every bank's ledger and the decision records, and check
+what must always hold.
+
+- money is conserved: the sum of balances (plus money in transit between the two commits of a
+  cross-bank payment) equals every deposit ever made (opening balances, registrations);
+- no balance is negative;
+- every transaction agrees with its decision in etcd: COMMIT applied on both sides (one debit,
+  one credit, same amount), nothing committed without a COMMIT decision;
+- the gateway acknowledged no commit that etcd does not record;
+- no hold is still PREPARED after the hold timeout.
+
+Each ledger is read in one read transaction, so a live system can be audited too.
+"""
+import asyncio
+import collections
+import dataclasses
+import sqlite3
+import time
+
+from etcd3aio import prefix_range_end
+
+from strife import decisions, discovery
+from strife.launcher.certs import OPERATOR
+from strife.layout import Layout
+from strife.money import format_minor
+
+
+@dataclasses.dataclass
+class Report:
+    ok: bool
+    problems: list
+    banks: dict          # bank -> {"accounts": n, "balance_minor": total, "deposits_minor": total}
+    total_minor: int
+    deposits_minor: int
+    in_transit_minor: int
+    transactions: dict   # committed / aborted / prepared / decided counts
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _read_ledger(path):
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db.execute("BEGIN")  # one snapshot for all reads of this bank
+        accounts = db.execute("SELECT name, balance_minor FROM accounts").fetchall()
+        deposits = db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM deposits").fetchone()[0]
+        holds = db.execute("SELECT txn_id, direction, account, amount_minor, state, created_at FROM holds").fetchall()
+        db.execute("COMMIT")
+        return accounts, deposits, holds
+    finally:
+        db.close()
+
+
+def _gateway_commits(home, topology):
+    gateway = topology.of_kind("gateway")[0].name
+    path = Layout(home).data(gateway) / "gateway.db"
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute("SELECT txn_id FROM payments WHERE status = 'COMMITTED'")}
+    finally:
+        db.close()
+
+
+async def _decisions(topology):
+    async with discovery.client(topology, OPERATOR) as etcd:
+        answer = await etcd.kv.get(decisions.PREFIX, range_end=prefix_range_end(decisions.PREFIX), timeout=10)
+    out = {}
+    for kv in answer.kvs:
+        key = kv.key.decode()
+        if key.endswith("/decision"):
+            out[key[len(decisions.PREFIX):-len("/decision")]] = kv.value.decode()
+    return out
+
+
+def audit(topology):
+    return asyncio.run(audit_async(topology))
+
+
+async def audit_async(topology):
+    now = time.time()
+    home = topology.home
+    hold_timeout = topology.settings.hold_timeout
+    problems, banks = [], {}
+    total = deposits = 0
+    legs = collections.defaultdict(list)  # txn -> [(bank, direction, account, amount, state, created)]
+    for bank in topology.of_kind("bank"):
+        path = Layout(home).data(bank.name) / "ledger.db"
+        if not path.exists():
+            problems.append(f"{bank.name}: no ledger at {path}")
+            continue
+        accounts, bank_deposits, holds = _read_ledger(path)
+        balance = sum(b for _, b in accounts)
+        banks[bank.name] = {"accounts": len(accounts), "balance_minor": balance, "deposits_minor": bank_deposits}
+        total += balance
+        deposits += bank_deposits
+        for name, b in accounts:
+            if b < 0:
+                problems.append(f"{bank.name}: account {name} is negative ({format_minor(b)})")
+        for txn, direction, account, amount, state, created in holds:
+            legs[txn].append((bank.name, direction, account, amount, state, created))
+
+    recorded = await _decisions(topology)
+    in_transit = 0
+    counts = collections.Counter()
+    for txn, sides in legs.items():
+        decision = recorded.get(txn)
+        states = {s[4] for s in sides}
+        debits = [s for s in sides if s[1] == "DEBIT"]
+        credits = [s for s in sides if s[1] == "CREDIT"]
+        if "COMMITTED" in states:
+            if decision != decisions.COMMIT:
+                problems.append(f"txn {txn}: committed at {_where(sides, 'COMMITTED')} but etcd records "
+                                f"{decision or 'no decision'}")
+            if len(debits) != 1 or len(credits) != 1 or debits[0][3] != credits[0][3]:
+                problems.append(f"txn {txn}: a commit needs one debit and one credit of the same amount, found "
+                                + ", ".join(f"{s[1]} {format_minor(s[3])} at {s[0]}" for s in sides))
+        if decision == decisions.COMMIT and "ABORTED" in states:
+            problems.append(f"txn {txn}: etcd records COMMIT but {_where(sides, 'ABORTED')} aborted it")
+        for bank, direction, account, amount, state, created in sides:
+            if state == "PREPARED":
+                age = now - created
+                if age > hold_timeout * 2:  # the resolver runs every hold_timeout/4; leave it room
+                    problems.append(f"txn {txn}: {direction} hold of {format_minor(amount)} on {account} at {bank} "
+                                    f"still PREPARED after {age:.0f}s (hold timeout {hold_timeout:g}s)")
+                if decision == decisions.COMMIT and "COMMITTED" in states:
+                    in_transit += amount if direction == "CREDIT" else -amount
+        counts["committed" if states == {"COMMITTED"} else "aborted" if states == {"ABORTED"}
+               else "in_flight"] += 1
+    for txn in sorted(_gateway_commits(home, topology)):
+        if recorded.get(txn) != decisions.COMMIT:
+            problems.append(f"txn {txn}: the gateway acknowledged a commit that etcd records as "
+                            f"{recorded.get(txn) or 'undecided'}")
+    if total + in_transit != deposits:
+        problems.append(f"money not conserved: balances {format_minor(total)} + in transit {format_minor(in_transit)} "
+                        f"!= deposits {format_minor(deposits)} (difference {format_minor(total + in_transit - deposits)})")
+    counts["decisions"] = len(recorded)
+    return Report(ok=not problems, problems=problems, banks=banks, total_minor=total, deposits_minor=deposits,
+                  in_transit_minor=in_transit, transactions=dict(counts))
+
+
+def _where(sides, state):
+    return ", ".join(f"{s[0]} ({s[1].lower()})" for s in sides if s[4] == state)

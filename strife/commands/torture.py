@@ -1,0 +1,62 @@
+"""`strife torture`: concurrent random payments under seeded faults, then heal and verify."""
+import asyncio
+import json
+import random
+import sys
+
+from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
+from strife.durations import DurationError, parse_duration
+from strife.gateway_client import ClientSetupError, load_deployment
+from strife.launcher import control
+from strife.layout import Layout
+from strife.torture.run import Torture
+
+
+def register(sub):
+    p = sub.add_parser("torture", help="random payments under a seeded fault schedule, then verify",
+                       description="A Jepsen-style bank workload against the running deployment: concurrent "
+                                   "random payments among all clients (some through a client's outbox) while "
+                                   "a seeded schedule pauses and kills banks, arms failpoints at every 2PC "
+                                   "step, kills the gateway, restarts etcd and kills a client. Then it heals, "
+                                   "waits for in-doubt resolution and audits. The same seed replays the "
+                                   "same schedule. Exit 0 only when the audit is clean.")
+    add_file_option(p)
+    p.add_argument("--seconds", default="30", help="how long faults are injected (default 30)")
+    p.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent payers (default 8)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    try:
+        seconds = parse_duration(args.seconds)
+    except DurationError as exc:
+        raise UserError(f"--seconds: {exc}") from None
+    if not 1 <= args.concurrency <= 256:
+        raise UserError("--concurrency must be between 1 and 256")
+    home = topology_path(args).parent
+    if not control.is_running(Layout(home).socket):
+        raise UserError(f"Strife is not running in {home} (start it with `strife up -d`)", NOT_RUNNING)
+    try:
+        topology = load_deployment(home)
+    except ClientSetupError as exc:
+        raise UserError(str(exc)) from None
+    seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
+    try:
+        torture = Torture(topology, seconds, seed, args.concurrency,
+                          progress=lambda text: print(f"torture: {text}", file=sys.stderr, flush=True))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    result = asyncio.run(torture.run())
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        p = result["payments"]
+        print(f"seed {seed}: {p['sent']} payments ({p['committed']} committed, {p['aborted']} aborted, "
+              f"{p['unknown']} without answer) + {p['through_outbox']} through the outbox; "
+              f"{sum(1 for i in result['injected'] if i['applied'])} faults injected")
+        for problem in result["problems"]:
+            print(f"VIOLATION {problem}")
+        print("torture: OK, verify clean" if result["ok"] else "torture: FAILED")
+    return OK if result["ok"] else FAILED

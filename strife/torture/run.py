@@ -1,0 +1,185 @@
+"""Run the torture: workload and faults together, then heal, settle and audit."""
+import asyncio
+import contextlib
+import time
+import uuid
+
+import grpc
+
+from strife import audit as audit_module
+from strife.launcher import chaos, control
+from strife.layout import Layout
+from strife.outbox.store import Outbox
+from strife.torture import schedule
+from strife.torture.workload import Workload
+
+OUTBOX_EVERY = 0.5   # seconds between payments queued through the outbox client
+
+
+class Torture:
+    def __init__(self, topology, seconds, seed, concurrency=8, progress=None):
+        self.topology, self.seconds, self.seed = topology, seconds, seed
+        self.layout = Layout(topology.home)
+        self.concurrency = concurrency
+        self.progress = progress or (lambda text: None)
+        self.nonce = uuid.uuid4().hex[:8]
+        users = [c.name for c in topology.of_kind("client") if c.role == "client"]
+        if len(users) < 2:
+            raise ValueError("torture needs at least two clients with role client")
+        self.users = users
+        self.outbox_client = users[0]
+        self.plan = schedule.plan(seed, seconds, topology, self.outbox_client)
+        self.injected = []
+        self.queued = []
+
+    # ---- faults ----
+
+    async def _control(self, request):
+        return await asyncio.to_thread(control.call, self.layout.socket, request)
+
+    async def _admin(self, node, work):
+        async with chaos.AdminClient(self.topology, node) as admin:
+            return await work(admin)
+
+    async def _inject(self, fault):
+        try:
+            if fault.kind == "pause":
+                answer = await self._control({"cmd": "pause", "node": fault.node, "seconds": fault.duration})
+            elif fault.kind in ("kill", "restart-etcd"):
+                answer = await self._control({"cmd": "kill", "node": fault.node})
+            else:
+                step, action = fault.action.split("=")
+                await self._admin(fault.node, lambda a: a.set(step, action))
+                answer = {"ok": True}
+                asyncio.get_running_loop().call_later(
+                    fault.duration, lambda: asyncio.ensure_future(self._clear(fault.node, step)))
+            done = answer.get("ok", False)
+            note = "" if done else f" (not applied: {answer.get('error')})"
+        except (grpc.aio.AioRpcError, OSError) as exc:
+            done, note = False, f" (not applied: {getattr(exc, 'code', lambda: exc)()})"
+        self.injected.append({"fault": fault.describe(), "applied": done})
+        self.progress(fault.describe() + note)
+
+    async def _clear(self, node, step=""):
+        with contextlib.suppress(grpc.aio.AioRpcError, OSError):
+            await self._admin(node, lambda a: a.clear(step))
+
+    async def _faults(self, began):
+        for fault in self.plan:
+            delay = began + fault.at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._inject(fault)
+
+    async def _queue_through_outbox(self, stop, rng_seed):
+        outbox = Outbox(self.layout.outbox(self.outbox_client))
+        payees = [u for u in self.users if u != self.outbox_client]
+        n = 0
+        try:
+            while not stop.is_set():
+                txn = f"torture-{self.nonce}-outbox-{n}"
+                outbox.add(txn, payees[n % len(payees)], 1 + (rng_seed + n) % 500)
+                self.queued.append(txn)
+                n += 1
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), OUTBOX_EVERY)
+        finally:
+            outbox.close()
+
+    # ---- heal and settle ----
+
+    async def _heal(self):
+        self.progress("healing: clearing failpoints, resuming paused nodes, waiting for every node")
+        for node in self.topology.nodes:
+            if node.kind != "etcd":
+                await self._clear(node.name)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = await self._control({"cmd": "status"})
+            for n in status["nodes"]:
+                if n["state"] == "PAUSED":
+                    await self._control({"cmd": "resume", "node": n["name"]})
+            if all(n["state"] == "RUNNING" for n in status["nodes"]):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _settle_unknown(self, workload):
+        deadline = time.monotonic() + 90
+        while workload.unknown() and time.monotonic() < deadline:
+            for sent in workload.unknown():
+                await workload.settle(sent, timeout=5.0)
+            if workload.unknown():
+                await asyncio.sleep(0.5)
+
+    async def _quiesce(self):
+        """Every hold settled and every outbox delivered (in-doubt resolution takes up to hold_timeout)."""
+        deadline = time.monotonic() + self.topology.settings.hold_timeout * 3 + 60
+        outbox = Outbox(self.layout.outbox(self.outbox_client))
+        try:
+            while time.monotonic() < deadline:
+                report = await audit_module.audit_async(self.topology)
+                prepared = report.transactions.get("in_flight", 0)
+                if prepared == 0 and not outbox.pending():
+                    return True
+                await asyncio.sleep(0.5)
+            return False
+        finally:
+            outbox.close()
+
+    def _check_answers(self, workload, report):
+        """What clients were told must be what the ledgers say."""
+        problems = []
+        committed, aborted = set(), set()
+        for path in (self.layout.data(b.name) / "ledger.db" for b in self.topology.of_kind("bank")):
+            import sqlite3
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            for txn, state in db.execute("SELECT txn_id, state FROM holds WHERE direction = 'DEBIT'"):
+                (committed if state == "COMMITTED" else aborted).add(txn)
+            db.close()
+        for sent in workload.sent:
+            if sent.outcome == "committed" and sent.txn_id not in committed:
+                problems.append(f"{sent.txn_id}: the client was told committed, but no bank applied it")
+            if sent.outcome == "aborted" and sent.txn_id in committed:
+                problems.append(f"{sent.txn_id}: the client was told aborted, but it was applied")
+        outbox = Outbox(self.layout.outbox(self.outbox_client))
+        for txn in self.queued:
+            entry = outbox.get(txn)
+            if entry.status == "COMMITTED" and txn not in committed:
+                problems.append(f"{txn}: outbox says committed, but no bank applied it")
+            if entry.status == "ABORTED" and txn in committed:
+                problems.append(f"{txn}: outbox says aborted, but it was applied")
+        outbox.close()
+        return problems
+
+    async def run(self):
+        stop = asyncio.Event()
+        self.progress(f"seed {self.seed}: {len(self.plan)} faults over {self.seconds:g}s, "
+                      f"{self.concurrency} concurrent payers among {', '.join(self.users)}")
+        async with Workload(self.topology, self.users, self.seed, self.nonce, self.concurrency) as workload:
+            began = time.monotonic()
+            tasks = [asyncio.create_task(workload.run(stop)), asyncio.create_task(self._faults(began)),
+                     asyncio.create_task(self._queue_through_outbox(stop, self.seed))]
+            await asyncio.sleep(self.seconds)
+            stop.set()
+            await tasks[1]
+            await asyncio.gather(tasks[0], tasks[2])
+            healed = await self._heal()
+            self.progress(f"settling {len(workload.unknown())} payments without a definite answer")
+            await self._settle_unknown(workload)
+            quiet = await self._quiesce()
+        report = await audit_module.audit_async(self.topology)
+        problems = list(report.problems) + self._check_answers(workload, report)
+        if not healed:
+            problems.append("not every node was RUNNING again after healing")
+        if not quiet:
+            problems.append("holds or queued payments still unsettled after waiting")
+        outcomes = [s.outcome for s in workload.sent]
+        return {
+            "seed": self.seed, "seconds": self.seconds, "ok": not problems, "problems": problems,
+            "schedule": [f.describe() for f in self.plan], "injected": self.injected,
+            "payments": {"sent": len(outcomes), "committed": outcomes.count("committed"),
+                         "aborted": outcomes.count("aborted"), "unknown": outcomes.count("unknown"),
+                         "through_outbox": len(self.queued)},
+            "verify": report.to_dict(),
+        }

@@ -1,0 +1,47 @@
+"""A seeded fault schedule: the same seed, length and topology always give the same faults."""
+import dataclasses
+import random
+
+BANK_STEPS = ("before-prepare", "prepare", "commit", "abort")
+GATEWAY_STEPS = ("after-prepare", "after-decision", "before-commit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    at: float          # seconds after the workload starts
+    kind: str          # pause | kill | failpoint | restart-etcd
+    node: str
+    action: str = ""   # failpoint: STEP=ACTION
+    duration: float = 0.0  # pause and failpoints are taken back after this long
+
+    def describe(self):
+        what = {"pause": f"pause {self.node} for {self.duration:.1f}s", "kill": f"kill {self.node}",
+                "restart-etcd": f"kill {self.node} (etcd restart)",
+                "failpoint": f"failpoint {self.node}:{self.action} for {self.duration:.1f}s"}[self.kind]
+        return f"t+{self.at:.1f}s {what}"
+
+
+def plan(seed, seconds, topology, outbox_client):
+    rng = random.Random(seed)
+    banks = [b.name for b in topology.of_kind("bank")]
+    gateway = topology.of_kind("gateway")[0].name
+    members = [m.name for m in topology.of_kind("etcd")]
+    choices = [
+        lambda at: Fault(at, "pause", rng.choice(banks), duration=rng.uniform(0.5, 2.5)),
+        lambda at: Fault(at, "kill", rng.choice(banks)),
+        lambda at: Fault(at, "failpoint", rng.choice(banks),
+                         f"{rng.choice(BANK_STEPS)}={rng.choice(['pause', 'delay:400ms', 'error', 'crash'])}",
+                         duration=rng.uniform(0.5, 2.0)),
+        lambda at: Fault(at, "failpoint", gateway,
+                         f"{rng.choice(GATEWAY_STEPS)}={rng.choice(['crash', 'delay:400ms', 'error'])}",
+                         duration=rng.uniform(0.5, 2.0)),
+        lambda at: Fault(at, "kill", gateway),
+        lambda at: Fault(at, "kill", outbox_client),
+    ]
+    if members:
+        choices.append(lambda at: Fault(at, "restart-etcd", rng.choice(members)))
+    faults, at = [], 1.0
+    while at < seconds - 1.0:
+        faults.append(rng.choice(choices)(round(at, 2)))
+        at += rng.uniform(1.0, 2.5)
+    return faults

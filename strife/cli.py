@@ -3,9 +3,9 @@ import argparse
 import sys
 
 from strife import __version__
-from strife.commands import BAD_INPUT, UserError, chaos, client, lifecycle, torture, verify
+from strife.commands import BAD_INPUT, UserError, bench, chaos, client, lifecycle, torture, verify
 
-GROUPS = [lifecycle, client, chaos, verify, torture]
+GROUPS = [lifecycle, client, chaos, verify, torture, bench]
 
 
 def build_parser():

@@ -1,12 +1,10 @@
 """up, down, status, restart, logs, certs: bringing a deployment up and looking after it."""
 import asyncio
 import json
-import subprocess
 import sys
-import time
 
 from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
-from strife.launcher import certs, control, deploy, etcd, logs
+from strife.launcher import certs, control, deploy, detach, etcd, logs
 from strife.launcher import topology as topology_model
 from strife.launcher.daemon import serve
 from strife.launcher.printer import Printer
@@ -86,46 +84,14 @@ def up(args):
 
 
 def _up_detached(topology, timeout):
-    layout = Layout(topology.home)
-    with open(layout.supervisor_log, "ab") as out:
-        daemon = subprocess.Popen([sys.executable, "-m", "strife.launcher.daemon", "--home", str(layout.home)],
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True, cwd=layout.home)
-    begun, shown = time.monotonic(), {}
-    print(f"starting {len(topology.nodes)} nodes from {topology.path} (supervisor pid {daemon.pid})")
-    while True:
-        if daemon.poll() is not None:
-            print(f"the supervisor exited with {daemon.returncode}; last lines of {layout.supervisor_log}:")
-            print("\n".join("  " + line for line in logs.tail(layout.supervisor_log, 20)))
-            return FAILED
-        try:
-            answer = control.call(layout.socket, {"cmd": "status"}, timeout=5)
-        except (control.NotRunning, OSError):
-            answer = None
-        if answer:
-            for node in answer["nodes"]:
-                key = (node["state"], node["restarts"])
-                if node["state"] != "STOPPED" and shown.get(node["name"]) != key:
-                    shown[node["name"]] = key
-                    print(f"  {node['name']:<10} {node['state']:<9} pid {node['pid'] or '-':<7} "
-                          f"restarts {node['restarts']}")
-            if answer["phase"] == "ready":
-                print(f"all {len(answer['nodes'])} nodes healthy in {time.monotonic() - begun:.1f}s "
-                      f"(`strife status`, `strife logs -F`, `strife down`)")
-                return OK
-            if answer["phase"] == "failed":
-                name = answer["failed"]
-                node = next(n for n in answer["nodes"] if n["name"] == name)
-                print(f"{name} failed to start: {node['state']} after {node['restarts']} restarts "
-                      f"(last exit {node['last_exit']}); last lines of logs/{name}.log:", file=sys.stderr)
-                print("\n".join("  " + line for line in logs.tail(layout.log(name), 20)), file=sys.stderr)
-                print("the other nodes stay up for inspection; `strife down` stops them", file=sys.stderr)
-                return FAILED
-        if time.monotonic() - begun > timeout:
-            print(f"not all nodes healthy after {timeout:g}s; see `strife status` and `strife logs`",
-                  file=sys.stderr)
-            return FAILED
-        time.sleep(0.2)
+    try:
+        answer = detach.start(topology, timeout, progress=print)
+    except detach.StartFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return FAILED
+    print(f"all {len(answer['nodes'])} nodes healthy in {answer['elapsed']:.1f}s "
+          f"(`strife status`, `strife logs -F`, `strife down`)")
+    return OK
 
 
 def _call(args, request, timeout=120.0):

@@ -1,0 +1,43 @@
+"""A minimal gRPC echo server over the deployment's mTLS: the reference a payment is compared to.
+
+`python -m strife.bench.echo --home DIR` prints its port on the first line, serves until SIGTERM.
+"""
+import argparse
+import asyncio
+import signal
+import sys
+
+import grpc
+
+from strife import tls
+from strife.launcher.certs import OPERATOR
+from strife.rpc import echo_pb2_grpc
+
+
+class EchoService(echo_pb2_grpc.EchoServicer):
+    async def Echo(self, request, context):
+        return request
+
+
+async def serve(home):
+    server = grpc.aio.server()
+    echo_pb2_grpc.add_EchoServicer_to_server(EchoService(), server)
+    port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(home, OPERATOR))
+    await server.start()
+    print(port, flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="gRPC echo over mTLS, the benchmark's reference")
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.home))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Closed-loop load: C callers, each sending its next request as soon as the last one answered."""
+import asyncio
+import dataclasses
+import time
+
+
+@dataclasses.dataclass
+class Sample:
+    started: float   # seconds since the run began
+    latency: float   # seconds
+    outcome: str     # ok | aborted | error
+
+
+async def closed_loop(call, concurrency, seconds, progress=None):
+    """`call(worker, n)` performs one request and returns an outcome string. Returns the samples."""
+    samples = []
+    began = time.perf_counter()
+    deadline = began + seconds
+
+    async def worker(w):
+        n = 0
+        while (now := time.perf_counter()) < deadline:
+            try:
+                outcome = await call(w, n)
+            except Exception:
+                outcome = "error"
+            end = time.perf_counter()
+            samples.append(Sample(now - began, end - now, outcome))
+            n += 1
+
+    async def report():
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(1.0)
+            elapsed = time.perf_counter() - began
+            progress(f"{min(elapsed, seconds):5.1f}s  {len(samples)} done  {len(samples) / elapsed:8.1f}/s")
+
+    tasks = [asyncio.create_task(worker(w)) for w in range(concurrency)]
+    reporter = asyncio.create_task(report()) if progress else None
+    await asyncio.gather(*tasks)
+    if reporter:
+        reporter.cancel()
+    return samples

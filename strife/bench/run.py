@@ -1,0 +1,137 @@
+"""Orchestrate a benchmark: bench accounts, the echo reference, payments, memory, figures."""
+import asyncio
+import contextlib
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+
+import grpc
+import psutil
+
+from strife import tls
+from strife.bench import report
+from strife.bench.load import closed_loop
+from strife.gateway_client import GatewayClient
+from strife.launcher import certs, control, credentials
+from strife.layout import Layout
+from strife.rpc import cl_gw_pb2 as cl
+from strife.rpc import echo_pb2, echo_pb2_grpc
+
+RPCS_PER_PAYMENT = 6  # client->gateway, two prepares, the decision write, two commits
+PAYLOAD = b"x" * 64   # about the size of a payment request
+
+
+class Bench:
+    def __init__(self, topology, seconds, concurrency, progress):
+        self.topology, self.seconds, self.concurrency = topology, seconds, concurrency
+        self.progress = progress
+        self.home = topology.home
+        self.accounts = max(2 * concurrency, 16)
+        admins = [c.name for c in topology.of_kind("client") if c.role == "admin"]
+        if not admins:
+            raise ValueError("the topology has no admin client to register bench accounts with")
+        self.admin = admins[0]
+
+    async def _accounts(self):
+        """bench-000... spread over the banks, each able to pay for the whole run; reused across runs."""
+        banks = [b.name for b in self.topology.of_kind("bank")]
+        names = [f"bench-{i:03d}" for i in range(self.accounts)]
+        known = credentials.load(self.home)
+        missing = [n for n in names if n not in known or not (Layout(self.home).certs / f"{n}.pem").exists()]
+        if missing:
+            self.progress(f"registering {len(missing)} bench accounts")
+            async with GatewayClient(self.topology, self.admin) as admin:
+                for i, name in enumerate(missing):
+                    password = secrets.token_urlsafe(16)
+                    try:
+                        await admin.register(name, banks[i % len(banks)], password,
+                                             self.topology.settings.max_amount_minor)
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                            raise
+                        continue  # registered by an earlier run whose credentials are gone: skip it
+                    certs.issue(self.home, name, "client")
+                    credentials.set_password(self.home, name, password)
+        known = credentials.load(self.home)
+        return [n for n in names if n in known]
+
+    async def _payments(self, users, concurrency, seconds, label):
+        clients = {u: GatewayClient(self.topology, u) for u in users[:concurrency]}
+        rng = __import__("random").Random(concurrency)
+
+        async def pay(worker, n):
+            payer = users[worker % len(clients)]
+            payee = rng.choice([u for u in users if u != payer])
+            answer = await clients[payer].pay(payee, 1, str(uuid.uuid4()), timeout=10)
+            return {cl.COMMITTED: "ok", cl.ABORTED: "aborted"}.get(answer.outcome, "error")
+        try:
+            return await closed_loop(pay, concurrency, seconds, self._progress(label))
+        finally:
+            for client in clients.values():
+                await client.close()
+
+    async def _echo(self, concurrency, seconds, label):
+        server = subprocess.Popen([sys.executable, "-m", "strife.bench.echo", "--home", str(self.home)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(server.stdout.readline())
+            creds = tls.channel_credentials(self.home, certs.OPERATOR)
+            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+                stub = echo_pb2_grpc.EchoStub(channel)
+                await stub.Echo(echo_pb2.EchoMessage(payload=PAYLOAD), wait_for_ready=True, timeout=10)
+
+                async def echo(worker, n):
+                    await stub.Echo(echo_pb2.EchoMessage(payload=PAYLOAD), timeout=10)
+                    return "ok"
+                return await closed_loop(echo, concurrency, seconds, self._progress(label))
+        finally:
+            server.terminate()
+            server.wait(10)
+
+    def _progress(self, label):
+        return lambda text: self.progress(f"{label:<22} {text}")
+
+    async def _watch_memory(self, peaks, stop):
+        status = await asyncio.to_thread(control.call, Layout(self.home).socket, {"cmd": "status"})
+        procs = {n["name"]: psutil.Process(n["pid"]) for n in status["nodes"]
+                 if n["kind"] in ("gateway", "bank") and n["pid"]}
+        while not stop.is_set():
+            for name, proc in procs.items():
+                with contextlib.suppress(psutil.Error):
+                    peaks[name] = max(peaks.get(name, 0), proc.memory_info().rss)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+
+    async def run(self):
+        users = await self._accounts()
+        if len(users) < 2:
+            raise ValueError("fewer than two bench accounts could be set up")
+        single_seconds = min(self.seconds, 3.0)
+        await self._payments(users, 1, 0.5, "warm-up")
+        echo_single = await self._echo(1, single_seconds, "echo, 1 caller")
+        echo_many = await self._echo(self.concurrency, self.seconds, f"echo, {self.concurrency} callers")
+        pay_single = await self._payments(users, 1, single_seconds, "payments, 1 caller")
+        peaks, stop = {}, asyncio.Event()
+        watcher = asyncio.create_task(self._watch_memory(peaks, stop))
+        began = time.perf_counter()
+        pay_many = await self._payments(users, self.concurrency, self.seconds,
+                                        f"payments, {self.concurrency} callers")
+        elapsed = time.perf_counter() - began
+        stop.set()
+        await watcher
+        figures = {
+            "seconds": self.seconds, "concurrency": self.concurrency, "accounts": len(users),
+            "payments": report.summarize(pay_many, elapsed),
+            "payments_single": report.summarize(pay_single, single_seconds),
+            "echo": report.summarize(echo_many, self.seconds),
+            "echo_single": report.summarize(echo_single, single_seconds),
+            "rss_peak_mb": {name: round(rss / 2 ** 20, 1) for name, rss in sorted(peaks.items())},
+        }
+        echo_rate = figures["echo"]["per_s"]
+        figures["ratio"] = round(figures["payments"]["per_s"] * RPCS_PER_PAYMENT / echo_rate, 3) if echo_rate else None
+        echo_p50 = figures["echo_single"]["p50_ms"]
+        figures["single_p50_over_echo_p50"] = (round(figures["payments_single"]["p50_ms"] / echo_p50, 2)
+                                               if echo_p50 else None)
+        return figures, pay_many

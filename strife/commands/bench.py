@@ -1,0 +1,95 @@
+"""`strife bench`: how fast Strife moves money, next to what gRPC on this machine allows."""
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import pathlib
+
+from strife.bench import report
+from strife.bench.run import Bench
+from strife.commands import FAILED, OK, UserError, add_file_option, topology_path
+from strife.durations import DurationError, parse_duration
+from strife.gateway_client import load_deployment
+from strife.launcher import control, deploy, detach
+from strife.layout import Layout
+
+
+def register(sub):
+    p = sub.add_parser("bench", help="payments/s and latency, with a raw gRPC echo as the reference",
+                       description="Closed-loop payments among many bench accounts from C concurrent callers "
+                                   "against the running deployment (or, if none runs here, one started in a "
+                                   "temporary directory from the topology). In the same run: a raw gRPC echo "
+                                   "over the same mTLS at the same concurrency. ratio = payments/s x 6 / echo/s "
+                                   "(a payment costs at least six RPCs).")
+    add_file_option(p)
+    p.add_argument("--seconds", default="10", help="length of each many-caller phase (default 10)")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent callers (default 32)")
+    p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
+    p.add_argument("--plot", metavar="FILE.png", help="write latency over time as a PNG (needs matplotlib)")
+    p.set_defaults(run=run)
+
+
+def _progress(text):
+    print(f"\r\033[K{text}" if sys.stderr.isatty() else text, file=sys.stderr, end="" if sys.stderr.isatty() else "\n",
+          flush=True)
+
+
+def run(args):
+    try:
+        seconds = parse_duration(args.seconds)
+    except DurationError as exc:
+        raise UserError(f"--seconds: {exc}") from None
+    if not 1 <= args.concurrency <= 512:
+        raise UserError("--concurrency must be between 1 and 512")
+    path = topology_path(args)
+    temporary = None
+    if not control.is_running(Layout(path.parent).socket):
+        temporary = pathlib.Path(tempfile.mkdtemp(prefix="strife-bench-"))
+        shutil.copy(path, temporary / "topology.yaml")
+        _progress(f"no deployment running in {path.parent}: starting one in {temporary}")
+        try:
+            detach.start(deploy.prepare(temporary / "topology.yaml"), progress=lambda text: None)
+        except detach.StartFailed as exc:
+            raise UserError(f"could not start a deployment to measure:\n{exc}", FAILED) from None
+    try:
+        topology = load_deployment(temporary or path.parent)
+        figures, samples = asyncio.run(Bench(topology, seconds, args.concurrency, _progress).run())
+    except ValueError as exc:
+        raise UserError(str(exc), FAILED) from None
+    finally:
+        if temporary:
+            control.call(Layout(temporary).socket, {"cmd": "down"}, timeout=120)
+            shutil.rmtree(temporary, ignore_errors=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    figures["deployment"] = "temporary" if temporary else str(path.parent)
+    if args.plot:
+        try:
+            report.plot(samples, args.plot, f"Strife payments, {args.concurrency} callers")
+        except RuntimeError as exc:
+            raise UserError(str(exc), FAILED) from None
+        figures["plot"] = args.plot
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return OK
+    _print(figures, samples)
+    return OK
+
+
+def _print(f, samples):
+    def line(label, s):
+        return (f"{label:<22} {s['per_s']:>9.1f}/s  p50 {s['p50_ms']:7.2f}  p90 {s['p90_ms']:7.2f}  "
+                f"p99 {s['p99_ms']:7.2f}  max {s['max_ms']:8.2f} ms  ({s['ok']} ok, {s['aborted']} aborted, "
+                f"{s['errors']} errors)")
+    print(f"{f['accounts']} accounts, {f['concurrency']} callers, {f['seconds']:g}s per phase")
+    print(line(f"payments x{f['concurrency']}", f["payments"]))
+    print(line("payments x1", f["payments_single"]))
+    print(line(f"echo x{f['concurrency']}", f["echo"]))
+    print(line("echo x1", f["echo_single"]))
+    print(f"ratio (payments/s x 6 / echo/s): {f['ratio']}   single-caller p50 / echo p50: "
+          f"{f['single_p50_over_echo_p50']}")
+    print("peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in f["rss_peak_mb"].items()))
+    print(f"latency of payments x{f['concurrency']}:")
+    for row in report.histogram(samples):
+        print("  " + row)

@@ -44,6 +44,18 @@ def _wrap(handler, around):
     return handler  # client-streaming methods: none in Strife's protos
 
 
+def _fields(request):
+    """The loggable fields of a request: chosen names only, batches as comma-joined ids."""
+    parts = [f"{f}={getattr(request, f)}" for f in LOGGED_FIELDS if getattr(request, f, None) not in (None, "", 0)]
+    legs = getattr(request, "legs", None)
+    if legs:
+        parts.append("legs=" + ",".join(f"{leg.txn_id}:{leg.account}:{leg.amount_minor}" for leg in legs))
+    txn_ids = getattr(request, "txn_ids", None)
+    if txn_ids:
+        parts.append("txn_ids=" + ",".join(txn_ids))
+    return " ".join(parts)
+
+
 class AccessInterceptor(grpc.aio.ServerInterceptor):
     """Allows a call only when the caller's certificate role is listed for the method.
 
@@ -104,8 +116,7 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 identity = tls.peer_identity(context)
-                fields = " ".join(f"{f}={getattr(request, f)}" for f in LOGGED_FIELDS
-                                  if getattr(request, f, None) not in (None, "", 0))
+                fields = _fields(request)
                 log.info("call node=%s method=%s caller=%s %s code=%s ms=%.1f", self.node,
                          method.rsplit("/", 1)[-1], identity.name if identity else "-", fields, code,
                          (time.perf_counter() - began) * 1000)

@@ -126,7 +126,7 @@ def test_a_client_calling_a_bank_directly(live):
                                            tls.channel_credentials(live.home, "alice")) as channel:
             stub = gw_bank_pb2_grpc.BankStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.InitiateTransaction(gw_bank_pb2.DecisionRequest(txn_id="x"), timeout=5)
+                await stub.InitiateTransaction(gw_bank_pb2.DecisionRequest(txn_ids=["x"]), timeout=5)
             return caught.value.code()
     assert asyncio.run(go()) == grpc.StatusCode.PERMISSION_DENIED
 

@@ -21,7 +21,8 @@ class Bank:
         self.ledger = Ledger(data / "ledger.db")
         for client in ctx.topology.of_kind("client"):  # opening balances, once per account
             if client.bank == ctx.spec.name:
-                self.ledger.open_account(client.name, client.balance_minor, deposit_id=f"open:{client.name}")
+                self.ledger.open_account_now(client.name, client.balance_minor, deposit_id=f"open:{client.name}")
+        self.ledger.start()
         gw_bank_pb2_grpc.add_BankServicer_to_server(BankService(self.ledger, ctx.failpoints), ctx.server)
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
         self.registration = None
@@ -44,7 +45,7 @@ class Bank:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.resolver
         await self.etcd.close()
-        self.ledger.close()
+        await self.ledger.close()
 
 
 if __name__ == "__main__":

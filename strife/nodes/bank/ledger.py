@@ -1,13 +1,13 @@
 """The bank's ledger in SQLite: accounts, holds and the outcomes this bank has applied.
 
-Durability first: WAL with synchronous=FULL, and every change in one IMMEDIATE transaction,
-so a crash at any instant leaves either all of a step or none of it. A YES vote is a durable
+Durability first: WAL with synchronous=FULL, and every change in its own savepoint of a
+group-commit transaction, so a crash at any instant leaves either all of a step or none of it. A YES vote is a durable
 PREPARED hold, and available = balance - PREPARED debits, so a commit never needs funds it
 might not have. All amounts are integer minor units; the schema refuses negative balances.
 """
-import sqlite3
 import time
 
+from strife import group_commit
 from strife.money import format_minor
 
 SCHEMA = """
@@ -64,136 +64,145 @@ class NothingPrepared(LookupError):
 
 
 class Ledger:
+    """Writes go through group commit (one fsync per batch); reads use their own connection and
+    see only what is committed."""
+
     def __init__(self, path):
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        db = group_commit.connect(path)
+        db.executescript(SCHEMA)
+        self.writer = group_commit.GroupCommit(db)
+        self.reader = group_commit.connect(path, readonly=True)
 
-    def close(self):
-        self.db.close()
+    def start(self):
+        self.writer.start()
 
-    def _tx(self):
-        return _Immediate(self.db)
+    async def close(self):
+        await self.writer.stop()
+        self.reader.close()
+        self.writer.db.close()
 
     # ---- accounts ----
 
-    def open_account(self, account, opening_minor, full_name="", deposit_id=None):
+    def open_account_now(self, account, opening_minor, full_name="", deposit_id=None):
+        """At start-up, before the writer runs: topology opening balances."""
+        return self.writer.apply_now(lambda db: _open_account(db, account, opening_minor, full_name, deposit_id))
+
+    async def open_account(self, account, opening_minor, full_name="", deposit_id=None):
         """Create an account with an opening deposit. Repeating the same deposit_id is a no-op."""
-        deposit_id = deposit_id or f"open:{account}"
-        with self._tx() as db:
-            row = db.execute("SELECT account FROM deposits WHERE id = ?", (deposit_id,)).fetchone()
-            if row is not None and row[0] == account:
-                return self.account(account)
-            if db.execute("SELECT 1 FROM accounts WHERE name = ?", (account,)).fetchone():
-                raise AccountExists(account)
-            now = time.time()
-            db.execute("INSERT INTO accounts (name, balance_minor, full_name, created_at) VALUES (?, ?, ?, ?)",
-                       (account, opening_minor, full_name, now))
-            db.execute("INSERT INTO deposits (id, account, amount_minor, created_at) VALUES (?, ?, ?, ?)",
-                       (deposit_id, account, opening_minor, now))
+        await self.writer.run(lambda db: _open_account(db, account, opening_minor, full_name, deposit_id))
         return self.account(account)
 
-    def update_details(self, account, full_name):
-        with self._tx() as db:
+    async def update_details(self, account, full_name):
+        def op(db):
             if db.execute("UPDATE accounts SET full_name = ? WHERE name = ?", (full_name, account)).rowcount == 0:
                 raise UnknownAccount(account)
+        await self.writer.run(op)
         return self.account(account)
 
     def account(self, account):
-        """(balance, available, full_name)."""
-        row = self.db.execute("SELECT balance_minor, full_name FROM accounts WHERE name = ?", (account,)).fetchone()
+        """(balance, available, full_name) as committed."""
+        row = self.reader.execute("SELECT balance_minor, full_name FROM accounts WHERE name = ?", (account,)).fetchone()
         if row is None:
             raise UnknownAccount(account)
-        return row[0], row[0] - self._held(account), row[1]
-
-    def _held(self, account):
-        return self.db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM holds "
-                               "WHERE account = ? AND direction = 'DEBIT' AND state = 'PREPARED'",
-                               (account,)).fetchone()[0]
+        return row[0], row[0] - _held(self.reader, account), row[1]
 
     # ---- two-phase commit ----
 
-    def prepare(self, txn_id, account, amount_minor, direction):
-        """Vote on one side of a transaction: (YES|NO, reason, detail). Idempotent per (txn, side)."""
-        with self._tx() as db:
-            decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
-            existing = db.execute("SELECT account, amount_minor, state FROM holds WHERE txn_id = ? AND direction = ?",
-                                  (txn_id, direction)).fetchone()
-            if existing is not None:
-                if existing[:2] != (account, amount_minor):
-                    return NO, CONFLICT, f"{txn_id} {direction} was prepared for another account or amount"
-                if existing[2] == "ABORTED":
-                    return NO, ALREADY_DECIDED, f"{txn_id} was aborted"
-                return YES, None, ""
-            if decided is not None:
-                return NO, ALREADY_DECIDED, f"{txn_id} was already {decided[0].lower()}"
-            row = db.execute("SELECT balance_minor FROM accounts WHERE name = ?", (account,)).fetchone()
-            if row is None:
-                return NO, ACCOUNT_UNKNOWN, f"no account {account!r} at this bank"
-            if direction == "DEBIT":
-                available = row[0] - self._held(account)
-                if available < amount_minor:
-                    return NO, INSUFFICIENT_FUNDS, f"{account} has {format_minor(available)} available, needs {format_minor(amount_minor)}"
-            db.execute("INSERT INTO holds (txn_id, direction, account, amount_minor, state, created_at) "
-                       "VALUES (?, ?, ?, ?, 'PREPARED', ?)", (txn_id, direction, account, amount_minor, time.time()))
-            return YES, None, ""
+    async def prepare(self, txn_id, account, amount_minor, direction):
+        """Vote on one side of a transaction: (YES|NO, reason, detail), once the hold is durable."""
+        return await self.writer.run(lambda db: _prepare(db, txn_id, account, amount_minor, direction))
 
-    def commit(self, txn_id):
+    async def commit(self, txn_id):
         """Apply every PREPARED hold of the transaction. Idempotent; returns 'COMMITTED'."""
-        with self._tx() as db:
-            decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
-            if decided is not None:
-                if decided[0] != "COMMITTED":
-                    raise DecisionConflict(f"{txn_id} was aborted here; cannot commit it")
-                return "COMMITTED"
-            holds = db.execute("SELECT direction, account, amount_minor FROM holds "
-                               "WHERE txn_id = ? AND state = 'PREPARED'", (txn_id,)).fetchall()
-            if not holds:
-                raise NothingPrepared(f"{txn_id} has no prepared hold at this bank")
-            now = time.time()
-            for direction, account, amount in holds:
-                delta = -amount if direction == "DEBIT" else amount
-                db.execute("UPDATE accounts SET balance_minor = balance_minor + ? WHERE name = ?", (delta, account))
-            db.execute("UPDATE holds SET state = 'COMMITTED', decided_at = ? WHERE txn_id = ? AND state = 'PREPARED'",
-                       (now, txn_id))
-            db.execute("INSERT INTO outcomes (txn_id, outcome, decided_at) VALUES (?, 'COMMITTED', ?)", (txn_id, now))
-        return "COMMITTED"
+        return await self.writer.run(lambda db: _commit(db, txn_id))
 
-    def abort(self, txn_id):
+    async def abort(self, txn_id):
         """Release the transaction's holds. Idempotent; an unknown txn is recorded as aborted
         (presumed abort), so a prepare that arrives late votes NO instead of holding forever."""
-        with self._tx() as db:
-            decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
-            if decided is not None:
-                if decided[0] != "ABORTED":
-                    raise DecisionConflict(f"{txn_id} was committed here; cannot abort it")
-                return "ABORTED"
-            now = time.time()
-            db.execute("UPDATE holds SET state = 'ABORTED', decided_at = ? WHERE txn_id = ? AND state = 'PREPARED'",
-                       (now, txn_id))
-            db.execute("INSERT INTO outcomes (txn_id, outcome, decided_at) VALUES (?, 'ABORTED', ?)", (txn_id, now))
-        return "ABORTED"
+        return await self.writer.run(lambda db: _abort(db, txn_id))
 
     def in_doubt(self, older_than):
         """Transactions with a PREPARED hold created before `older_than` (unix seconds)."""
-        rows = self.db.execute("SELECT DISTINCT txn_id FROM holds WHERE state = 'PREPARED' AND created_at < ?",
-                               (older_than,)).fetchall()
+        rows = self.reader.execute("SELECT DISTINCT txn_id FROM holds WHERE state = 'PREPARED' AND created_at < ?",
+                                   (older_than,)).fetchall()
         return [r[0] for r in rows]
 
 
-class _Immediate:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception: all of a step or none of it."""
+# Each operation below runs inside one savepoint of a group-commit batch: all of it or none.
 
-    def __init__(self, db):
-        self.db = db
+def _held(db, account):
+    return db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM holds "
+                      "WHERE account = ? AND direction = 'DEBIT' AND state = 'PREPARED'", (account,)).fetchone()[0]
 
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
 
-    def __exit__(self, exc_type, exc, tb):
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        return False
+def _open_account(db, account, opening_minor, full_name, deposit_id):
+    deposit_id = deposit_id or f"open:{account}"
+    row = db.execute("SELECT account FROM deposits WHERE id = ?", (deposit_id,)).fetchone()
+    if row is not None and row[0] == account:
+        return
+    if db.execute("SELECT 1 FROM accounts WHERE name = ?", (account,)).fetchone():
+        raise AccountExists(account)
+    now = time.time()
+    db.execute("INSERT INTO accounts (name, balance_minor, full_name, created_at) VALUES (?, ?, ?, ?)",
+               (account, opening_minor, full_name, now))
+    db.execute("INSERT INTO deposits (id, account, amount_minor, created_at) VALUES (?, ?, ?, ?)",
+               (deposit_id, account, opening_minor, now))
+
+
+def _prepare(db, txn_id, account, amount_minor, direction):
+    existing = db.execute("SELECT account, amount_minor, state FROM holds WHERE txn_id = ? AND direction = ?",
+                          (txn_id, direction)).fetchone()
+    if existing is not None:
+        if existing[:2] != (account, amount_minor):
+            return NO, CONFLICT, f"{txn_id} {direction} was prepared for another account or amount"
+        if existing[2] == "ABORTED":
+            return NO, ALREADY_DECIDED, f"{txn_id} was aborted"
+        return YES, None, ""
+    decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
+    if decided is not None:
+        return NO, ALREADY_DECIDED, f"{txn_id} was already {decided[0].lower()}"
+    row = db.execute("SELECT balance_minor FROM accounts WHERE name = ?", (account,)).fetchone()
+    if row is None:
+        return NO, ACCOUNT_UNKNOWN, f"no account {account!r} at this bank"
+    if direction == "DEBIT":
+        available = row[0] - _held(db, account)
+        if available < amount_minor:
+            return NO, INSUFFICIENT_FUNDS, (f"{account} has {format_minor(available)} available, "
+                                            f"needs {format_minor(amount_minor)}")
+    db.execute("INSERT INTO holds (txn_id, direction, account, amount_minor, state, created_at) "
+               "VALUES (?, ?, ?, ?, 'PREPARED', ?)", (txn_id, direction, account, amount_minor, time.time()))
+    return YES, None, ""
+
+
+def _commit(db, txn_id):
+    decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
+    if decided is not None:
+        if decided[0] != "COMMITTED":
+            raise DecisionConflict(f"{txn_id} was aborted here; cannot commit it")
+        return "COMMITTED"
+    holds = db.execute("SELECT direction, account, amount_minor FROM holds "
+                       "WHERE txn_id = ? AND state = 'PREPARED'", (txn_id,)).fetchall()
+    if not holds:
+        raise NothingPrepared(f"{txn_id} has no prepared hold at this bank")
+    now = time.time()
+    for direction, account, amount in holds:
+        delta = -amount if direction == "DEBIT" else amount
+        db.execute("UPDATE accounts SET balance_minor = balance_minor + ? WHERE name = ?", (delta, account))
+    db.execute("UPDATE holds SET state = 'COMMITTED', decided_at = ? WHERE txn_id = ? AND state = 'PREPARED'",
+               (now, txn_id))
+    db.execute("INSERT INTO outcomes (txn_id, outcome, decided_at) VALUES (?, 'COMMITTED', ?)", (txn_id, now))
+    return "COMMITTED"
+
+
+def _abort(db, txn_id):
+    decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
+    if decided is not None:
+        if decided[0] != "ABORTED":
+            raise DecisionConflict(f"{txn_id} was committed here; cannot abort it")
+        return "ABORTED"
+    now = time.time()
+    db.execute("UPDATE holds SET state = 'ABORTED', decided_at = ? WHERE txn_id = ? AND state = 'PREPARED'",
+               (now, txn_id))
+    db.execute("INSERT INTO outcomes (txn_id, outcome, decided_at) VALUES (?, 'ABORTED', ?)", (txn_id, now))
+    return "ABORTED"

@@ -14,7 +14,7 @@ async def resolve_once(ledger, etcd, hold_timeout):
     settled = {}
     for txn_id in ledger.in_doubt(older_than=time.time() - hold_timeout):
         decision = await decisions.decide(etcd, txn_id, decisions.ABORT)
-        settled[txn_id] = ledger.commit(txn_id) if decision == decisions.COMMIT else ledger.abort(txn_id)
+        settled[txn_id] = await (ledger.commit(txn_id) if decision == decisions.COMMIT else ledger.abort(txn_id))
         log.info("in-doubt %s resolved from etcd: %s", txn_id, settled[txn_id])
     return settled
 

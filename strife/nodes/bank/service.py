@@ -1,8 +1,10 @@
 """The bank's gRPC face (gw_bank.proto): accounts and the participant side of 2PC.
 
-Ledger calls are short synchronous SQLite transactions run on the event loop thread: they are
-serialised by construction, which is what a ledger wants.
+Ledger writes are group-committed: concurrent prepares and commits share one transaction and
+one fsync, and each answer leaves only once its change is on disk.
 """
+import asyncio
+
 import grpc
 
 from strife.failpoints import FailpointFired
@@ -11,6 +13,7 @@ from strife.rpc import gw_bank_pb2 as pb
 from strife.rpc import gw_bank_pb2_grpc
 
 MAX_NAME = 64
+MAX_BATCH = 256
 MAX_FULL_NAME = 200
 _DIRECTIONS = {pb.DEBIT: "DEBIT", pb.CREDIT: "CREDIT"}
 _REASONS = {L.INSUFFICIENT_FUNDS: pb.INSUFFICIENT_FUNDS, L.ACCOUNT_UNKNOWN: pb.ACCOUNT_UNKNOWN,
@@ -37,7 +40,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         if request.opening_deposit_minor < 0 or len(request.full_name) > MAX_FULL_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad opening deposit or full name")
         try:
-            row = self.ledger.open_account(request.account, request.opening_deposit_minor, request.full_name,
+            row = await self.ledger.open_account(request.account, request.opening_deposit_minor, request.full_name,
                                            deposit_id=f"register:{request.account}")
         except L.AccountExists:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"account {request.account!r} exists")
@@ -48,7 +51,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         if len(request.full_name) > MAX_FULL_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"full name over {MAX_FULL_NAME} characters")
         try:
-            return _info(request.account, self.ledger.update_details(request.account, request.full_name))
+            return _info(request.account, await self.ledger.update_details(request.account, request.full_name))
         except L.UnknownAccount:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account!r}")
 
@@ -59,35 +62,48 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account!r}")
 
     async def LockTransaction(self, request, context):
-        await self._check_name(context, request.txn_id, "txn_id")
-        await self._check_name(context, request.account)
-        direction = _DIRECTIONS.get(request.direction)
-        if direction is None or request.amount_minor <= 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be DEBIT or CREDIT, amount > 0")
+        """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
+        if not request.legs or len(request.legs) > MAX_BATCH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} legs")
+        for leg in request.legs:
+            await self._check_name(context, leg.txn_id, "txn_id")
+            await self._check_name(context, leg.account)
+            if _DIRECTIONS.get(leg.direction) is None or leg.amount_minor <= 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be DEBIT or CREDIT, amount > 0")
         await self._failpoint("before-prepare", context)
-        vote, reason, detail = self.ledger.prepare(request.txn_id, request.account, request.amount_minor, direction)
-        if vote == L.YES:
-            await self._failpoint("prepare", context)  # the hold is durable; the vote not yet sent
-            return pb.LockTransactionResponse(vote=pb.YES)
-        return pb.LockTransactionResponse(vote=pb.NO, reason=_REASONS[reason], detail=detail)
+        votes = await asyncio.gather(*(self.ledger.prepare(leg.txn_id, leg.account, leg.amount_minor,
+                                                           _DIRECTIONS[leg.direction]) for leg in request.legs))
+        if any(vote == L.YES for vote, _, _ in votes):
+            await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
+        return pb.LockTransactionResponse(votes=[
+            pb.VoteResult(vote=pb.YES) if vote == L.YES
+            else pb.VoteResult(vote=pb.NO, reason=_REASONS[reason], detail=detail)
+            for vote, reason, detail in votes])
 
     async def InitiateTransaction(self, request, context):
-        await self._check_name(context, request.txn_id, "txn_id")
-        await self._failpoint("commit", context)
-        try:
-            return pb.DecisionResponse(state=_STATES[self.ledger.commit(request.txn_id)])
-        except L.NothingPrepared as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except L.DecisionConflict as exc:
-            await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        """Commit: apply the holds of every transaction in the batch."""
+        return await self._decide(request, context, "commit", self.ledger.commit)
 
     async def AbortTransaction(self, request, context):
-        await self._check_name(context, request.txn_id, "txn_id")
-        await self._failpoint("abort", context)
-        try:
-            return pb.DecisionResponse(state=_STATES[self.ledger.abort(request.txn_id)])
-        except L.DecisionConflict as exc:
-            await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        """Abort: release the holds (or remember the abort of a transaction never seen here)."""
+        return await self._decide(request, context, "abort", self.ledger.abort)
+
+    async def _decide(self, request, context, step, apply):
+        if not request.txn_ids or len(request.txn_ids) > MAX_BATCH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} txn_ids")
+        for txn_id in request.txn_ids:
+            await self._check_name(context, txn_id, "txn_id")
+        await self._failpoint(step, context)
+        outcomes = await asyncio.gather(*(apply(txn_id) for txn_id in request.txn_ids), return_exceptions=True)
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, (L.NothingPrepared, L.DecisionConflict)):
+                results.append(pb.TxnResult(error=str(outcome)))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.append(pb.TxnResult(state=_STATES[outcome]))
+        return pb.DecisionResponse(results=results)
 
     async def _failpoint(self, step, context):
         try:

@@ -28,7 +28,7 @@ class Gateway:
         self.users = Users(self.store)
         self.users.seed(ctx.topology, credentials.load(ctx.topology.home))
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
-        self.banks = BankDirectory(self.etcd, ctx.topology.home, ctx.spec.name)
+        self.banks = BankDirectory(self.etcd, ctx.topology.home, ctx.spec.name, ctx.topology.settings.prepare_timeout)
         self.coordinator = Coordinator(self.store, self.banks, self.etcd, ctx.topology.settings, ctx.failpoints)
         cl_gw_pb2_grpc.add_ClientGatewayServicer_to_server(
             ClientGatewayService(self.store, self.banks, self.coordinator, self.users, ctx.topology), ctx.server)
@@ -48,7 +48,7 @@ class Gateway:
                 await self.recovery
         await self.banks.stop()
         await self.etcd.close()
-        self.store.close()
+        await self.store.close()
 
 
 if __name__ == "__main__":

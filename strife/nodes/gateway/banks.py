@@ -1,40 +1,81 @@
-"""The gateway's view of the banks: addresses from one etcd prefix watch, one channel per bank.
+"""The gateway's view of the banks: addresses from one etcd prefix watch, one channel per bank,
+and batching of what is in flight to the same bank (prepares, commits, aborts).
 
-No etcd read per request; a bank that re-registers at another address gets a new channel.
+No etcd read per request; a bank that re-registers at another address gets a new link.
 """
 import asyncio
 
 import grpc
 
 from strife import discovery, tls
+from strife.batching import Batcher
+from strife.rpc import gw_bank_pb2 as gb
 from strife.rpc import gw_bank_pb2_grpc
 
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+PHASE2_TIMEOUT = 2.0
+
+
+class PhaseTwoRefused(Exception):
+    """The bank answered but could not apply the decision to this transaction."""
+
+
+class BankLink:
+    """One bank at one address: a channel and a batcher per kind of call."""
+
+    def __init__(self, address, credentials, prepare_timeout):
+        self.address = address
+        self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        self.stub = gw_bank_pb2_grpc.BankStub(self.channel)
+        self.prepare_timeout = prepare_timeout
+        self._prepares = Batcher(self._send_prepares)
+        self._commits = Batcher(lambda ids: self._send_decisions(self.stub.InitiateTransaction, ids))
+        self._aborts = Batcher(lambda ids: self._send_decisions(self.stub.AbortTransaction, ids))
+
+    async def prepare(self, leg):
+        """The bank's VoteResult for one leg; raises grpc.aio.AioRpcError if it did not answer."""
+        return await self._prepares.submit(leg)
+
+    async def decide(self, txn_id, commit):
+        """Phase 2 for one transaction; raises if not acknowledged."""
+        return await (self._commits if commit else self._aborts).submit(txn_id)
+
+    async def _send_prepares(self, legs):
+        answer = await self.stub.LockTransaction(gb.LockTransactionRequest(legs=legs), timeout=self.prepare_timeout)
+        return list(answer.votes)
+
+    async def _send_decisions(self, call, txn_ids):
+        answer = await call(gb.DecisionRequest(txn_ids=txn_ids), timeout=PHASE2_TIMEOUT)
+        return [PhaseTwoRefused(r.error) if r.error else r.state for r in answer.results]
 
 
 class BankDirectory:
-    def __init__(self, etcd, home, identity):
+    def __init__(self, etcd, home, identity, prepare_timeout):
         self.watch = discovery.PrefixWatch(etcd, discovery.BANKS_PREFIX)
         self._credentials = tls.channel_credentials(home, identity)
-        self._stubs = {}  # bank -> (address, channel, stub)
+        self._prepare_timeout = prepare_timeout
+        self._links = {}
 
     async def start(self):
         await self.watch.start()
 
-    def stub(self, bank):
-        """A stub for the bank's current address, or None when it is not registered."""
+    def link(self, bank):
+        """The bank's link at its current address, or None when it is not registered."""
         address = self.watch.entries.get(bank)
         if address is None:
             return None
-        known = self._stubs.get(bank)
-        if known is None or known[0] != address:
+        known = self._links.get(bank)
+        if known is None or known.address != address:
             if known is not None:
-                asyncio.ensure_future(known[1].close())  # calls still on it finish or fail on their own
-            channel = grpc.aio.secure_channel(address, self._credentials, options=CHANNEL_OPTIONS)
-            known = self._stubs[bank] = (address, channel, gw_bank_pb2_grpc.BankStub(channel))
-        return known[2]
+                asyncio.ensure_future(known.channel.close())  # calls still on it finish or fail on their own
+            known = self._links[bank] = BankLink(address, self._credentials, self._prepare_timeout)
+        return known
+
+    def stub(self, bank):
+        link = self.link(bank)
+        return link.stub if link else None
 
     async def stop(self):
         await self.watch.stop()
-        for _, channel, _ in self._stubs.values():
-            await channel.close()
+        for link in self._links.values():
+            await link.channel.close()

@@ -12,12 +12,13 @@ import logging
 import grpc
 
 from strife import decisions
+from strife.batching import Batcher
+from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import gw_bank_pb2 as gb
 
 log = logging.getLogger(__name__)
 
-PHASE2_TIMEOUT = 2.0
 MAX_RETRY_DELAY = 5.0
 _NO_REASONS = {gb.INSUFFICIENT_FUNDS: "INSUFFICIENT_FUNDS", gb.ACCOUNT_UNKNOWN: "ACCOUNT_UNKNOWN"}
 
@@ -48,23 +49,28 @@ class Coordinator:
         self.store, self.banks, self.etcd = store, banks, etcd
         self.prepare_timeout = settings.prepare_timeout
         self.failpoints = failpoints
-        self.inflight = {}     # txn_id -> Future[Result]: concurrent duplicates wait for one execution
+        self.inflight = {}     # txn_id -> (Future[Result], Payment): duplicates wait for one execution
         self.retrying = {}     # txn_id -> phase-2 retry task
+        # decisions in flight together go to etcd in one transaction
+        self.decider = Batcher(lambda items: decisions.decide_many(etcd, items), max_batch=64)
 
     async def pay(self, payment):
-        existing = self.store.payment(payment.txn_id)
-        if existing is not None:
-            if existing.fingerprint != payment.fingerprint:
+        running, known = self.inflight.get(payment.txn_id, (None, None))
+        existing = self.store.payment(payment.txn_id) if running is None else None
+        if running is not None or existing is not None:
+            known = existing or known
+            if known.fingerprint != payment.fingerprint:
                 raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
-            if existing.final:
-                return Result.of(existing)
-            running = self.inflight.get(payment.txn_id)
             if running is not None:
                 return await asyncio.shield(running)
+            if existing.final:
+                return Result.of(existing)
             return Result(payment.txn_id, "PENDING", detail="being recovered; ask again with the same id")
-        self.store.begin(payment)  # no await since the lookup: no duplicate can slip in between
-        future = self.inflight[payment.txn_id] = asyncio.get_running_loop().create_future()
+        # Claimed before the first await: a concurrent duplicate finds it and waits for this execution.
+        future = asyncio.get_running_loop().create_future()
+        self.inflight[payment.txn_id] = (future, payment)
         try:
+            await self.store.begin(payment)
             result = await self._execute(payment)
             future.set_result(result)
             return result
@@ -79,7 +85,7 @@ class Coordinator:
         want, reason, detail, contacted, unreachable = await self._prepare_all(payment)
         await self.failpoints.hit("after-prepare")
         try:
-            decision = await decisions.decide(self.etcd, payment.txn_id, want)
+            decision = await self.decider.submit((payment.txn_id, want))
         except Exception as exc:  # no decision recorded: banks and recovery will settle it
             log.warning("decision for %s not recorded: %s", payment.txn_id, exc)
             return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "
@@ -93,7 +99,7 @@ class Coordinator:
         await self.failpoints.hit("before-commit")
         # Banks that did not answer the prepare are told in the background: the reply does not wait on them.
         done = await self._phase2(payment.txn_id, decision, contacted - unreachable) and not unreachable
-        self.store.finish(payment, status, reason, detail, phase2_done=done)
+        await self.store.finish(payment, status, reason, detail, phase2_done=done)
         if not done:
             self._retry_phase2(payment.txn_id, decision, contacted)
         return Result.of(payment)
@@ -115,18 +121,18 @@ class Coordinator:
         return decisions.COMMIT, "", "", contacted, unreachable
 
     async def _prepare(self, txn_id, bank, direction, account, amount_minor, contacted, unreachable):
-        stub = self.banks.stub(bank)
-        if stub is None:
+        link = self.banks.link(bank)
+        if link is None:
             return False, "BANK_UNAVAILABLE", f"bank {bank} is not available"
         contacted.add(bank)
-        request = gb.LockTransactionRequest(txn_id=txn_id, account=account, amount_minor=amount_minor,
-                                            direction=gb.Direction.Value(direction))
+        leg = gb.Leg(txn_id=txn_id, account=account, amount_minor=amount_minor,
+                     direction=gb.Direction.Value(direction))
         try:
-            answer = await stub.LockTransaction(request, timeout=self.prepare_timeout)
-        except grpc.aio.AioRpcError as exc:
+            answer = await asyncio.wait_for(link.prepare(leg), self.prepare_timeout)
+        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
             unreachable.add(bank)
-            why = "did not vote in time" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.details()
-            return False, "BANK_UNAVAILABLE", f"bank {bank}: {why}"
+            silent = isinstance(exc, asyncio.TimeoutError) or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            return False, "BANK_UNAVAILABLE", f"bank {bank}: {'did not vote in time' if silent else exc.details()}"
         if answer.vote == gb.YES:
             return True, "", ""
         return False, _NO_REASONS.get(answer.reason, "REFUSED"), f"bank {bank}: {answer.detail}"
@@ -137,15 +143,15 @@ class Coordinator:
         return all(results)
 
     async def _tell(self, bank, txn_id, decision):
-        stub = self.banks.stub(bank)
-        if stub is None:
+        link = self.banks.link(bank)
+        if link is None:
             return False
-        call = stub.InitiateTransaction if decision == decisions.COMMIT else stub.AbortTransaction
         try:
-            await call(gb.DecisionRequest(txn_id=txn_id), timeout=PHASE2_TIMEOUT)
+            await link.decide(txn_id, commit=decision == decisions.COMMIT)
             return True
-        except grpc.aio.AioRpcError as exc:
-            log.warning("%s of %s at %s not acknowledged: %s", decision, txn_id, bank, exc.code().name)
+        except (grpc.aio.AioRpcError, PhaseTwoRefused) as exc:
+            why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            log.warning("%s of %s at %s not acknowledged: %s", decision, txn_id, bank, why)
             return False
 
     def _retry_phase2(self, txn_id, decision, banks):
@@ -159,7 +165,7 @@ class Coordinator:
                 await asyncio.sleep(delay)
                 pending = {b for b in pending if not await self._tell(b, txn_id, decision)}
                 delay = min(delay * 2, MAX_RETRY_DELAY)
-            self.store.phase2_done(txn_id)
+            await self.store.phase2_done(txn_id)
             log.info("phase 2 of %s (%s) completed", txn_id, decision)
         finally:
             self.retrying.pop(txn_id, None)
@@ -183,10 +189,10 @@ class Coordinator:
                 status = "COMMITTED" if decision == decisions.COMMIT else "ABORTED"
                 reason = "" if status == "COMMITTED" else "RECOVERED_ABORT"
                 detail = "" if status == "COMMITTED" else "the gateway stopped before deciding"
-                self.store.finish(payment, status, reason, detail, phase2_done=False)
+                await self.store.finish(payment, status, reason, detail, phase2_done=False)
             log.info("recovering %s: %s", payment.txn_id, decision)
             if await self._phase2(payment.txn_id, decision, banks):
-                self.store.phase2_done(payment.txn_id)
+                await self.store.phase2_done(payment.txn_id)
             else:
                 self._retry_phase2(payment.txn_id, decision, banks)
 

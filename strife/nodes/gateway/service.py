@@ -60,7 +60,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         stub = await self._bank(context, request.bank)
         info = await self._bank_call(context, stub.RegisterClient, gb.RegisterClientRequest(
             account=name, opening_deposit_minor=request.opening_deposit_minor, full_name=request.full_name))
-        self.users.add(name, request.bank, "client", request.password)
+        await self.users.add(name, request.bank, "client", request.password)
         return cl.RegisterClientResponse(username=name, bank=request.bank, balance_minor=info.balance_minor)
 
     async def UpdateClientDetails(self, request, context):
@@ -79,7 +79,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
                 account=user.name, full_name=request.full_name))
             full_name = info.full_name
         if request.new_password:
-            self.users.change_password(user.name, request.new_password)
+            await self.users.change_password(user.name, request.new_password)
         return cl.UpdateClientDetailsResponse(username=user.name, full_name=full_name)
 
     async def ViewBalance(self, request, context):

@@ -2,8 +2,9 @@
 both the idempotency record (id -> fingerprint, status, result) and the history."""
 import dataclasses
 import hashlib
-import sqlite3
 import time
+
+from strife import group_commit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -73,29 +74,43 @@ def fingerprint(payer, payer_bank, payee, payee_bank, amount_minor):
 
 
 class Store:
-    def __init__(self, path):
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+    """Writes are group-committed (one fsync per batch); reads see what is committed."""
 
-    def close(self):
-        self.db.close()
+    def __init__(self, path):
+        db = group_commit.connect(path)
+        db.executescript(SCHEMA)
+        self.writer = group_commit.GroupCommit(db)
+        self.reader = group_commit.connect(path, readonly=True)
+        self.writer.start()
+
+    async def close(self):
+        await self.writer.stop()
+        self.reader.close()
+        self.writer.db.close()
 
     # ---- users ----
 
     def user(self, name):
-        row = self.db.execute("SELECT name, bank, role, salt, hash FROM users WHERE name = ?", (name,)).fetchone()
+        row = self.reader.execute("SELECT name, bank, role, salt, hash FROM users WHERE name = ?", (name,)).fetchone()
         return User(*row) if row else None
 
-    def add_user(self, name, bank, role, salt, digest):
-        """False when the name is taken."""
-        cursor = self.db.execute("INSERT OR IGNORE INTO users (name, bank, role, salt, hash, created_at) "
-                                 "VALUES (?, ?, ?, ?, ?, ?)", (name, bank, role, salt, digest, time.time()))
-        return cursor.rowcount == 1
+    @staticmethod
+    def _add_user(name, bank, role, salt, digest):
+        def op(db):
+            return db.execute("INSERT OR IGNORE INTO users (name, bank, role, salt, hash, created_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (name, bank, role, salt, digest, time.time())).rowcount == 1
+        return op
 
-    def set_password(self, name, salt, digest):
-        self.db.execute("UPDATE users SET salt = ?, hash = ? WHERE name = ?", (salt, digest, name))
+    def add_user_now(self, name, bank, role, salt, digest):
+        """At start-up (seeding the topology's users). False when the name is taken."""
+        return self.writer.apply_now(self._add_user(name, bank, role, salt, digest))
+
+    async def add_user(self, name, bank, role, salt, digest):
+        return await self.writer.run(self._add_user(name, bank, role, salt, digest))
+
+    async def set_password(self, name, salt, digest):
+        await self.writer.run(lambda db: db.execute("UPDATE users SET salt = ?, hash = ? WHERE name = ?",
+                                                    (salt, digest, name)))
 
     # ---- payments ----
 
@@ -103,30 +118,33 @@ class Store:
                 "detail, phase2_done, created_at, decided_at")
 
     def payment(self, txn_id):
-        row = self.db.execute(f"SELECT {self._COLUMNS} FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
+        row = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
         return Payment(*row) if row else None
 
-    def begin(self, payment):
+    async def begin(self, payment):
         """Record a new payment as PENDING, durably, before anything is sent to a bank."""
         payment.created_at = time.time()
-        self.db.execute(f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        dataclasses.astuple(payment))
+        row = dataclasses.astuple(payment)
+        await self.writer.run(lambda db: db.execute(
+            f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
 
-    def finish(self, payment, status, reason, detail, phase2_done):
+    async def finish(self, payment, status, reason, detail, phase2_done):
         payment.status, payment.reason, payment.detail = status, reason, detail
         payment.phase2_done, payment.decided_at = int(phase2_done), payment.decided_at or time.time()
-        self.db.execute("UPDATE payments SET status = ?, reason = ?, detail = ?, phase2_done = ?, decided_at = ? "
-                        "WHERE txn_id = ?", (status, reason, detail, payment.phase2_done, payment.decided_at,
-                                             payment.txn_id))
+        values = (status, reason, detail, payment.phase2_done, payment.decided_at, payment.txn_id)
+        await self.writer.run(lambda db: db.execute(
+            "UPDATE payments SET status = ?, reason = ?, detail = ?, phase2_done = ?, decided_at = ? "
+            "WHERE txn_id = ?", values))
 
-    def phase2_done(self, txn_id):
-        self.db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?", (txn_id,))
+    async def phase2_done(self, txn_id):
+        await self.writer.run(lambda db: db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?",
+                                                    (txn_id,)))
 
     def unfinished(self):
-        rows = self.db.execute(f"SELECT {self._COLUMNS} FROM payments WHERE phase2_done = 0").fetchall()
+        rows = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE phase2_done = 0").fetchall()
         return [Payment(*row) for row in rows]
 
     def history(self, user, limit):
-        rows = self.db.execute(f"SELECT {self._COLUMNS} FROM payments WHERE payer = ? OR payee = ? "
-                               "ORDER BY created_at DESC LIMIT ?", (user, user, limit)).fetchall()
+        rows = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE payer = ? OR payee = ? "
+                                   "ORDER BY created_at DESC LIMIT ?", (user, user, limit)).fetchall()
         return [Payment(*row) for row in rows]

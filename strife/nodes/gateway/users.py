@@ -1,4 +1,6 @@
 """The gateway's user directory: who exists, at which bank, in which role, and their password check."""
+import asyncio
+
 import grpc
 
 from strife import passwords
@@ -11,26 +13,28 @@ class Users:
         self.store = store
         self.cache = passwords.VerifiedCache()
 
-    def add(self, name, bank, role, password):
-        salt, digest = passwords.hash_password(password)
-        return self.store.add_user(name, bank, role, salt, digest)
+    async def add(self, name, bank, role, password):
+        salt, digest = await asyncio.to_thread(passwords.hash_password, password)
+        return await self.store.add_user(name, bank, role, salt, digest)
 
-    def change_password(self, name, password):
-        salt, digest = passwords.hash_password(password)
-        self.store.set_password(name, salt, digest)
+    async def change_password(self, name, password):
+        salt, digest = await asyncio.to_thread(passwords.hash_password, password)
+        await self.store.set_password(name, salt, digest)
         self.cache.forget(name)
 
     def seed(self, topology, credentials):
         """Topology clients, hashed from the demo credentials file, on the gateway's first start."""
         for client in topology.of_kind("client"):
             if self.store.user(client.name) is None and client.name in credentials:
-                self.add(client.name, client.bank, client.role, credentials[client.name])
+                salt, digest = passwords.hash_password(credentials[client.name])
+                self.store.add_user_now(client.name, client.bank, client.role, salt, digest)
 
-    def check(self, name, password):
+    async def check(self, name, password):
         if self.cache.hit(name, password):
             return True
         user = self.store.user(name)
-        if user is None or not passwords.verify(password, user.salt, user.hash):
+        # scrypt takes tens of milliseconds on purpose: off the event loop, which keeps serving
+        if user is None or not await asyncio.to_thread(passwords.verify, password, user.salt, user.hash):
             return False
         self.cache.remember(name, password)
         return True
@@ -45,5 +49,5 @@ class Users:
         if name != identity.name:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"user {name[:64]!r} does not match the certificate of {identity.name!r}")
-        if not self.check(name, metadata.get(PASSWORD_HEADER, "")):
+        if not await self.check(name, metadata.get(PASSWORD_HEADER, "")):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong user name or password")

@@ -1,0 +1,41 @@
+"""`strife bench` for a couple of seconds: every figure present and sane (no timed assertion)."""
+import json
+
+from tests.conftest import balances
+
+
+def test_bench_reports_every_figure(live):
+    before = sum(balances(live.home).values())
+    result = live.run("bench", "--seconds", "1.5", "--concurrency", "4", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for phase in ("payments", "payments_single", "echo", "echo_single"):
+        f = figures[phase]
+        assert f["ok"] > 0 and f["errors"] == 0, (phase, f)
+        assert 0 < f["p50_ms"] <= f["p90_ms"] <= f["p99_ms"] <= f["max_ms"], (phase, f)
+        assert f["per_s"] > 0
+    assert figures["ratio"] == round(figures["payments"]["per_s"] * 6 / figures["echo"]["per_s"], 3)
+    assert figures["single_p50_over_echo_p50"] > 0
+    assert set(figures["rss_peak_mb"]) == {"gateway", "bank1", "bank2"}
+    assert all(mb > 10 for mb in figures["rss_peak_mb"].values())
+    assert figures["accounts"] >= 8 and figures["concurrency"] == 4
+    # bench accounts were registered with deposits: the audit still balances
+    assert live.run("verify").returncode == 0
+    assert sum(balances(live.home).values()) >= before
+    assert "s  " in result.stderr  # the progress lines
+
+
+def test_bench_histogram_and_bad_arguments(live):
+    result = live.run("bench", "--seconds", "1", "--concurrency", "2", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "ratio (payments/s x 6 / echo/s)" in result.stdout and " ms | #" in result.stdout
+    assert live.run("bench", "--seconds", "0").returncode == 2
+    assert live.run("bench", "--concurrency", "0").returncode == 2
+
+
+def test_bench_plot_writes_a_png(live, tmp_path):
+    target = tmp_path / "latency.png"
+    result = live.run("bench", "--seconds", "1", "--concurrency", "2", "--json", "--plot", str(target), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["plot"] == str(target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5000

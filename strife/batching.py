@@ -29,6 +29,8 @@ class Batcher:
                 batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
                 try:
                     results = await self._send([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"{len(results)} answers to a batch of {len(batch)}")
                 except BaseException as exc:
                     for _, future in batch:
                         if not future.done():
@@ -36,7 +38,7 @@ class Batcher:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
-                for (_, future), result in zip(batch, results):
+                for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_exception(result) if isinstance(result, Exception) else future.set_result(result)
         finally:

@@ -63,7 +63,7 @@ class GroupCommit:
                 # A lone write is cheaper inline than a thread hop; a batch goes to a thread so
                 # the loop keeps gathering the next one while the disk syncs.
                 outcomes = self._apply(ops) if len(ops) == 1 else await asyncio.to_thread(self._apply, ops)
-                for (_, future), outcome in zip(batch, outcomes):
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():
                         future.set_result(outcome.result()) if outcome.ok else future.set_exception(outcome.error)
 

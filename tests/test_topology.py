@@ -1,4 +1,5 @@
 """Topology validation: every bad file is refused before anything starts, naming field and reason."""
+import pathlib
 import textwrap
 
 import pytest
@@ -24,7 +25,7 @@ def test_the_small_and_default_topologies_are_valid(tmp_path):
     assert t.node("admin").role == "admin"
     assert t.settings.prepare_timeout == 2.0
     assert t.home == tmp_path
-    repo_default = topology.load(__import__("pathlib").Path(__file__).parent.parent / "topology.yaml")
+    repo_default = topology.load(pathlib.Path(__file__).parent.parent / "topology.yaml")
     assert len(repo_default.of_kind("bank")) >= 2 and any(c.role == "admin" for c in repo_default.of_kind("client"))
 
 

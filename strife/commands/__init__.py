@@ -27,3 +27,31 @@ def topology_path(args):
 def add_file_option(parser):
     parser.add_argument("-f", "--file", metavar="TOPOLOGY",
                         help="the deployment's topology file (default: ./topology.yaml or $STRIFE_TOPOLOGY)")
+
+
+def duration_option(text, option):
+    from strife.durations import DurationError, parse_duration
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise UserError(f"{option}: {exc}") from None
+
+
+def bounded_option(value, option, low, high):
+    if not low <= value <= high:
+        raise UserError(f"{option} must be between {low} and {high}")
+    return value
+
+
+def deployment(args, must_run=False):
+    """The topology as running (ports filled in) of the deployment these args name."""
+    from strife.gateway_client import ClientSetupError, load_deployment
+    from strife.launcher import control
+    from strife.layout import Layout
+    home = topology_path(args).parent
+    if must_run and not control.is_running(Layout(home).socket):
+        raise UserError(f"Strife is not running in {home} (start it with `strife up -d`)", NOT_RUNNING)
+    try:
+        return load_deployment(home)
+    except ClientSetupError as exc:
+        raise UserError(str(exc)) from None

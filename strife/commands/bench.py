@@ -2,14 +2,14 @@
 import asyncio
 import json
 import shutil
+import pathlib
 import sys
 import tempfile
-import pathlib
 
 from strife.bench import report
 from strife.bench.run import Bench
-from strife.commands import FAILED, OK, UserError, add_file_option, topology_path
-from strife.durations import DurationError, parse_duration
+from strife.commands import (FAILED, OK, UserError, add_file_option, bounded_option, duration_option,
+                             topology_path)
 from strife.gateway_client import load_deployment
 from strife.launcher import control, deploy, detach
 from strife.layout import Layout
@@ -36,12 +36,8 @@ def _progress(text):
 
 
 def run(args):
-    try:
-        seconds = parse_duration(args.seconds)
-    except DurationError as exc:
-        raise UserError(f"--seconds: {exc}") from None
-    if not 1 <= args.concurrency <= 512:
-        raise UserError("--concurrency must be between 1 and 512")
+    seconds = duration_option(args.seconds, "--seconds")
+    bounded_option(args.concurrency, "--concurrency", 1, 512)
     path = topology_path(args)
     temporary = None
     if not control.is_running(Layout(path.parent).socket):

@@ -1,14 +1,14 @@
 """`strife chaos`: inject faults into a running deployment and take them back."""
+import argparse
 import asyncio
 import json
 
 import grpc
 
-from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
+from strife.commands import FAILED, OK, UserError, add_file_option, deployment
 from strife.durations import DurationError, parse_duration
 from strife.failpoints import FailpointError
 from strife.launcher import chaos, control
-from strife.launcher import topology as topology_model
 from strife.layout import Layout
 
 
@@ -23,7 +23,7 @@ def register(sub):
                     "  strife chaos --failpoint gateway:after-decision=crash\n"
                     "  strife chaos --clear gateway            remove every failpoint of the gateway\n"
                     "Failpoint actions: pause, delay:DURATION, error, crash.",
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_file_option(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--pause", metavar="NODE", help="freeze a node (SIGSTOP of its process group)")
@@ -38,14 +38,6 @@ def register(sub):
     p.add_argument("--at", metavar="STEP", help="with --pause: freeze inside this protocol step instead of now")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
-
-
-def _topology(args):
-    home = topology_path(args).parent
-    layout = Layout(home)
-    if not control.is_running(layout.socket):
-        raise UserError(f"Strife is not running in {home} (start it with `strife up -d`)", NOT_RUNNING)
-    return topology_model.load(layout.resolved, home=home)
 
 
 def _node(topology, name):
@@ -73,7 +65,7 @@ def _admin(topology, node, work):
 
 
 def run(args):
-    topology = _topology(args)
+    topology = deployment(args, must_run=True)
     if (args.duration or args.at) and not args.pause:
         raise UserError("--for and --at go with --pause")
     try:
@@ -118,7 +110,7 @@ def _dispatch(args, topology):
             node, step, action = chaos.parse_spec(spec)
             node = _node(topology, node)
             chaos.check_step(topology, node, step)
-            _admin(topology, node, lambda a: a.set(step, action))
+            _admin(topology, node, lambda a, step=step, action=action: a.set(step, action))
             print(f"{node}: {step} = {action}")
     elif args.clear:
         node, _, step = args.clear.partition(":")

@@ -9,8 +9,8 @@ import uuid
 
 import grpc
 
-from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
-from strife.gateway_client import ClientSetupError, GatewayClient, load_deployment
+from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, deployment, topology_path
+from strife.gateway_client import ClientSetupError, GatewayClient
 from strife.launcher import certs, credentials
 from strife.layout import Layout
 from strife.money import AmountError, format_minor, parse_amount
@@ -71,16 +71,9 @@ def register(sub):
     a.set_defaults(run=change_password)
 
 
-def _deployment(args):
-    try:
-        return load_deployment(topology_path(args).parent)
-    except ClientSetupError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _run(args, work):
     """Run `work(topology, client)` against the gateway, turning gRPC errors into clear messages."""
-    topology = _deployment(args)
+    topology = deployment(args)
     address = topology.of_kind("gateway")[0].address
 
     async def go():
@@ -130,7 +123,7 @@ def pay(args):
     """Queue the payment in the outbox (durable, with its id), then deliver it or wait for the
     client node to: committed (0), aborted (1) or still queued (4) when --wait runs out."""
     txn_id = args.txn_id or str(uuid.uuid4())
-    topology = _deployment(args)
+    topology = deployment(args)
     try:
         amount = parse_amount(args.amount, max_minor=topology.settings.max_amount_minor)
     except AmountError as exc:
@@ -202,7 +195,7 @@ def _report_payment(args, entry):
 
 
 def show_outbox(args):
-    topology = _deployment(args)
+    topology = deployment(args)
     entries = Outbox(Layout(topology.home).outbox(args.name)).pending()
     rows = [_entry_row(e) for e in entries]
     if args.json:
@@ -240,7 +233,7 @@ def _when(seconds):
 
 def history(args):
     """The gateway's record merged with this client's outbox: queued and in-flight payments too."""
-    topology = _deployment(args)
+    topology = deployment(args)
     local = {e.txn_id: e for e in Outbox(Layout(topology.home).outbox(args.name)).recent(args.limit)}
     code = OK
     try:

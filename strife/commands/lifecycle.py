@@ -3,7 +3,9 @@ import asyncio
 import json
 import sys
 
-from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
+import psutil
+
+from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
 from strife.launcher import certs, control, deploy, detach, etcd, logs
 from strife.launcher import topology as topology_model
 from strife.launcher.daemon import serve
@@ -116,7 +118,6 @@ def down(args):
 
 
 def _wait_gone(pid, timeout=30.0):
-    import psutil
     if not pid:
         return
     try:

@@ -4,11 +4,7 @@ import json
 import random
 import sys
 
-from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
-from strife.durations import DurationError, parse_duration
-from strife.gateway_client import ClientSetupError, load_deployment
-from strife.launcher import control
-from strife.layout import Layout
+from strife.commands import FAILED, OK, UserError, add_file_option, bounded_option, deployment, duration_option
 from strife.torture.run import Torture
 
 
@@ -29,19 +25,9 @@ def register(sub):
 
 
 def run(args):
-    try:
-        seconds = parse_duration(args.seconds)
-    except DurationError as exc:
-        raise UserError(f"--seconds: {exc}") from None
-    if not 1 <= args.concurrency <= 256:
-        raise UserError("--concurrency must be between 1 and 256")
-    home = topology_path(args).parent
-    if not control.is_running(Layout(home).socket):
-        raise UserError(f"Strife is not running in {home} (start it with `strife up -d`)", NOT_RUNNING)
-    try:
-        topology = load_deployment(home)
-    except ClientSetupError as exc:
-        raise UserError(str(exc)) from None
+    seconds = duration_option(args.seconds, "--seconds")
+    bounded_option(args.concurrency, "--concurrency", 1, 256)
+    topology = deployment(args, must_run=True)
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     try:
         torture = Torture(topology, seconds, seed, args.concurrency,

@@ -2,8 +2,7 @@
 import json
 
 from strife.audit import audit
-from strife.commands import FAILED, OK, UserError, add_file_option, topology_path
-from strife.gateway_client import ClientSetupError, load_deployment
+from strife.commands import FAILED, OK, UserError, add_file_option, deployment
 from strife.money import format_minor
 
 
@@ -17,10 +16,7 @@ def register(sub):
 
 
 def run(args):
-    try:
-        topology = load_deployment(topology_path(args).parent)
-    except ClientSetupError as exc:
-        raise UserError(str(exc)) from None
+    topology = deployment(args)
     try:
         report = audit(topology)
     except Exception as exc:  # etcd unreachable, unreadable ledger

@@ -55,8 +55,10 @@ class Torture:
                     fault.duration, lambda: asyncio.ensure_future(self._clear(fault.node, step)))
             done = answer.get("ok", False)
             note = "" if done else f" (not applied: {answer.get('error')})"
-        except (grpc.aio.AioRpcError, OSError) as exc:
-            done, note = False, f" (not applied: {getattr(exc, 'code', lambda: exc)()})"
+        except grpc.aio.AioRpcError as exc:
+            done, note = False, f" (not applied: {exc.code().name})"
+        except OSError as exc:
+            done, note = False, f" (not applied: {exc})"
         self.injected.append({"fault": fault.describe(), "applied": done})
         self.progress(fault.describe() + note)
 

@@ -154,3 +154,25 @@ def test_three_member_etcd_cluster(deployment):
     assert [m["name"] for m in members] == ["etcd1", "etcd2", "etcd3"]
     assert all(m["state"] == "RUNNING" for m in members)
     assert etcd_key(d.home, "/strife/banks/bank2")[0] == d.node("bank2")["address"]
+
+
+def test_an_existing_etcd_is_used_instead_of_spawning_one(deployment, tmp_path):
+    from strife.launcher import etcd as etcd_launcher
+    from strife.launcher.ports import _free
+    port = _free("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    d = deployment(SMALL_TOPOLOGY.replace("members: 1", f"endpoints: ['127.0.0.1:{port}']"))
+    binary = etcd_launcher.find_binary(topology.load(d.home / "topology.yaml"))
+    external = subprocess.Popen([binary, "--data-dir", str(tmp_path / "external"), "--listen-client-urls", url,
+                                 "--advertise-client-urls", url, "--listen-peer-urls",
+                                 f"http://127.0.0.1:{_free('127.0.0.1', 0)}", "--log-level", "error"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        d.up()
+        names = [n["name"] for n in d.status()["nodes"]]
+        assert "etcd" not in names and names[0] == "bank1"  # nothing spawned for etcd
+        assert etcd_key(d.home, "/strife/banks/bank2")[0] == d.node("bank2")["address"]
+    finally:
+        d.run("down")
+        external.terminate()
+        external.wait(10)

@@ -82,3 +82,38 @@ def test_a_dead_bank_makes_payments_abort_and_holds_nothing(deployment):
     assert balances(d.home) == before
     # payments that do not involve the dead bank go on
     assert d.run("client", "alice", "pay", "carol", "5.00").returncode == 0
+
+
+def test_a_bank_killed_after_voting_yes_commits_on_restart(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    before = balances(d.home)
+    # bank2 votes yes, the decision is COMMIT, and bank2 dies as the commit arrives
+    assert d.run("chaos", "--failpoint", "bank2:commit=crash").returncode == 0
+    result = d.run("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")
+    answer = json.loads(result.stdout)
+    assert result.returncode == 0 and answer["outcome"] == "committed"  # the decision is the commit point
+    txn = answer["txn_id"]
+    assert decision_of(d.home, txn) == decisions.COMMIT
+    wait_for(lambda: d.node("bank2")["restarts"] == 1 and d.node("bank2")["state"] == "RUNNING",
+             what="bank2 restarted")
+    wait_for(lambda: ledger_rows(d.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,))
+             == [("COMMITTED",)], timeout=30, what="the gateway's retried commit applied after restart")
+    after = balances(d.home)
+    assert after["alice"] == before["alice"] - 600 and after["bob"] == before["bob"] + 600
+
+
+def test_a_bank_killed_with_its_hold_written_aborts_as_recorded(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    before = balances(d.home)
+    # bank2 writes its hold durably and dies before its YES leaves: the gateway decides ABORT
+    assert d.run("chaos", "--failpoint", "bank2:prepare=crash").returncode == 0
+    result = d.run("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")
+    answer = json.loads(result.stdout)
+    assert result.returncode == 1 and answer["reason"] == "bank_unavailable", answer
+    txn = answer["txn_id"]
+    assert decision_of(d.home, txn) == decisions.ABORT
+    wait_for(lambda: ledger_rows(d.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,))
+             == [("ABORTED",)], timeout=30, what="bank2's surviving hold released after restart")
+    assert balances(d.home) == before and prepared_holds(d.home) == 0

@@ -159,3 +159,16 @@ def test_admin_registers_a_user_who_can_then_pay(live):
     assert live.run("client", "erin", "balance").returncode == 0
     again = live.run("client", "admin", "register", "erin", "--bank", "bank2")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_a_user_changes_their_password(live):
+    old = password_of(live.home, "carol")
+    result = live.run("client", "carol", "passwd")
+    assert result.returncode == 0, result.stderr
+    new = password_of(live.home, "carol")
+    assert new != old
+    assert call(live.home, "carol", "carol", old)[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert call(live.home, "carol", "carol", new)[0] == grpc.StatusCode.OK
+    short = live.run("client", "carol", "passwd", "--password", "short")
+    assert short.returncode == 2 and "8 to 128 characters" in short.stderr
+    assert password_of(live.home, "carol") == new  # a refused change changes nothing

@@ -13,7 +13,8 @@ def build_parser():
         prog="strife",
         description="Strife: banks, a two-phase-commit gateway and clients over gRPC with mutual TLS, "
                     "discovered through etcd, all started and supervised from one topology.yaml.",
-        epilog="Start with `strife up -d`, then `strife status`; `strife down` stops everything.")
+        epilog="Start with `strife up -d`, pay with `strife client alice pay bob 50`, look with `strife status` "
+               "and `strife verify`; `strife down` stops everything. Every command has --help.")
     parser.add_argument("--version", action="version", version=f"strife {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:

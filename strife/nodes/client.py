@@ -5,6 +5,7 @@ and waits while it runs. Failpoints: `send` (before the RPC), `after-send` (answ
 """
 import asyncio
 import contextlib
+import sqlite3
 
 from strife.gateway_client import GatewayClient
 from strife.nodes import runtime
@@ -34,8 +35,12 @@ class Client:
         self.ctx.log.info("delivering the outbox (%d pending)", len(self.outbox.pending()))
         async with GatewayClient(self.ctx.topology, self.ctx.spec.name) as client:
             while True:
-                if await send_head(self.outbox, client, self.ctx.failpoints) is None:
-                    await asyncio.sleep(POLL)
+                try:
+                    if await send_head(self.outbox, client, self.ctx.failpoints) is None:
+                        await asyncio.sleep(POLL)
+                except (OSError, sqlite3.Error) as exc:  # e.g. the outbox busy a moment: keep delivering
+                    self.ctx.log.warning("outbox delivery interrupted: %s; retrying", exc)
+                    await asyncio.sleep(1.0)
 
     async def stop(self):
         if self.task:

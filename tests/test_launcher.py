@@ -1,8 +1,10 @@
 """The launcher end to end: the real `strife` command, real etcd and node processes, temp dirs."""
 import asyncio
 import os
+import select
 import signal
 import subprocess
+import time
 
 import psutil
 
@@ -145,6 +147,19 @@ def test_logs_command_shows_a_node_and_refuses_unknown_ones(deployment):
     every = d.run("logs")
     assert "gateway" in every.stdout and "bank2" in every.stdout
     assert d.run("logs", "nosuch").returncode == 2
+    follow = subprocess.Popen([*STRIFE, "logs", "bank1", "-f", "-n", "1"], cwd=d.home, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert follow.stdout.readline()  # the last line so far: the follower is running
+        deadline, seen = time.monotonic() + 30, ""
+        while "ViewBalance" not in seen and time.monotonic() < deadline:
+            d.run("client", "alice", "balance")  # bank1 logs a ViewBalance call
+            if select.select([follow.stdout], [], [], 2)[0]:
+                seen = follow.stdout.readline()
+        assert "ViewBalance" in seen, seen
+    finally:
+        follow.terminate()
+        follow.wait(10)
 
 
 def test_three_member_etcd_cluster(deployment):

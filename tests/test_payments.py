@@ -91,6 +91,13 @@ def test_insufficient_funds_aborts_and_releases_both_holds(live):
         assert state == "ABORTED"
 
 
+def test_demo_credentials_are_owner_only(live):
+    import stat
+    path = live.home / "state" / "credentials.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert set(json.loads(path.read_text())) >= {"admin", "alice", "bob", "carol"}
+
+
 def test_no_password_in_any_log(live):
     pay(live, "alice", "bob", "0.01")
     live.run("client", "alice", "balance")

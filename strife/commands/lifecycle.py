@@ -39,11 +39,12 @@ def register(sub):
     p.add_argument("node")
     p.set_defaults(run=restart)
 
-    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log)")
-    add_file_option(p)
+    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log); -f follows")
+    # -f means follow here, as in tail -f; the topology file is --file
+    p.add_argument("--file", metavar="TOPOLOGY", help="the deployment's topology file (default: ./topology.yaml)")
     p.add_argument("node", nargs="?", help="one node (default: all, prefixed with their names)")
     p.add_argument("-n", "--lines", type=int, default=50, help="lines from the end of each log (default 50)")
-    p.add_argument("--follow", "-F", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
     p.set_defaults(run=show_logs)
 
     p = sub.add_parser("certs", help="create the deployment's CA and certificates (renew with --force)")
@@ -92,7 +93,7 @@ def _up_detached(topology, timeout):
         print(str(exc), file=sys.stderr)
         return FAILED
     print(f"all {len(answer['nodes'])} nodes healthy in {answer['elapsed']:.1f}s "
-          f"(`strife status`, `strife logs -F`, `strife down`)")
+          f"(`strife status`, `strife logs -f`, `strife down`)")
     return OK
 
 

@@ -66,6 +66,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, policy, authenticate=None):
         self._policy = sorted(policy.items(), key=lambda item: -len(item[0]))
         self.authenticate = authenticate  # async (identity, metadata dict, context, method)
+        self._wrapped = {}  # method -> (handler, handler with the guard)
 
     def roles_for(self, method):
         for prefix, roles in self._policy:
@@ -75,8 +76,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        wrapped = self._wrapped.get(method)
+        if wrapped is None or wrapped[0] is not handler:  # built once per method, not per call
+            wrapped = self._wrapped[method] = (handler, _wrap(handler, self._guard(method)))
+        return wrapped[1]
+
+    def _guard(self, method):
         roles = self.roles_for(method)
-        metadata = dict(handler_call_details.invocation_metadata or ())
+        name = method.rsplit("/", 1)[-1]
 
         async def guarded(behaviour, request, context):
             identity = tls.peer_identity(context)
@@ -84,12 +92,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
             if identity.role not in roles:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                    f"{identity.name} ({identity.role}) may not call {method.rsplit('/', 1)[-1]}")
+                                    f"{identity.name} ({identity.role}) may not call {name}")
             if self.authenticate is not None:
-                await self.authenticate(identity, metadata, context, method)
+                await self.authenticate(identity, dict(context.invocation_metadata() or ()), context, method)
             return await behaviour(request, context)
 
-        return _wrap(await continuation(handler_call_details), guarded)
+        return guarded
 
 
 class CallLogInterceptor(grpc.aio.ServerInterceptor):
@@ -98,13 +106,19 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, node, skip=("/grpc.health.v1.Health/",)):
         self.node = node
         self.skip = skip
+        self._wrapped = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
         if method.startswith(self.skip):
             return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is None or wrapped[0] is not handler:  # built once per method, not per call
+            wrapped = self._wrapped[method] = (handler, _wrap(handler, self._logged(method.rsplit("/", 1)[-1])))
+        return wrapped[1]
 
+    def _logged(self, name):
         async def logged(behaviour, request, context):
             began = time.perf_counter()
             code = "OK"
@@ -116,9 +130,8 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 identity = tls.peer_identity(context)
-                fields = _fields(request)
-                log.info("call node=%s method=%s caller=%s %s code=%s ms=%.1f", self.node,
-                         method.rsplit("/", 1)[-1], identity.name if identity else "-", fields, code,
+                log.info("call node=%s method=%s caller=%s %s code=%s ms=%.1f", self.node, name,
+                         identity.name if identity else "-", _fields(request), code,
                          (time.perf_counter() - began) * 1000)
 
-        return _wrap(handler, logged)
+        return logged

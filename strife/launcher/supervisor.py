@@ -280,13 +280,16 @@ class Supervisor:
                 await channel.close()
 
     async def _pump(self, proc):
-        """Copy the node's output to logs/<node>.log and, in the foreground, to the terminal."""
-        with open(self.layout.log(proc.name), "a", buffering=1) as log:
-            while True:
-                raw = await proc.proc.stdout.readline()
-                if not raw:
-                    return
-                text = raw.decode(errors="replace").rstrip("\n")
-                log.write(text + "\n")
-                if self.echo_nodes:
-                    self.printer.line(proc.name, text)
+        """Copy the node's output to logs/<node>.log and, in the foreground, to the terminal.
+
+        Detached, output is copied in whole chunks as it comes (a busy node logs a line per call);
+        in the foreground it is split into lines to carry the node's name."""
+        stream = proc.proc.stdout
+        with open(self.layout.log(proc.name), "ab", buffering=0) as log:
+            if not self.echo_nodes:
+                while chunk := await stream.read(1 << 16):
+                    log.write(chunk)
+                return
+            while raw := await stream.readline():
+                log.write(raw)
+                self.printer.line(proc.name, raw.decode(errors="replace").rstrip("\n"))

@@ -128,10 +128,11 @@ class Coordinator:
         leg = gb.Leg(txn_id=txn_id, account=account, amount_minor=amount_minor,
                      direction=gb.Direction.Value(direction))
         try:
-            answer = await asyncio.wait_for(link.prepare(leg), self.prepare_timeout)
-        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(self.prepare_timeout):  # queueing for the batch counts too
+                answer = await link.prepare(leg)
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
             unreachable.add(bank)
-            silent = isinstance(exc, asyncio.TimeoutError) or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            silent = isinstance(exc, TimeoutError) or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             return False, "BANK_UNAVAILABLE", f"bank {bank}: {'did not vote in time' if silent else exc.details()}"
         if answer.vote == gb.YES:
             return True, "", ""

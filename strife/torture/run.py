@@ -1,6 +1,7 @@
 """Run the torture: workload and faults together, then heal, settle and audit."""
 import asyncio
 import contextlib
+import sqlite3
 import time
 import uuid
 
@@ -134,7 +135,6 @@ class Torture:
         problems = []
         committed, aborted = set(), set()
         for path in (self.layout.data(b.name) / "ledger.db" for b in self.topology.of_kind("bank")):
-            import sqlite3
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             for txn, state in db.execute("SELECT txn_id, state FROM holds WHERE direction = 'DEBIT'"):
                 (committed if state == "COMMITTED" else aborted).add(txn)

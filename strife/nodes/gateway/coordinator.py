@@ -49,7 +49,7 @@ class Coordinator:
         self.store, self.banks, self.etcd = store, banks, etcd
         self.prepare_timeout = settings.prepare_timeout
         self.failpoints = failpoints
-        self.inflight = {}     # txn_id -> (Future[Result], Payment): duplicates wait for one execution
+        self.inflight = {}     # txn_id -> (Task[Result], Payment): duplicates wait for one execution
         self.retrying = {}     # txn_id -> phase-2 retry task
         # decisions in flight together go to etcd in one transaction
         self.decider = Batcher(lambda items: decisions.decide_many(etcd, items), max_batch=64)
@@ -67,19 +67,20 @@ class Coordinator:
                 return Result.of(existing)
             return Result(payment.txn_id, "PENDING", detail="being recovered; ask again with the same id")
         # Claimed before the first await: a concurrent duplicate finds it and waits for this execution.
-        future = asyncio.get_running_loop().create_future()
-        self.inflight[payment.txn_id] = (future, payment)
-        try:
-            await self.store.begin(payment)
-            result = await self._execute(payment)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # consumed here; waiters get it too
-            raise
-        finally:
-            del self.inflight[payment.txn_id]
+        # The execution is a task of its own: a caller that hangs up does not stop the protocol halfway.
+        task = asyncio.ensure_future(self._begin_and_execute(payment))
+        self.inflight[payment.txn_id] = (task, payment)
+        task.add_done_callback(lambda t: self._done(payment.txn_id, t))
+        return await asyncio.shield(task)
+
+    def _done(self, txn_id, task):
+        del self.inflight[txn_id]
+        if not task.cancelled() and task.exception() is not None:  # seen here even if every caller left
+            log.warning("payment %s stopped: %s", txn_id, task.exception())
+
+    async def _begin_and_execute(self, payment):
+        await self.store.begin(payment)
+        return await self._execute(payment)
 
     async def _execute(self, payment):
         want, reason, detail, contacted, unreachable = await self._prepare_all(payment)

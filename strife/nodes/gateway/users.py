@@ -1,5 +1,6 @@
 """The gateway's user directory: who exists, at which bank, in which role, and their password check."""
 import asyncio
+import concurrent.futures
 
 import grpc
 
@@ -12,13 +13,19 @@ class Users:
     def __init__(self, store):
         self.store = store
         self.cache = passwords.VerifiedCache()
+        # scrypt is slow and takes 16 MB on purpose: one thread for it keeps the event loop free
+        # without every pool thread keeping its own 16 MB arena
+        self._scrypt = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrypt")
+
+    async def _off_loop(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._scrypt, fn, *args)
 
     async def add(self, name, bank, role, password):
-        salt, digest = await asyncio.to_thread(passwords.hash_password, password)
+        salt, digest = await self._off_loop(passwords.hash_password, password)
         return await self.store.add_user(name, bank, role, salt, digest)
 
     async def change_password(self, name, password):
-        salt, digest = await asyncio.to_thread(passwords.hash_password, password)
+        salt, digest = await self._off_loop(passwords.hash_password, password)
         await self.store.set_password(name, salt, digest)
         self.cache.forget(name)
 
@@ -33,8 +40,7 @@ class Users:
         if self.cache.hit(name, password):
             return True
         user = self.store.user(name)
-        # scrypt takes tens of milliseconds on purpose: off the event loop, which keeps serving
-        if user is None or not await asyncio.to_thread(passwords.verify, password, user.salt, user.hash):
+        if user is None or not await self._off_loop(passwords.verify, password, user.salt, user.hash):
             return False
         self.cache.remember(name, password)
         return True

@@ -7,7 +7,7 @@ import etcd3aio
 import grpc.aio
 from etcd3aio import prefix_range_end
 
-from strife import tls
+from strife import tasks, tls
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,7 @@ class Registration:
                 return
 
     async def withdraw(self):
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel(self._task)
         if self._lease is not None:
             with contextlib.suppress(Exception):
                 await self.etcd.lease.revoke(self._lease, timeout=2)
@@ -112,7 +109,4 @@ class PrefixWatch:
                 await asyncio.sleep(0.5)
 
     async def stop(self):
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel(self._task)

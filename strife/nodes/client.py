@@ -4,9 +4,9 @@ It holds the outbox's sender lock for its whole life, so `strife client NAME pay
 and waits while it runs. Failpoints: `send` (before the RPC), `after-send` (answered, not recorded).
 """
 import asyncio
-import contextlib
 import sqlite3
 
+from strife import tasks
 from strife.gateway_client import GatewayClient
 from strife.nodes import runtime
 from strife.outbox.sender import SenderLock, send_head
@@ -43,10 +43,7 @@ class Client:
                     await asyncio.sleep(1.0)
 
     async def stop(self):
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await tasks.cancel(self.task)
         self.outbox.close()
 
 

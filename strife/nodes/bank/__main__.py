@@ -1,8 +1,7 @@
 """Bank node: `python -m strife.nodes.bank --home DIR --name bank1` (started by `strife up`)."""
 import asyncio
-import contextlib
 
-from strife import discovery
+from strife import discovery, tasks
 from strife.nodes import runtime
 from strife.nodes.bank import resolver
 from strife.nodes.bank.ledger import Ledger
@@ -40,10 +39,7 @@ class Bank:
     async def stop(self):
         if self.registration:
             await self.registration.withdraw()
-        if self.resolver:
-            self.resolver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.resolver
+        await tasks.cancel(self.resolver)
         await self.etcd.close()
         await self.ledger.close()
 

@@ -1,8 +1,7 @@
 """Gateway node: `python -m strife.nodes.gateway --home DIR --name gateway` (started by `strife up`)."""
 import asyncio
-import contextlib
 
-from strife import discovery
+from strife import discovery, tasks
 from strife.launcher import credentials
 from strife.nodes import runtime
 from strife.nodes.gateway.banks import BankDirectory
@@ -42,10 +41,7 @@ class Gateway:
         self.recovery = asyncio.create_task(self.coordinator.run_recovery())
 
     async def stop(self):
-        if self.recovery:
-            self.recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.recovery
+        await tasks.cancel(self.recovery)
         await self.banks.stop()
         await self.etcd.close()
         await self.store.close()

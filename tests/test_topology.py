@@ -91,3 +91,15 @@ def test_missing_topology_is_a_clear_error(tmp_path):
     from tests.conftest import STRIFE
     result = subprocess.run([*STRIFE, "status"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "no topology file" in result.stderr
+
+
+def test_a_directory_too_deep_for_the_control_socket_is_refused_up_front(tmp_path):
+    import subprocess
+
+    from tests.conftest import STRIFE
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / "topology.yaml").write_text(SMALL_TOPOLOGY)
+    result = subprocess.run([*STRIFE, "up", "-d"], cwd=deep, capture_output=True, text=True)
+    assert result.returncode == 2 and "too long for the control socket" in result.stderr
+    assert processes_of(deep) == []

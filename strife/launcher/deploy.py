@@ -9,6 +9,9 @@ from strife.launcher import topology as topology_model
 from strife.layout import Layout
 
 
+MAX_SOCKET_PATH = 104  # sun_path is 108 bytes on Linux (104 on some BSDs)
+
+
 class AlreadyRunning(Exception):
     pass
 
@@ -18,6 +21,10 @@ def prepare(path, force_certs=False):
     AlreadyRunning or etcd.EtcdNotFound with a message fit for the user."""
     topology = topology_model.load(path)
     layout = Layout(topology.home)
+    if len(str(layout.socket).encode()) > MAX_SOCKET_PATH:
+        raise topology_model.TopologyError([
+            f"{layout.home}: the directory path is too long for the control socket "
+            f"({len(str(layout.socket).encode())} > {MAX_SOCKET_PATH} bytes); move the topology somewhere shorter"])
     if control.is_running(layout.socket):
         raise AlreadyRunning(f"Strife is already up in {layout.home} (see `strife status`; "
                              f"`strife down` stops it)")

@@ -6,7 +6,7 @@ from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_hol
 
 
 def test_pause_shows_paused_and_for_resumes_by_itself(live):
-    assert live.run("chaos", "--pause", "bank2", "--for", "1s").returncode == 0
+    assert live.run("chaos", "--pause", "bank2", "--for", "3s").returncode == 0
     assert live.node("bank2")["state"] == "PAUSED"
     wait_for(lambda: live.node("bank2")["state"] == "RUNNING", timeout=20, what="bank2 resumed by itself")
     assert live.run("chaos", "--resume", "bank2").returncode == 1  # not paused any more: says so

@@ -14,7 +14,7 @@ from strife.gateway_client import ClientSetupError, GatewayClient
 from strife.launcher import certs, credentials
 from strife.layout import Layout
 from strife.money import AmountError, format_minor, parse_amount
-from strife.outbox.sender import SenderLock, send_head
+from strife.outbox.sender import ATTEMPT_TIMEOUT, SenderLock, send_head
 from strife.outbox.store import DuplicateId, Outbox
 from strife.rpc import cl_gw_pb2 as cl
 
@@ -159,8 +159,8 @@ async def _deliver_or_wait(topology, name, outbox, entry, wait):
             print(f"no client node is running for {name}: delivering {len(earlier)} earlier queued "
                   f"payment(s) first", file=sys.stderr)
         async with GatewayClient(topology, name) as client:
-            while time.monotonic() < deadline:
-                attempted = await send_head(outbox, client)
+            while (left := deadline - time.monotonic()) > 0:
+                attempted = await send_head(outbox, client, timeout=min(ATTEMPT_TIMEOUT, max(0.5, left)))
                 entry = outbox.get(entry.txn_id)
                 if not entry.pending or (attempted is not None and attempted.pending):
                     return entry  # ours is settled, or the gateway cannot be reached now

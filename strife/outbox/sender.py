@@ -51,7 +51,7 @@ def describe(entry):
     return f"payment {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}"
 
 
-async def send_head(outbox, client, failpoints=None):
+async def send_head(outbox, client, failpoints=None, timeout=ATTEMPT_TIMEOUT):
     """Try to settle the oldest pending payment once. Returns the entry after the attempt, or None
     when nothing is pending or the head must wait for its next attempt time."""
     entry = outbox.head()
@@ -61,7 +61,7 @@ async def send_head(outbox, client, failpoints=None):
     if failpoints:
         await failpoints.hit("send")
     try:
-        answer = await client.pay(entry.payee, entry.amount_minor, entry.txn_id, timeout=ATTEMPT_TIMEOUT)
+        answer = await client.pay(entry.payee, entry.amount_minor, entry.txn_id, timeout=timeout)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in REFUSALS:
             outbox.settle(entry.txn_id, "ABORTED", "REJECTED", exc.details() or exc.code().name)

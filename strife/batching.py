@@ -27,6 +27,9 @@ class Batcher:
         try:
             while self._queue:
                 batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+                batch = [(item, future) for item, future in batch if not future.done()]  # callers gone
+                if not batch:
+                    continue
                 try:
                     results = await self._send([item for item, _ in batch])
                     if len(results) != len(batch):

@@ -2,7 +2,6 @@
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 async def probe(channel, timeout=1.0):

@@ -3,7 +3,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-
 async def probe(channel, timeout=1.0):
     """'SERVING', 'NOT_SERVING', 'UNKNOWN' or 'UNREACHABLE'."""
     stub = health_pb2_grpc.HealthStub(channel)

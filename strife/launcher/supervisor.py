@@ -2,7 +2,6 @@
 restarts what crashes with exponential backoff and a limit, and stops everything in reverse.
 """
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -10,7 +9,7 @@ import time
 
 import grpc
 
-from strife import health, tls
+from strife import health, tasks, tls
 from strife.launcher import certs, etcd
 from strife.launcher.printer import Printer
 from strife.launcher.process import NodeProcess
@@ -102,19 +101,15 @@ class Supervisor:
     async def stop_node(self, name):
         proc = self.procs[name]
         task = self._tasks.pop(name, None)
-        if proc.state is State.BACKOFF or (task and proc.state not in ALIVE):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if proc.state in ALIVE and proc.state is not State.STOPPING:
+        if proc.state not in ALIVE:  # waiting out a backoff, or its life is over: nothing to signal
+            await tasks.cancel(task)
+        elif proc.state is not State.STOPPING:
             proc.set_state(State.STOPPING)
             await self._notify()
             code = await proc.terminate(self.settings.stop_grace)
             self.event(f"{name} stopped (exit {code})")
-        if task and not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task:
+                await task  # sees STOPPING and returns without restarting
         if proc.state in (State.STOPPING, State.BACKOFF):
             proc.set_state(State.STOPPED)
         proc.health = "-"

@@ -191,3 +191,16 @@ def test_an_existing_etcd_is_used_instead_of_spawning_one(deployment, tmp_path):
         d.run("down")
         external.terminate()
         external.wait(10)
+
+
+def test_restart_policies_after_a_clean_exit(deployment):
+    d = deployment(SMALL_TOPOLOGY.replace("bank1: {}", "bank1: {restart: always}"))
+    d.up()
+    bank1, bank2 = d.node("bank1"), d.node("bank2")
+    os.kill(bank1["pid"], signal.SIGTERM)  # a clean exit (0) that nobody asked the supervisor for
+    os.kill(bank2["pid"], signal.SIGTERM)
+    wait_for(lambda: d.node("bank2")["state"] == "EXITED", what="on-failure leaves a clean exit alone")
+    assert d.node("bank2")["last_exit"] == 0
+    again = wait_for(lambda: (n := d.node("bank1"))["state"] == "RUNNING" and n["pid"] != bank1["pid"] and n,
+                     what="always restarts even a clean exit")
+    assert again["restarts"] == 1

@@ -39,7 +39,8 @@ class Report:
         return dataclasses.asdict(self)
 
 
-def _read_ledger(path):
+def read_ledger(path):
+    """(accounts, deposits total, holds) of one bank's ledger, in one snapshot."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         db.execute("BEGIN")  # one snapshot for all reads of this bank
@@ -91,7 +92,7 @@ async def audit_async(topology):
         if not path.exists():
             problems.append(f"{bank.name}: no ledger at {path}")
             continue
-        accounts, bank_deposits, holds = _read_ledger(path)
+        accounts, bank_deposits, holds = read_ledger(path)
         balance = sum(b for _, b in accounts)
         banks[bank.name] = {"accounts": len(accounts), "balance_minor": balance, "deposits_minor": bank_deposits}
         total += balance

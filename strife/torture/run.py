@@ -1,7 +1,6 @@
 """Run the torture: workload and faults together, then heal, settle and audit."""
 import asyncio
 import contextlib
-import sqlite3
 import time
 import uuid
 
@@ -130,15 +129,14 @@ class Torture:
         finally:
             outbox.close()
 
-    def _check_answers(self, workload, report):
+    def _check_answers(self, workload):
         """What clients were told must be what the ledgers say."""
         problems = []
-        committed, aborted = set(), set()
-        for path in (self.layout.data(b.name) / "ledger.db" for b in self.topology.of_kind("bank")):
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            for txn, state in db.execute("SELECT txn_id, state FROM holds WHERE direction = 'DEBIT'"):
-                (committed if state == "COMMITTED" else aborted).add(txn)
-            db.close()
+        committed = set()
+        for bank in self.topology.of_kind("bank"):
+            _, _, holds = audit_module.read_ledger(self.layout.data(bank.name) / "ledger.db")
+            committed |= {txn for txn, direction, _, _, state, _ in holds
+                          if direction == "DEBIT" and state == "COMMITTED"}
         for sent in workload.sent:
             if sent.outcome == "committed" and sent.txn_id not in committed:
                 problems.append(f"{sent.txn_id}: the client was told committed, but no bank applied it")
@@ -171,7 +169,7 @@ class Torture:
             await self._settle_unknown(workload)
             quiet = await self._quiesce()
         report = await audit_module.audit_async(self.topology)
-        problems = list(report.problems) + self._check_answers(workload, report)
+        problems = list(report.problems) + self._check_answers(workload)
         if not healed:
             problems.append("not every node was RUNNING again after healing")
         if not quiet:

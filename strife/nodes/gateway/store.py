@@ -124,7 +124,7 @@ class Store:
     async def begin(self, payment):
         """Record a new payment as PENDING, durably, before anything is sent to a bank."""
         payment.created_at = time.time()
-        row = dataclasses.astuple(payment)
+        row = tuple(getattr(payment, f.name) for f in dataclasses.fields(payment))  # astuple deep-copies
         await self.writer.run(lambda db: db.execute(
             f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
 

@@ -9,6 +9,7 @@ import time
 import psutil
 
 from strife import discovery
+from strife.gateway_client import GatewayClient, load_deployment
 from strife.launcher import certs, topology
 from strife.layout import Layout
 from tests.conftest import SMALL_TOPOLOGY, STRIFE, processes_of, wait_for
@@ -160,6 +161,26 @@ def test_logs_command_shows_a_node_and_refuses_unknown_ones(deployment):
     finally:
         follow.terminate()
         follow.wait(10)
+
+
+def test_detached_nodes_write_their_own_log_files(deployment):
+    """A node's log lines reach logs/<node>.log without the supervisor copying them: they keep
+    coming while the supervisor is stopped (it used to be a pipe through the supervisor)."""
+    d = deployment()
+    d.up()
+    supervisor = d.status()["pid"]
+    log = Layout(d.home).log("gateway")
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        async def balance():
+            async with GatewayClient(load_deployment(d.home), "alice") as alice:
+                return await alice.balance()
+        before = log.read_text().count("method=ViewBalance")
+        assert asyncio.run(balance()).balance_minor == 10000
+        wait_for(lambda: log.read_text().count("method=ViewBalance") == before + 1, timeout=10,
+                 what="the gateway's call-log line while its supervisor is stopped")
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
 
 
 def test_three_member_etcd_cluster(deployment):

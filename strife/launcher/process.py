@@ -42,15 +42,24 @@ class NodeProcess:
         check(self.state, new)
         self.state = new
 
-    async def spawn(self):
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=self.env, limit=1 << 20,
-            start_new_session=True,  # its own process group: signals reach the node and its children
-            preexec_fn=_die_with_parent)
+    async def spawn(self, log_path=None):
+        """Output goes straight to `log_path` (appended) when given, else to a pipe to read."""
+        log = open(log_path, "ab") if log_path else None
+        try:
+            self.proc = await self._exec(log or asyncio.subprocess.PIPE)
+        finally:
+            if log:
+                log.close()  # the child holds its own descriptor
         self.started_at = time.monotonic()
         self.running_since = time.time()
         return self.proc
+
+    async def _exec(self, output):
+        return await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=output,
+            stderr=asyncio.subprocess.STDOUT, env=self.env, limit=1 << 20,
+            start_new_session=True,  # its own process group: signals reach the node and its children
+            preexec_fn=_die_with_parent)
 
     def signal_group(self, signum):
         if self.proc is None or self.proc.returncode is not None:

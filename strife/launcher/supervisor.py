@@ -195,7 +195,8 @@ class Supervisor:
         """One node's whole life: spawn, wait for health, and decide what to do when it exits."""
         while True:
             await self._set(proc, State.STARTING)
-            await proc.spawn()
+            # Detached, a node writes its log file itself: no copy through the supervisor per line.
+            await proc.spawn(None if self.echo_nodes else self.layout.log(proc.name))
             self.event(f"{proc.name} started (pid {proc.pid})")
             pump = asyncio.create_task(self._pump(proc))
             exited = asyncio.create_task(proc.proc.wait())
@@ -275,16 +276,12 @@ class Supervisor:
                 await channel.close()
 
     async def _pump(self, proc):
-        """Copy the node's output to logs/<node>.log and, in the foreground, to the terminal.
-
-        Detached, output is copied in whole chunks as it comes (a busy node logs a line per call);
-        in the foreground it is split into lines to carry the node's name."""
+        """In the foreground: copy the node's output to logs/<node>.log and, split into lines that
+        carry the node's name, to the terminal. (Detached, the node writes its log file itself.)"""
         stream = proc.proc.stdout
+        if stream is None:
+            return
         with open(self.layout.log(proc.name), "ab", buffering=0) as log:
-            if not self.echo_nodes:
-                while chunk := await stream.read(1 << 16):
-                    log.write(chunk)
-                return
             while raw := await stream.readline():
                 log.write(raw)
                 self.printer.line(proc.name, raw.decode(errors="replace").rstrip("\n"))

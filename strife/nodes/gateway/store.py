@@ -34,7 +34,7 @@ CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (phase2_done) WHERE p
 """
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class User:
     name: str
     bank: str
@@ -82,6 +82,9 @@ class Store:
         self.writer = group_commit.GroupCommit(db)
         self.reader = group_commit.connect(path, readonly=True)
         self.writer.start()
+        # Every payment looks up payer and payee; this process is the table's only writer, so
+        # a user read once stays valid until this store changes it.
+        self._users = {}
 
     async def close(self):
         await self.writer.stop()
@@ -91,8 +94,14 @@ class Store:
     # ---- users ----
 
     def user(self, name):
-        row = self.reader.execute("SELECT name, bank, role, salt, hash FROM users WHERE name = ?", (name,)).fetchone()
-        return User(*row) if row else None
+        known = self._users.get(name)
+        if known is None:
+            row = self.reader.execute("SELECT name, bank, role, salt, hash FROM users WHERE name = ?",
+                                      (name,)).fetchone()
+            if row is None:
+                return None  # not remembered: the name may be registered later
+            known = self._users[name] = User(*row)
+        return known
 
     @staticmethod
     def _add_user(name, bank, role, salt, digest):
@@ -109,8 +118,11 @@ class Store:
         return await self.writer.run(self._add_user(name, bank, role, salt, digest))
 
     async def set_password(self, name, salt, digest):
-        await self.writer.run(lambda db: db.execute("UPDATE users SET salt = ?, hash = ? WHERE name = ?",
-                                                    (salt, digest, name)))
+        try:
+            await self.writer.run(lambda db: db.execute("UPDATE users SET salt = ?, hash = ? WHERE name = ?",
+                                                        (salt, digest, name)))
+        finally:
+            self._users.pop(name, None)
 
     # ---- payments ----
 

@@ -19,6 +19,14 @@ def test_bench_reports_every_figure(live):
     assert set(figures["rss_peak_mb"]) == {"gateway", "bank1", "bank2"}
     assert all(mb > 10 for mb in figures["rss_peak_mb"].values())
     assert figures["accounts"] >= 8 and figures["concurrency"] == 4
+    # where the CPU went, by process: every process of the deployment, and the load generator
+    payment_cpu, echo_cpu = figures["cpu_ms_per_payment"], figures["cpu_ms_per_echo"]
+    assert {"gateway", "bank1", "bank2", "etcd", "supervisor", "load generator", "total"} <= set(payment_cpu)
+    assert payment_cpu["gateway"] > 0 and payment_cpu["bank1"] > 0 and payment_cpu["load generator"] > 0
+    assert set(echo_cpu) == {"echo server", "load generator", "total"} and echo_cpu["echo server"] > 0
+    for cpu in (payment_cpu, echo_cpu):
+        parts = sum(ms for name, ms in cpu.items() if name != "total")
+        assert abs(cpu["total"] - parts) < 0.01 * len(cpu), cpu
     # bench accounts were registered with deposits: the audit still balances
     assert live.run("verify").returncode == 0
     assert sum(balances(live.home).values()) >= before
@@ -29,6 +37,7 @@ def test_bench_histogram_and_bad_arguments(live):
     result = live.run("bench", "--seconds", "1", "--concurrency", "2", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "ratio (payments/s x 6 / echo/s)" in result.stdout and " ms | #" in result.stdout
+    assert "CPU ms per payment: " in result.stdout and "CPU ms per echo: " in result.stdout
     assert live.run("bench", "--seconds", "0").returncode == 2
     assert live.run("bench", "--concurrency", "0").returncode == 2
 

@@ -13,6 +13,7 @@ import psutil
 
 from strife import tls
 from strife.bench import report
+from strife.bench.cpu import CpuMeter
 from strife.bench.load import closed_loop
 from strife.gateway_client import GatewayClient
 from strife.launcher import certs, control, credentials
@@ -76,7 +77,8 @@ class Bench:
             for client in clients.values():
                 await client.close()
 
-    async def _echo(self, concurrency, seconds, label):
+    async def _echo(self, concurrency, seconds, label, cpu=None):
+        """Closed-loop echo calls; with `cpu` (a dict), also fills in CPU ms per call by process."""
         server = subprocess.Popen([sys.executable, "-m", "strife.bench.echo", "--home", str(self.home)],
                                   stdout=subprocess.PIPE, text=True)
         try:
@@ -89,7 +91,11 @@ class Bench:
                 async def echo(worker, n):
                     await stub.Echo(echo_pb2.EchoMessage(payload=PAYLOAD), timeout=10)
                     return "ok"
-                return await closed_loop(echo, concurrency, seconds, self._progress(label))
+                meter = CpuMeter({"echo server": server.pid})
+                samples = await closed_loop(echo, concurrency, seconds, self._progress(label))
+                if cpu is not None:
+                    cpu.update(meter.per_item_ms(len(samples)))
+                return samples
         finally:
             server.terminate()
             server.wait(10)
@@ -97,10 +103,15 @@ class Bench:
     def _progress(self, label):
         return lambda text: self.progress(f"{label:<22} {text}")
 
-    async def _watch_memory(self, peaks, stop):
+    async def _deployment_pids(self):
+        """name -> pid of every running node, and of the supervisor."""
         status = await asyncio.to_thread(control.call, Layout(self.home).socket, {"cmd": "status"})
-        procs = {n["name"]: psutil.Process(n["pid"]) for n in status["nodes"]
-                 if n["kind"] in ("gateway", "bank") and n["pid"]}
+        pids = {n["name"]: n["pid"] for n in status["nodes"] if n["pid"]}
+        pids["supervisor"] = status["pid"]
+        return pids, {n["name"] for n in status["nodes"] if n["kind"] in ("gateway", "bank")}
+
+    async def _watch_memory(self, pids, peaks, stop):
+        procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         while not stop.is_set():
             for name, proc in procs.items():
                 with contextlib.suppress(psutil.Error):
@@ -115,13 +126,17 @@ class Bench:
         single_seconds = min(self.seconds, 3.0)
         await self._payments(users, 1, 0.5, "warm-up")
         echo_single = await self._echo(1, single_seconds, "echo, 1 caller")
-        echo_many = await self._echo(self.concurrency, self.seconds, f"echo, {self.concurrency} callers")
+        echo_cpu = {}
+        echo_many = await self._echo(self.concurrency, self.seconds, f"echo, {self.concurrency} callers", echo_cpu)
         pay_single = await self._payments(users, 1, single_seconds, "payments, 1 caller")
+        pids, measured = await self._deployment_pids()
         peaks, stop = {}, asyncio.Event()
-        watcher = asyncio.create_task(self._watch_memory(peaks, stop))
+        watcher = asyncio.create_task(self._watch_memory({n: pids[n] for n in measured}, peaks, stop))
         began = time.perf_counter()
+        meter = CpuMeter(pids)
         pay_many = await self._payments(users, self.concurrency, self.seconds,
                                         f"payments, {self.concurrency} callers")
+        payment_cpu = meter.per_item_ms(len(pay_many))
         elapsed = time.perf_counter() - began
         stop.set()
         await watcher
@@ -132,6 +147,9 @@ class Bench:
             "echo": report.summarize(echo_many, self.seconds),
             "echo_single": report.summarize(echo_single, single_seconds),
             "rss_peak_mb": {name: round(rss / 2 ** 20, 1) for name, rss in sorted(peaks.items())},
+            # many-caller phases; the payments' includes setting up the callers' channels
+            "cpu_ms_per_payment": payment_cpu,
+            "cpu_ms_per_echo": echo_cpu,
         }
         echo_rate = figures["echo"]["per_s"]
         figures["ratio"] = round(figures["payments"]["per_s"] * RPCS_PER_PAYMENT / echo_rate, 3) if echo_rate else None

@@ -86,6 +86,9 @@ def _print(f, samples):
     print(f"ratio (payments/s x 6 / echo/s): {f['ratio']}   single-caller p50 / echo p50: "
           f"{f['single_p50_over_echo_p50']}")
     print("peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in f["rss_peak_mb"].items()))
+    for what, cpu in (("payment", f["cpu_ms_per_payment"]), ("echo", f["cpu_ms_per_echo"])):
+        parts = [f"{name} {ms:.2f}" for name, ms in cpu.items() if name != "total" and ms >= 0.01]
+        print(f"CPU ms per {what}: {cpu['total']:.2f} ({', '.join(parts)})")
     print(f"latency of payments x{f['concurrency']}:")
     for row in report.histogram(samples):
         print("  " + row)

@@ -14,6 +14,8 @@ from strife import tls
 
 EVERYONE = frozenset({"etcd", "bank", "gateway", "client", "admin", "operator"})
 LOGGED_FIELDS = ("txn_id", "amount_minor", "payee", "account", "username")
+LEG_LISTS = ("legs", "prepare")               # batches of legs: txn:account:amount each
+ID_LISTS = ("txn_ids", "commit", "abort")     # batches of transaction ids
 
 log = logging.getLogger("strife.calls")
 
@@ -47,12 +49,14 @@ def _wrap(handler, around):
 def _fields(request):
     """The loggable fields of a request: chosen names only, batches as comma-joined ids."""
     parts = [f"{f}={getattr(request, f)}" for f in LOGGED_FIELDS if getattr(request, f, None) not in (None, "", 0)]
-    legs = getattr(request, "legs", None)
-    if legs:
-        parts.append("legs=" + ",".join(f"{leg.txn_id}:{leg.account}:{leg.amount_minor}" for leg in legs))
-    txn_ids = getattr(request, "txn_ids", None)
-    if txn_ids:
-        parts.append("txn_ids=" + ",".join(txn_ids))
+    for name in LEG_LISTS:
+        legs = getattr(request, name, None)
+        if legs:
+            parts.append(f"{name}=" + ",".join(f"{leg.txn_id}:{leg.account}:{leg.amount_minor}" for leg in legs))
+    for name in ID_LISTS:
+        txn_ids = getattr(request, name, None)
+        if txn_ids:
+            parts.append(f"{name}=" + ",".join(txn_ids))
     return " ".join(parts)
 
 

@@ -63,38 +63,69 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
 
     async def LockTransaction(self, request, context):
         """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
-        if not request.legs or len(request.legs) > MAX_BATCH:
+        await self._check_legs(request.legs, context, required=True)
+        return pb.LockTransactionResponse(votes=await self._prepare(request.legs, context))
+
+    async def InitiateTransaction(self, request, context):
+        """Commit: apply the holds of every transaction in the batch."""
+        await self._check_ids(request.txn_ids, context, required=True)
+        return pb.DecisionResponse(results=await self._decide(request.txn_ids, context, "commit", self.ledger.commit))
+
+    async def AbortTransaction(self, request, context):
+        """Abort: release the holds (or remember the abort of a transaction never seen here)."""
+        await self._check_ids(request.txn_ids, context, required=True)
+        return pb.DecisionResponse(results=await self._decide(request.txn_ids, context, "abort", self.ledger.abort))
+
+    async def Exchange(self, request, context):
+        """Commits, aborts and prepares in one call, durable together. A failpoint that fires at
+        any of their steps fails the whole call, as it would fail that step's own call."""
+        if not (request.commit or request.abort or request.prepare):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty exchange")
+        await self._check_ids(request.commit, context)
+        await self._check_ids(request.abort, context)
+        await self._check_legs(request.prepare, context)
+        parts = await asyncio.gather(
+            self._decide(request.commit, context, "commit", self.ledger.commit),
+            self._decide(request.abort, context, "abort", self.ledger.abort),
+            self._prepare(request.prepare, context), return_exceptions=True)  # every part runs to its end
+        for part in parts:
+            if isinstance(part, BaseException):
+                raise part
+        commits, aborts, votes = parts
+        return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes)
+
+    async def _check_ids(self, txn_ids, context, required=False):
+        if (required and not txn_ids) or len(txn_ids) > MAX_BATCH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} txn_ids")
+        for txn_id in txn_ids:
+            await self._check_name(context, txn_id, "txn_id")
+
+    async def _check_legs(self, legs, context, required=False):
+        if (required and not legs) or len(legs) > MAX_BATCH:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} legs")
-        for leg in request.legs:
+        for leg in legs:
             await self._check_name(context, leg.txn_id, "txn_id")
             await self._check_name(context, leg.account)
             if _DIRECTIONS.get(leg.direction) is None or leg.amount_minor <= 0:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be DEBIT or CREDIT, amount > 0")
+
+    async def _prepare(self, legs, context):
+        if not legs:
+            return []
         await self._failpoint("before-prepare", context)
         votes = await asyncio.gather(*(self.ledger.prepare(leg.txn_id, leg.account, leg.amount_minor,
-                                                           _DIRECTIONS[leg.direction]) for leg in request.legs))
+                                                           _DIRECTIONS[leg.direction]) for leg in legs))
         if any(vote == L.YES for vote, _, _ in votes):
             await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
-        return pb.LockTransactionResponse(votes=[
-            pb.VoteResult(vote=pb.YES) if vote == L.YES
-            else pb.VoteResult(vote=pb.NO, reason=_REASONS[reason], detail=detail)
-            for vote, reason, detail in votes])
+        return [pb.VoteResult(vote=pb.YES) if vote == L.YES
+                else pb.VoteResult(vote=pb.NO, reason=_REASONS[reason], detail=detail)
+                for vote, reason, detail in votes]
 
-    async def InitiateTransaction(self, request, context):
-        """Commit: apply the holds of every transaction in the batch."""
-        return await self._decide(request, context, "commit", self.ledger.commit)
-
-    async def AbortTransaction(self, request, context):
-        """Abort: release the holds (or remember the abort of a transaction never seen here)."""
-        return await self._decide(request, context, "abort", self.ledger.abort)
-
-    async def _decide(self, request, context, step, apply):
-        if not request.txn_ids or len(request.txn_ids) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} txn_ids")
-        for txn_id in request.txn_ids:
-            await self._check_name(context, txn_id, "txn_id")
+    async def _decide(self, txn_ids, context, step, apply):
+        if not txn_ids:
+            return []
         await self._failpoint(step, context)
-        outcomes = await asyncio.gather(*(apply(txn_id) for txn_id in request.txn_ids), return_exceptions=True)
+        outcomes = await asyncio.gather(*(apply(txn_id) for txn_id in txn_ids), return_exceptions=True)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, (L.NothingPrepared, L.DecisionConflict)):
@@ -103,7 +134,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
                 raise outcome
             else:
                 results.append(pb.TxnResult(state=_STATES[outcome]))
-        return pb.DecisionResponse(results=results)
+        return results
 
     async def _failpoint(self, step, context):
         try:

@@ -1,5 +1,6 @@
 """The gateway's view of the banks: addresses from one etcd prefix watch, one channel per bank,
-and batching of what is in flight to the same bank (prepares, commits, aborts).
+and batching of what is in flight to the same bank: prepares, commits and aborts waiting for the
+same bank leave together in one `Exchange` call.
 
 No etcd read per request; a bank that re-registers at another address gets a new link.
 """
@@ -20,33 +21,41 @@ class PhaseTwoRefused(Exception):
     """The bank answered but could not apply the decision to this transaction."""
 
 
+PREPARE, COMMIT, ABORT = "prepare", "commit", "abort"
+
+
 class BankLink:
-    """One bank at one address: a channel and a batcher per kind of call."""
+    """One bank at one address: a channel, and one batch in flight at a time carrying everything
+    else that waits for this bank (one round trip and one fsync at the bank for all of it)."""
 
     def __init__(self, address, credentials, prepare_timeout):
         self.address = address
         self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         self.stub = gw_bank_pb2_grpc.BankStub(self.channel)
         self.prepare_timeout = prepare_timeout
-        self._prepares = Batcher(self._send_prepares)
-        self._commits = Batcher(lambda ids: self._send_decisions(self.stub.InitiateTransaction, ids))
-        self._aborts = Batcher(lambda ids: self._send_decisions(self.stub.AbortTransaction, ids))
+        self._exchange = Batcher(self._send)
 
     async def prepare(self, leg):
         """The bank's VoteResult for one leg; raises grpc.aio.AioRpcError if it did not answer."""
-        return await self._prepares.submit(leg)
+        return await self._exchange.submit((PREPARE, leg))
 
     async def decide(self, txn_id, commit):
         """Phase 2 for one transaction; raises if not acknowledged."""
-        return await (self._commits if commit else self._aborts).submit(txn_id)
+        return await self._exchange.submit((COMMIT if commit else ABORT, txn_id))
 
-    async def _send_prepares(self, legs):
-        answer = await self.stub.LockTransaction(gb.LockTransactionRequest(legs=legs), timeout=self.prepare_timeout)
-        return list(answer.votes)
-
-    async def _send_decisions(self, call, txn_ids):
-        answer = await call(gb.DecisionRequest(txn_ids=txn_ids), timeout=PHASE2_TIMEOUT)
-        return [PhaseTwoRefused(r.error) if r.error else r.state for r in answer.results]
+    async def _send(self, items):
+        request = gb.ExchangeRequest()
+        lists = {PREPARE: request.prepare, COMMIT: request.commit, ABORT: request.abort}
+        slots = []  # where each item's answer will be: (kind, index in that kind's list)
+        for kind, payload in items:
+            slots.append((kind, len(lists[kind])))
+            lists[kind].append(payload)
+        timeout = max(self.prepare_timeout, PHASE2_TIMEOUT) if request.prepare else PHASE2_TIMEOUT
+        answer = await self.stub.Exchange(request, timeout=timeout)
+        answers = {PREPARE: answer.votes,
+                   COMMIT: [PhaseTwoRefused(r.error) if r.error else r.state for r in answer.commits],
+                   ABORT: [PhaseTwoRefused(r.error) if r.error else r.state for r in answer.aborts]}
+        return [answers[kind][index] for kind, index in slots]
 
 
 class BankDirectory:

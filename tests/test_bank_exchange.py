@@ -1,0 +1,75 @@
+"""The bank's batched `Exchange` call, spoken to directly with the gateway's certificate: commits,
+aborts and prepares in one round trip, each answered in order and applied to the real ledger."""
+import asyncio
+
+import grpc
+import pytest
+
+from strife import tls
+from strife.gateway_client import load_deployment
+from strife.rpc import gw_bank_pb2 as gb
+from strife.rpc import gw_bank_pb2_grpc
+from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows
+
+
+def exchange(home, request, identity="gateway"):
+    address = load_deployment(home).node("bank1").address
+
+    async def go():
+        async with grpc.aio.secure_channel(address, tls.channel_credentials(home, identity)) as channel:
+            return await gw_bank_pb2_grpc.BankStub(channel).Exchange(request, timeout=10)
+    return asyncio.run(go())
+
+
+def leg(txn_id, account, cents, direction):
+    return gb.Leg(txn_id=txn_id, account=account, amount_minor=cents, direction=direction)
+
+
+def hold_states(home, txn_id):
+    return sorted(ledger_rows(home, "bank1", "SELECT direction, state FROM holds WHERE txn_id = ?", (txn_id,)))
+
+
+def test_one_exchange_commits_aborts_and_prepares(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    before = balances(d.home)
+    # t1: alice pays carol 1.25 (both at bank1); prepared alone first
+    first = exchange(d.home, gb.ExchangeRequest(prepare=[leg("t1", "alice", 125, gb.DEBIT),
+                                                         leg("t1", "carol", 125, gb.CREDIT)]))
+    assert [v.vote for v in first.votes] == [gb.YES, gb.YES] and not first.commits and not first.aborts
+    assert hold_states(d.home, "t1") == [("CREDIT", "PREPARED"), ("DEBIT", "PREPARED")]
+
+    # then, in one call: commit t1, abort t2 (never seen here), prepare t3 and a leg that cannot pay
+    second = exchange(d.home, gb.ExchangeRequest(
+        commit=["t1"], abort=["t2"],
+        prepare=[leg("t3", "alice", 300, gb.DEBIT), leg("t4", "carol", 10 ** 9, gb.DEBIT)]))
+    assert [r.state for r in second.commits] == [gb.COMMITTED]
+    assert [r.state for r in second.aborts] == [gb.ABORTED]
+    assert [v.vote for v in second.votes] == [gb.YES, gb.NO]
+    assert second.votes[1].reason == gb.INSUFFICIENT_FUNDS
+    assert hold_states(d.home, "t1") == [("CREDIT", "COMMITTED"), ("DEBIT", "COMMITTED")]
+    assert hold_states(d.home, "t3") == [("DEBIT", "PREPARED")]
+    assert ledger_rows(d.home, "bank1", "SELECT outcome FROM outcomes WHERE txn_id = 't2'") == [("ABORTED",)]
+    after = balances(d.home)
+    assert after["alice"] == before["alice"] - 125 and after["carol"] == before["carol"] + 125
+
+    # a decision the bank cannot take is answered for that transaction alone
+    third = exchange(d.home, gb.ExchangeRequest(commit=["t2"], abort=["t3"]))
+    assert third.commits[0].error and "aborted" in third.commits[0].error
+    assert [r.state for r in third.aborts] == [gb.ABORTED]
+    assert hold_states(d.home, "t3") == [("DEBIT", "ABORTED")]
+
+
+def test_bad_exchanges_are_refused(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    with pytest.raises(grpc.RpcError) as empty:
+        exchange(d.home, gb.ExchangeRequest())
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as bad_leg:
+        exchange(d.home, gb.ExchangeRequest(commit=["t1"], prepare=[leg("t1", "alice", -5, gb.DEBIT)]))
+    assert bad_leg.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ledger_rows(d.home, "bank1", "SELECT COUNT(*) FROM outcomes") == [(0,)]  # nothing half-applied
+    with pytest.raises(grpc.RpcError) as client:
+        exchange(d.home, gb.ExchangeRequest(abort=["t1"]), identity="alice")
+    assert client.value.code() == grpc.StatusCode.PERMISSION_DENIED

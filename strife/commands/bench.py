@@ -21,7 +21,9 @@ def register(sub):
                                    "against the running deployment (or, if none runs here, one started in a "
                                    "temporary directory from the topology). In the same run: a raw gRPC echo "
                                    "over the same mTLS at the same concurrency. ratio = payments/s x 6 / echo/s "
-                                   "(a payment costs at least six RPCs).")
+                                   "(a payment costs at least six RPCs). Also reports CPU milliseconds per "
+                                   "payment and per echo call by process, which explain the ratio on a busy "
+                                   "machine.")
     add_file_option(p)
     p.add_argument("--seconds", default="10", help="length of each many-caller phase (default 10)")
     p.add_argument("--concurrency", type=int, default=32, help="concurrent callers (default 32)")

@@ -1,7 +1,11 @@
 """`strife bench` for a couple of seconds: every figure present and sane (no timed assertion)."""
 import json
+import os
+import re
+import subprocess
+import textwrap
 
-from tests.conftest import balances
+from tests.conftest import SMALL_TOPOLOGY, STRIFE, balances, processes_of
 
 
 def test_bench_reports_every_figure(live):
@@ -48,3 +52,15 @@ def test_bench_plot_writes_a_png(live, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["plot"] == str(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5000
+
+
+def test_bench_with_nothing_running_starts_and_removes_its_own_deployment(tmp_path):
+    (tmp_path / "topology.yaml").write_text(textwrap.dedent(SMALL_TOPOLOGY))
+    result = subprocess.run([*STRIFE, "bench", "--seconds", "1", "--concurrency", "2", "--json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["deployment"] == "temporary" and figures["payments"]["ok"] > 0
+    started_in = re.search(r"starting one in (\S+)", result.stderr).group(1)
+    assert not os.path.exists(started_in) and not processes_of(started_in)  # nothing left behind
+    assert not (tmp_path / "state").exists()  # the user's directory was not used

@@ -64,3 +64,16 @@ def test_bench_with_nothing_running_starts_and_removes_its_own_deployment(tmp_pa
     started_in = re.search(r"starting one in (\S+)", result.stderr).group(1)
     assert not os.path.exists(started_in) and not processes_of(started_in)  # nothing left behind
     assert not (tmp_path / "state").exists()  # the user's directory was not used
+
+
+def test_windowed_percentiles_follow_the_ok_samples_over_time():
+    from strife.bench.load import Sample
+    from strife.bench.report import windowed_percentiles
+    # first second: 10 ms answers; second second: 100 ms; one slow abort that must not count
+    samples = [Sample(i / 100, 0.010, "ok") for i in range(100)] + \
+              [Sample(1 + i / 100, 0.100, "ok") for i in range(100)] + [Sample(0.5, 5.0, "aborted")]
+    trend = windowed_percentiles(samples, windows=2)
+    assert len(trend) >= 2 and all(a[0] < b[0] for a, b in zip(trend, trend[1:]))  # in time order
+    first, last = trend[0][1], trend[-1][1]
+    assert first[50] == first[99] == 10.0 and last[50] == last[99] == 100.0
+    assert windowed_percentiles([Sample(0, 1.0, "error")]) == []

@@ -38,11 +38,25 @@ def histogram(samples, width=40, buckets=12):
             for i, c in enumerate(counts)]
 
 
+def windowed_percentiles(samples, windows=30, ps=(50, 99)):
+    """[(window middle in s, {p: latency ms})] over the run, for the ok samples: trends, not dots."""
+    ok = [s for s in samples if s.outcome == "ok"]
+    if not ok:
+        return []
+    width = max(max(s.started for s in ok) / windows, 0.05)
+    buckets = {}
+    for s in ok:
+        buckets.setdefault(int(s.started / width), []).append(s.latency)
+    return [((i + 0.5) * width, {p: percentile(sorted(lat), p) * 1000 for p in ps})
+            for i, lat in sorted(buckets.items())]
+
+
 def plot(samples, path, title):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
     except ImportError as exc:
         raise RuntimeError("--plot needs matplotlib: pip install 'strife[plot]'") from exc
     fig, ax = plt.subplots(figsize=(10, 5))
@@ -50,10 +64,16 @@ def plot(samples, path, title):
         points = [s for s in samples if s.outcome == outcome]
         if points:
             ax.scatter([s.started for s in points], [s.latency * 1000 for s in points], s=3, c=colour,
-                       label=f"{outcome} ({len(points)})", alpha=0.6)
+                       label=f"{outcome} ({len(points)})", alpha=0.4)
+    trend = windowed_percentiles(samples)
+    for p, colour in ((50, "black"), (99, "tab:purple")):
+        ax.plot([t for t, _ in trend], [by_p[p] for _, by_p in trend], c=colour, lw=1.5, label=f"p{p}")
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 50, not 5 x 10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

@@ -12,13 +12,17 @@ from strife.rpc import gw_bank_pb2_grpc
 from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows
 
 
-def exchange(home, request, identity="gateway"):
+def bank_call(home, method, request, identity="gateway"):
     address = load_deployment(home).node("bank1").address
 
     async def go():
         async with grpc.aio.secure_channel(address, tls.channel_credentials(home, identity)) as channel:
-            return await gw_bank_pb2_grpc.BankStub(channel).Exchange(request, timeout=10)
+            return await getattr(gw_bank_pb2_grpc.BankStub(channel), method)(request, timeout=10)
     return asyncio.run(go())
+
+
+def exchange(home, request, identity="gateway"):
+    return bank_call(home, "Exchange", request, identity)
 
 
 def leg(txn_id, account, cents, direction):
@@ -58,6 +62,15 @@ def test_one_exchange_commits_aborts_and_prepares(deployment):
     assert third.commits[0].error and "aborted" in third.commits[0].error
     assert [r.state for r in third.aborts] == [gb.ABORTED]
     assert hold_states(d.home, "t3") == [("DEBIT", "ABORTED")]
+
+    # the single-kind calls the design names take the same paths
+    votes = bank_call(d.home, "LockTransaction", gb.LockTransactionRequest(legs=[leg("t5", "alice", 50, gb.DEBIT)]))
+    assert [v.vote for v in votes.votes] == [gb.YES]
+    aborted = bank_call(d.home, "AbortTransaction", gb.DecisionRequest(txn_ids=["t5"]))
+    assert [r.state for r in aborted.results] == [gb.ABORTED]
+    assert hold_states(d.home, "t5") == [("DEBIT", "ABORTED")]
+    refused = bank_call(d.home, "InitiateTransaction", gb.DecisionRequest(txn_ids=["t5"]))
+    assert refused.results[0].error and balances(d.home)["alice"] == after["alice"]
 
 
 def test_bad_exchanges_are_refused(deployment):

@@ -17,7 +17,6 @@ import dataclasses
 import sqlite3
 import time
 
-from etcd3aio import prefix_range_end
 
 from strife import decisions, discovery
 from strife.launcher.certs import OPERATOR
@@ -67,13 +66,7 @@ def _gateway_commits(home, topology):
 
 async def _decisions(topology):
     async with discovery.client(topology, OPERATOR) as etcd:
-        answer = await etcd.kv.get(decisions.PREFIX, range_end=prefix_range_end(decisions.PREFIX), timeout=10)
-    out = {}
-    for kv in answer.kvs:
-        key = kv.key.decode()
-        if key.endswith("/decision"):
-            out[key[len(decisions.PREFIX):-len("/decision")]] = kv.value.decode()
-    return out
+        return await decisions.read_all(etcd)
 
 
 def audit(topology):

@@ -3,12 +3,16 @@
 Whoever writes first wins (create_revision == 0); everyone else obeys what is there. No lease:
 a decision must outlive every process that could ask about it.
 """
+from etcd3aio import prefix_range_end
+
 COMMIT, ABORT = "COMMIT", "ABORT"
 PREFIX = "/strife/txn/"
+SUFFIX = "/decision"
+PAGE = 5000  # keys per read: a deployment holds one key per payment ever made, far past gRPC's 4 MB
 
 
 def key(txn_id):
-    return f"{PREFIX}{txn_id}/decision"
+    return f"{PREFIX}{txn_id}{SUFFIX}"
 
 
 async def decide(etcd, txn_id, outcome, timeout=5.0):
@@ -29,6 +33,21 @@ async def read(etcd, txn_id, timeout=5.0):
     """The recorded decision, or None."""
     answer = await etcd.kv.get(key(txn_id), timeout=timeout)
     return answer.kvs[0].value.decode() if answer.kvs else None
+
+
+async def read_all(etcd, timeout=10.0):
+    """{txn_id: decision} of every recorded decision, read page by page at one revision."""
+    decided, start, end, revision = {}, PREFIX.encode(), prefix_range_end(PREFIX), 0
+    while True:
+        answer = await etcd.kv.get(start, range_end=end, revision=revision, limit=PAGE, timeout=timeout)
+        revision = revision or answer.header.revision  # later pages see the same snapshot
+        for kv in answer.kvs:
+            name = kv.key.decode()
+            if name.endswith(SUFFIX):
+                decided[name[len(PREFIX):-len(SUFFIX)]] = kv.value.decode()
+        if not answer.more or not answer.kvs:
+            return decided
+        start = answer.kvs[-1].key + b"\0"
 
 
 async def decide_many(etcd, items, timeout=5.0):

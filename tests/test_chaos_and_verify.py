@@ -101,3 +101,28 @@ def test_a_short_seeded_torture_run_ends_clean(deployment):
     t = load_deployment(d.home)
     assert [f.describe() for f in schedule.plan(42, 12, t, "alice")] == report["schedule"]
     assert [f.describe() for f in schedule.plan(43, 12, t, "alice")] != report["schedule"]
+
+
+def test_verify_reads_more_decisions_than_one_grpc_message_holds(deployment):
+    """A deployment keeps one decision key per payment it ever made; after a few benchmark runs
+    they outgrow gRPC's 4 MB message, so the audit reads them page by page."""
+    import asyncio
+
+    from strife import decisions, discovery
+    from strife.launcher import certs, topology
+    from strife.layout import Layout
+    d = deployment()
+    d.up()
+    t = topology.load(Layout(d.home).resolved, home=d.home)
+    pad = "x" * 56  # ~110 bytes per key and value: 45,000 of them are ~5 MB
+    wanted = {f"old-{i:05d}-{pad}": decisions.COMMIT if i % 3 else decisions.ABORT for i in range(45_000)}
+
+    async def go():
+        async with discovery.client(t, certs.OPERATOR) as etcd:
+            items = list(wanted.items())
+            for i in range(0, len(items), 128):  # etcd takes at most 128 operations per transaction
+                await decisions.decide_many(etcd, items[i:i + 128], timeout=30)
+            return await decisions.read_all(etcd)
+    assert asyncio.run(go()) == wanted
+    result = d.run("verify")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -17,7 +17,6 @@ import dataclasses
 import sqlite3
 import time
 
-
 from strife import decisions, discovery
 from strife.launcher.certs import OPERATOR
 from strife.layout import Layout

@@ -52,10 +52,13 @@ class BankLink:
             lists[kind].append(payload)
         timeout = max(self.prepare_timeout, PHASE2_TIMEOUT) if request.prepare else PHASE2_TIMEOUT
         answer = await self.stub.Exchange(request, timeout=timeout)
-        answers = {PREPARE: answer.votes,
-                   COMMIT: [PhaseTwoRefused(r.error) if r.error else r.state for r in answer.commits],
-                   ABORT: [PhaseTwoRefused(r.error) if r.error else r.state for r in answer.aborts]}
+        answers = {PREPARE: answer.votes, COMMIT: _acknowledged(answer.commits), ABORT: _acknowledged(answer.aborts)}
         return [answers[kind][index] for kind, index in slots]
+
+
+def _acknowledged(results):
+    """Phase-2 results: the state reached, or PhaseTwoRefused for a transaction the bank could not move."""
+    return [PhaseTwoRefused(r.error) if r.error else r.state for r in results]
 
 
 class BankDirectory:

@@ -65,7 +65,7 @@ def _gateway_commits(home, topology):
 
 async def _decisions(topology):
     async with discovery.client(topology, OPERATOR) as etcd:
-        return await decisions.read_all(etcd)
+        return await decisions.read_records(etcd)
 
 
 def audit(topology):
@@ -95,7 +95,11 @@ async def audit_async(topology):
         for txn, direction, account, amount, state, created in holds:
             legs[txn].append((bank.name, direction, account, amount, state, created))
 
-    recorded = await _decisions(topology)
+    records = await _decisions(topology)
+    recorded = {txn: record.outcome for txn, record in records.items()}
+    for txn, record in records.items():
+        if record.decision == decisions.COMMIT and record.aborted_by:
+            problems.append(f"txn {txn}: etcd records COMMIT and an abort by {', '.join(record.aborted_by)}")
     in_transit = 0
     counts = collections.Counter()
     for txn, sides in legs.items():

@@ -18,15 +18,18 @@ LEASE_TTL = 5  # seconds: how long a crashed bank stays listed
 def client(topology, name):
     """An unconnected etcd3aio client for node `name` of this deployment."""
     args = tls.etcd_tls_args(topology.home, name) if topology.etcd.tls else {}
+    if topology.etcd.endpoints:  # a cluster we did not make: its certificates name its own hosts
+        args.pop("tls_server_name", None)
     endpoints = [e.split("://", 1)[-1] for e in topology.etcd_endpoints()]
-    return etcd3aio.Etcd3Client(endpoints, tls_server_name="localhost" if args else None, **args)
+    return etcd3aio.Etcd3Client(endpoints, **args)
 
 
 class Registration:
     """Keeps `key = value` present under a lease while the node lives.
 
     A lease that expires (etcd restarted, the node was paused past the TTL) is replaced
-    and the key written again, so a node is re-listed as soon as etcd answers.
+    and the key written again, so a node is re-listed as soon as etcd answers. The key itself is
+    watched: deleted or overwritten while the lease lives, it is written again at once.
     """
 
     def __init__(self, etcd, key, value, ttl=LEASE_TTL):
@@ -44,10 +47,10 @@ class Registration:
             try:
                 lease = await self.etcd.lease.grant(self.ttl, timeout=self.ttl)
                 self._lease = lease.ID
-                await self.etcd.kv.put(self.key, self.value, lease=lease.ID, timeout=self.ttl)
+                put = await self.etcd.kv.put(self.key, self.value, lease=lease.ID, timeout=self.ttl)
                 self.registered.set()
                 log.info("registered %s in etcd (lease %x)", self.key, lease.ID)
-                await self._keep_alive(lease.ID)
+                await _first_of(self._keep_alive(lease.ID), self._guard(lease.ID, put.header.revision))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # etcd away: try again shortly
@@ -67,11 +70,32 @@ class Registration:
                 log.warning("lease of %s expired; registering again", self.key)
                 return
 
+    async def _guard(self, lease_id, revision):
+        """Write the key again whenever someone else deletes or changes it; raises if the watch fails."""
+        async for batch in self.etcd.watch.watch(self.key, start_revision=revision + 1):
+            for event in batch.events:
+                if event.type == event.DELETE or event.kv.value.decode() != self.value or event.kv.lease != lease_id:
+                    log.warning("%s was %s by someone else; registering again", self.key,
+                                "deleted" if event.type == event.DELETE else "changed")
+                    await self.etcd.kv.put(self.key, self.value, lease=lease_id, timeout=self.ttl)
+
     async def withdraw(self):
         await tasks.cancel(self._task)
         if self._lease is not None:
             with contextlib.suppress(Exception):
                 await self.etcd.lease.revoke(self._lease, timeout=2)
+
+
+async def _first_of(*coroutines):
+    """Run the coroutines together until the first one returns or raises; cancel the rest."""
+    running = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # re-raise its exception, if any
+    finally:
+        for task in running:
+            await tasks.cancel(task)
 
 
 class PrefixWatch:

@@ -2,7 +2,6 @@
 
 Used by the `strife client` commands and by the client node's outbox sender.
 """
-import grpc
 
 from strife import tls
 from strife.launcher import credentials
@@ -37,8 +36,9 @@ class GatewayClient:
         if self.password is None:
             raise ClientSetupError(f"no password for {user!r} in state/credentials.json")
         self.metadata = ((USER_HEADER, user), (PASSWORD_HEADER, self.password))
-        self.address = topology.of_kind("gateway")[0].address
-        self.channel = grpc.aio.secure_channel(self.address, tls.channel_credentials(home, user), options=[
+        gateway = topology.of_kind("gateway")[0]
+        self.address = gateway.address
+        self.channel = tls.secure_channel(self.address, tls.channel_credentials(home, user), gateway.name, options=[
             ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000)])
         self.stub = cl_gw_pb2_grpc.ClientGatewayStub(self.channel)
 

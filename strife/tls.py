@@ -1,49 +1,83 @@
-"""mTLS for every hop: credentials from a deployment's certs/ and the caller's verified identity."""
+"""mTLS for every hop: credentials from a deployment's certs/, the server name every caller
+verifies, and the caller's verified identity.
+
+Servers trust the infrastructure authority, and the gateway also the users' one. Callers trust
+the authority of the server they call and pin its name (`grpc.ssl_target_name_override`): the
+server's certificate must carry that name, whatever address led there.
+"""
 import functools
 
 import grpc
 from cryptography import x509
 
-from strife.launcher.certs import paths, subject_name, subject_role
+from strife.launcher.certs import (ETCD_SERVER_NAME, INFRA, ROLES, USERS, ca_path, domain_of_issuer, paths,
+                                   subject_name, subject_role)
 
 
 class Identity:
-    """What a verified peer certificate says: who (CN) and in which role (OU)."""
+    """What a verified peer certificate says: who (CN), in which role (OU), signed by which authority."""
 
-    __slots__ = ("name", "role")
+    __slots__ = ("name", "role", "domain")
 
-    def __init__(self, name, role):
-        self.name, self.role = name, role
+    def __init__(self, name, role, domain):
+        self.name, self.role, self.domain = name, role, domain
 
     def __repr__(self):
         return f"{self.name}({self.role})"
 
 
-def _read(home, name):
-    ca, cert, key = paths(home, name)
-    return ca.read_bytes(), cert.read_bytes(), key.read_bytes()
+def _roots(home, domains):
+    return b"".join(ca_path(home, domain).read_bytes() for domain in domains)
 
 
-def server_credentials(home, name):
-    ca, cert, key = _read(home, name)
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+def _pair(home, name):
+    cert, key = paths(home, name)
+    return cert.read_bytes(), key.read_bytes()
 
 
-def channel_credentials(home, name):
-    ca, cert, key = _read(home, name)
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+def server_credentials(home, name, accept=(INFRA,)):
+    """This identity as a server that requires a client certificate from one of `accept`."""
+    cert, key = _pair(home, name)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=_roots(home, accept),
+                                       require_client_auth=True)
+
+
+def channel_credentials(home, name, trust=(INFRA,)):
+    cert, key = _pair(home, name)
+    return grpc.ssl_channel_credentials(root_certificates=_roots(home, trust), private_key=key,
+                                        certificate_chain=cert)
+
+
+def server_name_options(server_name):
+    """Channel options that make the handshake fail unless the server's certificate names `server_name`."""
+    return [("grpc.ssl_target_name_override", server_name)]
+
+
+def secure_channel(address, credentials, server_name, options=()):
+    """A channel to the node `server_name` at `address`: anyone else there is refused at the handshake."""
+    return grpc.aio.secure_channel(address, credentials, options=[*options, *server_name_options(server_name)])
 
 
 def etcd_tls_args(home, name):
-    """Keyword arguments for etcd3aio.Etcd3Client with this identity's certificate."""
-    ca, cert, key = _read(home, name)
-    return {"ca_cert": ca, "cert_key": key, "cert_chain": cert}
+    """Keyword arguments for etcd3aio.Etcd3Client: this identity, the infrastructure authority,
+    and the name every etcd member's certificate carries."""
+    cert, key = _pair(home, name)
+    return {"ca_cert": _roots(home, (INFRA,)), "cert_key": key, "cert_chain": cert,
+            "tls_server_name": ETCD_SERVER_NAME}
+
+
+def trust_for(role):
+    """The authorities a caller must trust to reach a node of this role (users' nodes are the clients)."""
+    return (USERS,) if role in ROLES[USERS] else (INFRA,)
 
 
 @functools.lru_cache(maxsize=1024)
 def _identity_from_pem(pem):
     cert = x509.load_pem_x509_certificate(pem)
-    return Identity(subject_name(cert), subject_role(cert))
+    role, domain = subject_role(cert), domain_of_issuer(cert)
+    if domain is None or role not in ROLES[domain]:
+        return None  # e.g. an infrastructure role on a user's certificate: nobody we know
+    return Identity(subject_name(cert), role, domain)
 
 
 def peer_identity(context):

@@ -85,4 +85,7 @@ def test_bad_exchanges_are_refused(deployment):
     assert ledger_rows(d.home, "bank1", "SELECT COUNT(*) FROM outcomes") == [(0,)]  # nothing half-applied
     with pytest.raises(grpc.RpcError) as client:
         exchange(d.home, gb.ExchangeRequest(abort=["t1"]), identity="alice")
-    assert client.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert client.value.code() == grpc.StatusCode.UNAVAILABLE  # a user's certificate fails the handshake
+    with pytest.raises(grpc.RpcError) as operator:
+        exchange(d.home, gb.ExchangeRequest(abort=["t1"]), identity="operator")
+    assert operator.value.code() == grpc.StatusCode.PERMISSION_DENIED  # infrastructure, but not the gateway

@@ -1,4 +1,4 @@
-"""Certificates: one CA per deployment, a verified chain per identity, private keys 0600, reuse and renewal."""
+"""Certificates: two authorities per deployment, a verified chain per identity, private keys 0600, reuse and renewal."""
 import stat
 
 from cryptography import x509
@@ -21,15 +21,18 @@ def test_every_identity_has_a_cert_signed_by_the_ca_with_its_name_and_role(tmp_p
     t = make(tmp_path, SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {host: bank2.example}"))
     issued = certs.ensure(t)
     names = [n.name for n in t.nodes] + [certs.OPERATOR]
-    assert set(issued) == {"ca", *names}
-    ca = load_cert(tmp_path / "certs" / "ca.pem")
+    assert set(issued) == {"infra-ca", "users-ca", *names}
+    users = {"admin", "alice", "bob"}
     for name in names:
         cert = load_cert(tmp_path / "certs" / f"{name}.pem")
-        cert.verify_directly_issued_by(ca)  # raises if the chain is broken
+        domain = certs.USERS if name in users else certs.INFRA
+        cert.verify_directly_issued_by(load_cert(certs.ca_path(tmp_path, domain)))  # raises if the chain is broken
         assert certs.subject_name(cert) == name
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert "localhost" in san.get_values_for_type(x509.DNSName)
-        assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        assert name in san.get_values_for_type(x509.DNSName)  # what every caller verifies
+        if name != certs.OPERATOR:  # and the host it serves on
+            host = t.node(name).host
+            assert host in [str(v) for v in san.get_values_for_type(x509.IPAddress) + san.get_values_for_type(x509.DNSName)]
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usages
         assert x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH in usages
@@ -45,7 +48,7 @@ def test_private_keys_are_owner_only(tmp_path):
     t = make(tmp_path)
     certs.ensure(t)
     keys = list((tmp_path / "certs").glob("*.key"))
-    assert len(keys) == len(t.nodes) + 2  # nodes, operator, CA
+    assert len(keys) == len(t.nodes) + 4  # nodes, operator, two authorities, etcd's token key
     for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
 
@@ -69,4 +72,14 @@ def test_a_cert_from_another_ca_is_replaced(tmp_path):
     (tmp_path / "certs" / "alice.pem").write_bytes((other / "certs" / "alice.pem").read_bytes())
     (tmp_path / "certs" / "alice.key").write_bytes((other / "certs" / "alice.key").read_bytes())
     assert certs.ensure(t) == ["alice"]
-    load_cert(tmp_path / "certs" / "alice.pem").verify_directly_issued_by(load_cert(tmp_path / "certs" / "ca.pem"))
+    load_cert(tmp_path / "certs" / "alice.pem").verify_directly_issued_by(load_cert(certs.ca_path(tmp_path, certs.USERS)))
+
+
+def test_renewal_reissues_users_registered_at_run_time_and_drops_the_old_single_ca(tmp_path):
+    t = make(tmp_path)
+    certs.ensure(t)
+    certs.issue(tmp_path, "dave", "client")
+    (tmp_path / "certs" / "ca.pem").write_text("an authority from an older layout")
+    issued = certs.ensure(t, force=True, registered=[("dave", "client")])
+    assert "dave" in issued and not (tmp_path / "certs" / "ca.pem").exists()
+    load_cert(tmp_path / "certs" / "dave.pem").verify_directly_issued_by(load_cert(certs.ca_path(tmp_path, certs.USERS)))

@@ -15,7 +15,7 @@ def decision_of(home, txn_id):
 
     async def read():
         async with discovery.client(t, certs.OPERATOR) as etcd:
-            return await decisions.read(etcd, txn_id)
+            return await decisions.read(etcd, txn_id, banks=[b.name for b in t.of_kind("bank")])
     return asyncio.run(read())
 
 

@@ -94,7 +94,7 @@ def test_certificate_of_another_user(live):
 
 
 def test_no_client_certificate(live):
-    ca = (live.home / "certs" / "ca.pem").read_bytes()
+    ca = certs.ca_path(live.home, certs.INFRA).read_bytes()
     code, _ = call(live.home, None, "alice", password_of(live.home, "alice"),
                    credentials=grpc.ssl_channel_credentials(root_certificates=ca))
     assert code == grpc.StatusCode.UNAVAILABLE  # the TLS handshake itself is refused
@@ -103,7 +103,7 @@ def test_no_client_certificate(live):
 def test_certificate_from_another_ca(live, tmp_path):
     (tmp_path / "topology.yaml").write_text(SMALL_TOPOLOGY)
     certs.ensure(topology.load(tmp_path / "topology.yaml"))
-    ca = (live.home / "certs" / "ca.pem").read_bytes()  # trusts the server, but presents a foreign cert
+    ca = certs.ca_path(live.home, certs.INFRA).read_bytes()  # trusts the server, but presents a foreign cert
     foreign = grpc.ssl_channel_credentials(root_certificates=ca,
                                            private_key=(tmp_path / "certs" / "alice.key").read_bytes(),
                                            certificate_chain=(tmp_path / "certs" / "alice.pem").read_bytes())
@@ -128,7 +128,7 @@ def test_a_client_calling_a_bank_directly(live):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.InitiateTransaction(gw_bank_pb2.DecisionRequest(txn_ids=["x"]), timeout=5)
             return caught.value.code()
-    assert asyncio.run(go()) == grpc.StatusCode.PERMISSION_DENIED
+    assert asyncio.run(go()) == grpc.StatusCode.UNAVAILABLE  # banks trust only the infrastructure authority
 
 
 def test_a_certificate_the_gateway_has_no_user_for(live):

@@ -84,7 +84,7 @@ class Bench:
         try:
             port = int(server.stdout.readline())
             creds = tls.channel_credentials(self.home, certs.OPERATOR)
-            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            async with tls.secure_channel(f"127.0.0.1:{port}", creds, certs.OPERATOR) as channel:
                 stub = echo_pb2_grpc.EchoStub(channel)
                 await stub.Echo(echo_pb2.EchoMessage(payload=PAYLOAD), wait_for_ready=True, timeout=10)
 

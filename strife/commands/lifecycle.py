@@ -6,7 +6,7 @@ import sys
 import psutil
 
 from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
-from strife.launcher import certs, control, deploy, detach, etcd, logs
+from strife.launcher import certs, control, credentials, deploy, detach, etcd, logs
 from strife.launcher import topology as topology_model
 from strife.launcher.daemon import serve
 from strife.launcher.printer import Printer
@@ -189,7 +189,7 @@ def show_logs(args):
 
 def make_certs(args):
     topology = _load(args)
-    issued = certs.ensure(topology, force=args.force)
+    issued = certs.ensure(topology, force=args.force, registered=credentials.registered(topology))
     print(f"certificates in {topology.home / 'certs'}: " + (f"issued {', '.join(issued)}" if issued
                                                            else "all present and valid"))
     return OK

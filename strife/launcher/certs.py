@@ -1,8 +1,12 @@
-"""TLS material for one deployment: a CA, then a key and certificate per node, client and operator.
+"""TLS material for one deployment: two authorities, then a key and certificate per identity.
 
-The certificate's CN is the identity (node or user name) and its OU the role
-(etcd, bank, gateway, client, admin, operator), so a server can authorize a caller
-from the verified certificate alone. Keys are written 0600 and never leave certs/.
+Two trust domains: the infrastructure authority signs etcd members, banks, gateways and the
+operator; the users authority signs users (client and admin). etcd and banks trust only the
+first, so a user's certificate is refused at their TLS handshake; the gateway trusts both.
+
+A certificate's CN is the identity (node or user name), its OU the role, and its SAN the name
+again (plus the host it serves on): a caller verifies the name of the server it meant, so an
+address swapped in etcd leads to a refused handshake. Keys are written 0600 and never leave certs/.
 """
 import datetime
 import ipaddress
@@ -15,58 +19,87 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-OPERATOR = "operator"  # the launcher's own identity toward nodes
+OPERATOR = "operator"  # the launcher's own identity toward nodes and etcd
+INFRA, USERS = "infra", "users"
+CA_FILE = {INFRA: "infra-ca", USERS: "users-ca"}
+CA_NAME = {INFRA: "Strife infrastructure CA", USERS: "Strife users CA"}
+ROLES = {INFRA: frozenset({"etcd", "bank", "gateway", "operator"}), USERS: frozenset({"client", "admin"})}
+# Every etcd member's certificate also carries this name: clients of a whole cluster verify it.
+ETCD_SERVER_NAME = "etcd"
+JWT_KEY = "etcd-jwt"   # etcd signs its auth tokens with this key pair (ES256)
+LEGACY_CA = "ca"       # the single authority of deployments made before the split
 VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=7)
 
 
-def identities(topology):
-    """(name, role, hosts) for everything that needs a certificate."""
+def domain_of(role):
+    return INFRA if role in ROLES[INFRA] else USERS
+
+
+def identities(topology, registered=()):
+    """(name, role, names for the SAN) for everything that needs a certificate.
+
+    `registered` lists users added at run time (by `strife client ADMIN register`) as (name, role).
+    """
     out = []
     for node in topology.nodes:
         role = node.role if node.kind == "client" else node.kind
-        out.append((node.name, role, {node.host}))
-    out.append((OPERATOR, "operator", set()))
+        names = {node.name, node.host}
+        if node.kind == "etcd":
+            names.add(ETCD_SERVER_NAME)
+        out.append((node.name, role, names))
+    out.append((OPERATOR, "operator", {OPERATOR}))
+    known = {name for name, _, _ in out}
+    out.extend((name, role, {name}) for name, role in registered if name not in known)
     return out
 
 
-def ensure(topology, force=False):
+def ensure(topology, force=False, registered=()):
     """Create what is missing or stale; keep what is valid. Returns the names (re)issued."""
     directory = topology.home / "certs"
     directory.mkdir(mode=0o700, exist_ok=True)
-    ca_key_path, ca_cert_path = directory / "ca.key", directory / "ca.pem"
-    issued = []
-    if force or not _valid_ca(ca_cert_path, ca_key_path):
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = _ca_certificate(ca_key)
-        _write_key(ca_key_path, ca_key)
-        ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        force = True  # everything signed by an old CA is worthless now
-        issued.append("ca")
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-    for name, role, hosts in identities(topology):
-        if _issue(directory, name, role, hosts, ca_key, ca_cert, force):
+    issued, authorities = [], {}
+    for domain in (INFRA, USERS):
+        key_path, cert_path = directory / f"{CA_FILE[domain]}.key", directory / f"{CA_FILE[domain]}.pem"
+        if force or not _valid_ca(cert_path, key_path, domain):
+            key = ec.generate_private_key(ec.SECP256R1())
+            _write_key(key_path, key)
+            cert_path.write_bytes(_ca_certificate(key, CA_NAME[domain]).public_bytes(serialization.Encoding.PEM))
+            issued.append(CA_FILE[domain])
+        authorities[domain] = _load_ca(directory, domain)
+    if issued:
+        force = True  # everything signed by an old authority is worthless now
+        for suffix in ("pem", "key"):  # the single CA of an older layout, if any
+            (directory / f"{LEGACY_CA}.{suffix}").unlink(missing_ok=True)
+    if force or not (directory / f"{JWT_KEY}.key").exists():
+        _write_jwt_key(directory)
+    for name, role, names in identities(topology, registered):
+        ca_key, ca_cert = authorities[domain_of(role)]
+        if _issue(directory, name, role, names, ca_key, ca_cert, force):
             issued.append(name)
     return issued
 
 
-def issue(home, name, role, hosts=()):
-    """A certificate for one more identity (e.g. a client registered at run time) from the existing CA."""
+def issue(home, name, role, force=False):
+    """A certificate for one more identity (a user registered at run time) from its authority."""
     directory = pathlib.Path(home) / "certs"
-    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
-    return _issue(directory, name, role, set(hosts), ca_key, ca_cert, force=False)
+    ca_key, ca_cert = _load_ca(directory, domain_of(role))
+    return _issue(directory, name, role, {name}, ca_key, ca_cert, force=force)
 
 
-def _issue(directory, name, role, hosts, ca_key, ca_cert, force):
+def _load_ca(directory, domain):
+    key = serialization.load_pem_private_key((directory / f"{CA_FILE[domain]}.key").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate((directory / f"{CA_FILE[domain]}.pem").read_bytes())
+    return key, cert
+
+
+def _issue(directory, name, role, names, ca_key, ca_cert, force):
     """Write a key and certificate unless a valid one is there; True when written."""
-    sans = {"localhost", "127.0.0.1", *hosts}
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    if not force and _valid_leaf(cert_path, key_path, ca_cert, role, sans):
+    if not force and _valid_leaf(cert_path, key_path, ca_cert, role, names):
         return False
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _leaf_certificate(name, role, sans, key, ca_key, ca_cert)
+    cert = _leaf_certificate(name, role, names, key, ca_key, ca_cert)
     _write_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return True
@@ -76,17 +109,29 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _write_key(path, key):
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def _write_private(path, data):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
     os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
 
-def _ca_certificate(key):
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Strife deployment CA")])
+def _write_key(path, key):
+    _write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+
+
+def _write_jwt_key(directory):
+    """etcd's token-signing key pair: with authentication on, etcd signs tokens instead of handing
+    out unsigned 'simple' ones (Strife's callers authenticate by certificate and never use them)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    _write_key(directory / f"{JWT_KEY}.key", key)
+    _write_private(directory / f"{JWT_KEY}.pub", key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def _ca_certificate(key, common_name):
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(_now() - datetime.timedelta(minutes=5)).not_valid_after(_now() + VALIDITY)
@@ -99,17 +144,17 @@ def _ca_certificate(key):
             .sign(key, hashes.SHA256()))
 
 
-def _san_entries(hosts):
+def _san_entries(names):
     entries = []
-    for host in sorted(hosts):
+    for name in sorted(names):
         try:
-            entries.append(x509.IPAddress(ipaddress.ip_address(host)))
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
-            entries.append(x509.DNSName(host))
+            entries.append(x509.DNSName(name))
     return entries
 
 
-def _leaf_certificate(name, role, hosts, key, ca_key, ca_cert):
+def _leaf_certificate(name, role, names, key, ca_key, ca_cert):
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
                          x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role)])
     # Every identity is both a server (its own gRPC port) and a client (of etcd, the gateway, banks).
@@ -123,7 +168,7 @@ def _leaf_certificate(name, role, hosts, key, ca_key, ca_cert):
                                          encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(_san_entries(hosts)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(_san_entries(names)), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -133,16 +178,16 @@ def _fresh(cert):
     return cert.not_valid_after_utc - RENEW_BEFORE > _now()
 
 
-def _valid_ca(cert_path, key_path):
+def _valid_ca(cert_path, key_path, domain):
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (OSError, ValueError):
         return False
-    return _fresh(cert) and cert.public_key() == key.public_key()
+    return _fresh(cert) and cert.public_key() == key.public_key() and issuer_name(cert) == CA_NAME[domain]
 
 
-def _valid_leaf(cert_path, key_path, ca_cert, role, hosts):
+def _valid_leaf(cert_path, key_path, ca_cert, role, names):
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -152,7 +197,7 @@ def _valid_leaf(cert_path, key_path, ca_cert, role, hosts):
         return False
     have = {str(v) for v in sans.get_values_for_type(x509.DNSName)}
     have |= {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
-    return (_fresh(cert) and cert.public_key() == key.public_key() and hosts <= have
+    return (_fresh(cert) and cert.public_key() == key.public_key() and set(names) <= have
             and subject_role(cert) == role)
 
 
@@ -165,7 +210,21 @@ def subject_role(cert):
     return values[0].value if values else None
 
 
+def issuer_name(cert):
+    values = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return values[0].value if values else None
+
+
+def domain_of_issuer(cert):
+    """The trust domain whose authority signed `cert` (by name: the caller has verified the chain)."""
+    return next((domain for domain, name in CA_NAME.items() if issuer_name(cert) == name), None)
+
+
+def ca_path(home, domain):
+    return pathlib.Path(home) / "certs" / f"{CA_FILE[domain]}.pem"
+
+
 def paths(home, name):
-    """(ca, cert, key) file paths for an identity."""
+    """(cert, key) file paths for an identity."""
     directory = pathlib.Path(home) / "certs"
-    return directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key"
+    return directory / f"{name}.pem", directory / f"{name}.key"

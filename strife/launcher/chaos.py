@@ -1,6 +1,5 @@
 """Failpoints of running nodes, set through each node's NodeAdmin service with the operator's
 certificate (the only role allowed to call it)."""
-import grpc
 
 from strife import tls
 from strife.failpoints import STEPS, FailpointError, parse_action
@@ -27,7 +26,9 @@ def check_step(topology, node, step):
 class AdminClient:
     def __init__(self, topology, node):
         spec = topology.node(node)
-        self.channel = grpc.aio.secure_channel(spec.address, tls.channel_credentials(topology.home, OPERATOR))
+        trust = tls.trust_for(spec.role if spec.kind == "client" else spec.kind)
+        self.channel = tls.secure_channel(spec.address, tls.channel_credentials(topology.home, OPERATOR, trust),
+                                          spec.name)
         self.stub = admin_pb2_grpc.NodeAdminStub(self.channel)
 
     async def __aenter__(self):

@@ -47,3 +47,9 @@ def set_password(home, user, password):
     credentials = load(home)
     credentials[user] = password
     save(home, credentials)
+
+
+def registered(topology):
+    """(name, role) of users registered at run time (not in the topology) who have a password here."""
+    nodes = {n.name for n in topology.nodes}
+    return [(name, "client") for name in sorted(load(topology.home)) if name not in nodes]

@@ -37,7 +37,7 @@ def prepare(path, force_certs=False):
     if problems:
         raise topology_model.TopologyError(problems)
     layout.create()
-    certs.ensure(resolved, force=force_certs)
+    certs.ensure(resolved, force=force_certs, registered=credentials.registered(resolved))
     credentials.ensure(resolved)
     layout.resolved.write_text(resolved.to_yaml())
     return resolved

@@ -4,6 +4,8 @@ import os
 import pathlib
 import shutil
 
+from strife.launcher import certs
+
 
 class EtcdNotFound(RuntimeError):
     pass
@@ -35,7 +37,11 @@ def find_binary(topology):
 def command(topology, member, binary):
     members = topology.of_kind("etcd")
     home = topology.home
-    cert, key, ca = home / "certs" / f"{member.name}.pem", home / "certs" / f"{member.name}.key", home / "certs" / "ca.pem"
+    certs_dir = home / "certs"
+    cert, key = certs.paths(home, member.name)
+    ca = certs.ca_path(home, certs.INFRA)  # users' certificates are refused at the handshake
+    jwt = (f"jwt,pub-key={certs_dir / (certs.JWT_KEY + '.pub')},priv-key={certs_dir / (certs.JWT_KEY + '.key')},"
+           "sign-method=ES256,ttl=10m")
     client_url = f"https://{member.host}:{member.port}"
     peer_url = f"https://{member.host}:{member.peer_port}"
     cluster = ",".join(f"{m.name}=https://{m.host}:{m.peer_port}" for m in members)
@@ -47,5 +53,5 @@ def command(topology, member, binary):
         "--initial-cluster-token", "strife-" + hashlib.sha256(str(home).encode()).hexdigest()[:12],
         "--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca), "--client-cert-auth",
         "--peer-cert-file", str(cert), "--peer-key-file", str(key), "--peer-trusted-ca-file", str(ca),
-        "--peer-client-cert-auth", "--log-level", "warn",
+        "--peer-client-cert-auth", "--auth-token", jwt, "--log-level", "warn",
     ]

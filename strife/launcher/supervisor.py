@@ -7,10 +7,9 @@ import signal
 import sys
 import time
 
-import grpc
 
 from strife import health, tasks, tls
-from strife.launcher import certs, etcd
+from strife.launcher import certs, etcd, etcd_access
 from strife.launcher.printer import Printer
 from strife.launcher.process import NodeProcess
 from strife.launcher.states import ALIVE, State
@@ -45,7 +44,8 @@ class Supervisor:
         self._tasks = {}
         self._monitor = None
         self._stop_requested = asyncio.Event()
-        self._credentials = tls.channel_credentials(topology.home, certs.OPERATOR)
+        self._credentials = {domain: tls.channel_credentials(topology.home, certs.OPERATOR, trust=(domain,))
+                             for domain in (certs.INFRA, certs.USERS)}
 
     # ---- public API (also what the control socket calls) ----
 
@@ -59,6 +59,8 @@ class Supervisor:
             for proc in group:
                 self._tasks[proc.name] = asyncio.create_task(self._supervise(proc))
             failed = await self._wait_group(group)
+            if not failed and kind == "etcd" and group:
+                failed = await self._secure_etcd(group)
             if failed:
                 self.phase, self.failed = "failed", failed.name
                 waiting = [p.name for p in self.procs.values() if p.state is State.STOPPED]
@@ -187,8 +189,18 @@ class Supervisor:
             await asyncio.wait_for(self._changed.wait_for(settled), timeout)
         return next((p for p in group if p.state is not State.RUNNING), None)
 
+    async def _secure_etcd(self, members):
+        """Users, roles and authentication in the etcd we spawned; None, or the member to blame."""
+        try:
+            await etcd_access.ensure(self.topology)
+            return None
+        except Exception as exc:
+            self.event(f"could not set up etcd users and roles: {exc}")
+            return members[0]
+
     def _channel(self, spec):
-        return grpc.aio.secure_channel(spec.address, self._credentials, options=[
+        domain = certs.USERS if spec.kind == "client" else certs.INFRA
+        return tls.secure_channel(spec.address, self._credentials[domain], spec.name, options=[
             ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)])
 
     async def _supervise(self, proc):

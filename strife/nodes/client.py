@@ -8,6 +8,7 @@ import sqlite3
 
 from strife import tasks
 from strife.gateway_client import GatewayClient
+from strife.launcher import certs
 from strife.nodes import runtime
 from strife.outbox.sender import SenderLock, send_head
 from strife.outbox.store import Outbox
@@ -17,6 +18,7 @@ POLL = 0.05  # how often an idle sender looks for a new payment in the outbox
 
 class Client:
     KIND = "client"
+    ACCEPT = (certs.INFRA,)  # the operator only (health, failpoints)
     POLICY = {}
 
     def __init__(self, ctx):

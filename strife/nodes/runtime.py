@@ -2,7 +2,8 @@
 with health and admin services, arm failpoints, and shut down gracefully on SIGTERM.
 
 A node module supplies a class with `start()` (called once the port is open; the node is
-reported SERVING when it returns), `stop()`, and `POLICY` (method prefix -> roles allowed).
+reported SERVING when it returns), `stop()`, `POLICY` (method prefix -> roles allowed) and
+`ACCEPT` (the authorities whose client certificates pass its TLS handshake).
 """
 import argparse
 import asyncio
@@ -67,7 +68,7 @@ async def serve(node_class, topology, spec):
     admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
     node = node_class(Context(topology, spec, server, failpoints))
     access.authenticate = getattr(node, "authenticate", None)
-    server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name))
+    server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name, node_class.ACCEPT))
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,6 +2,7 @@
 import asyncio
 
 from strife import discovery, tasks
+from strife.launcher import certs
 from strife.nodes import runtime
 from strife.nodes.bank import resolver
 from strife.nodes.bank.ledger import Ledger
@@ -11,6 +12,7 @@ from strife.rpc import gw_bank_pb2_grpc
 
 class Bank:
     KIND = "bank"
+    ACCEPT = (certs.INFRA,)  # the gateway and the operator: a user is refused at the handshake
     POLICY = {"/strife.gwbank.Bank/": frozenset({"gateway"})}
 
     def __init__(self, ctx):
@@ -30,7 +32,7 @@ class Bank:
     async def start(self):
         await self.etcd.connect()
         self.resolver = asyncio.create_task(
-            resolver.run(self.ledger, self.etcd, self.ctx.topology.settings.hold_timeout))
+            resolver.run(self.ledger, self.etcd, self.ctx.spec.name, self.ctx.topology.settings.hold_timeout))
         # Listed only once it can serve: the gateway never routes to a bank that is not ready.
         self.registration = discovery.Registration(
             self.etcd, discovery.BANKS_PREFIX + self.ctx.spec.name, self.ctx.spec.address)

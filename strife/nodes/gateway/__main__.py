@@ -2,7 +2,7 @@
 import asyncio
 
 from strife import discovery, tasks
-from strife.launcher import credentials
+from strife.launcher import certs, credentials
 from strife.nodes import runtime
 from strife.nodes.gateway.banks import BankDirectory
 from strife.nodes.gateway.coordinator import Coordinator
@@ -14,6 +14,7 @@ from strife.rpc import cl_gw_pb2_grpc
 
 class Gateway:
     KIND = "gateway"
+    ACCEPT = (certs.INFRA, certs.USERS)  # users, and the operator
     POLICY = {
         "/strife.clgw.ClientGateway/": frozenset({"client", "admin"}),
         "/strife.clgw.ClientGateway/RegisterClient": frozenset({"admin"}),

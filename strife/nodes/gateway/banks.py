@@ -6,7 +6,6 @@ No etcd read per request; a bank that re-registers at another address gets a new
 """
 import asyncio
 
-import grpc
 
 from strife import discovery, tls
 from strife.batching import Batcher
@@ -28,9 +27,10 @@ class BankLink:
     """One bank at one address: a channel, and one batch in flight at a time carrying everything
     else that waits for this bank (one round trip and one fsync at the bank for all of it)."""
 
-    def __init__(self, address, credentials, prepare_timeout):
+    def __init__(self, bank, address, credentials, prepare_timeout):
         self.address = address
-        self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        # The bank's certificate must name `bank`: an address swapped in etcd leads nowhere.
+        self.channel = tls.secure_channel(address, credentials, bank, options=CHANNEL_OPTIONS)
         self.stub = gw_bank_pb2_grpc.BankStub(self.channel)
         self.prepare_timeout = prepare_timeout
         self._exchange = Batcher(self._send)
@@ -80,7 +80,7 @@ class BankDirectory:
         if known is None or known.address != address:
             if known is not None:
                 asyncio.ensure_future(known.channel.close())  # calls still on it finish or fail on their own
-            known = self._links[bank] = BankLink(address, self._credentials, self._prepare_timeout)
+            known = self._links[bank] = BankLink(bank, address, self._credentials, self._prepare_timeout)
         return known
 
     def stub(self, bank):

@@ -52,7 +52,8 @@ class Coordinator:
         self.inflight = {}     # txn_id -> (Task[Result], Payment): duplicates wait for one execution
         self.retrying = {}     # txn_id -> phase-2 retry task
         # decisions in flight together go to etcd in one transaction
-        self.decider = Batcher(lambda items: decisions.decide_many(etcd, items), max_batch=64)
+        # (a COMMIT compares its key and both banks' abort keys: 40 stay under etcd's 128 compares)
+        self.decider = Batcher(lambda items: decisions.decide_many(etcd, items), max_batch=40)
 
     async def pay(self, payment):
         running, known = self.inflight.get(payment.txn_id, (None, None))
@@ -86,7 +87,7 @@ class Coordinator:
         want, reason, detail, contacted, unreachable = await self._prepare_all(payment)
         await self.failpoints.hit("after-prepare")
         try:
-            decision = await self.decider.submit((payment.txn_id, want))
+            decision = await self.decider.submit((payment.txn_id, want, (payment.payer_bank, payment.payee_bank)))
         except Exception as exc:  # no decision recorded: banks and recovery will settle it
             log.warning("decision for %s not recorded: %s", payment.txn_id, exc)
             return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "

@@ -1,0 +1,79 @@
+"""Least privilege in the deployment's etcd: one etcd user per identity (etcd takes the user name
+from the client certificate's CN), roles that grant exactly what each kind needs, then
+authentication on. Nobody else (a user, a node of another kind) can read or write anything.
+
+| who            | may write                                  | may read                          |
+|----------------|--------------------------------------------|-----------------------------------|
+| bank B         | /strife/banks/B, /strife/aborts/B/...      | those, decisions /strife/txn/...  |
+| gateway        | decisions /strife/txn/...                  | /strife/banks/..., /strife/aborts/... |
+| operator, root | everything (etcd's root role)              | everything                        |
+
+Run by the supervisor once the etcd members are healthy, before any bank starts; idempotent,
+so a topology that gained a bank gets its user at the next `up`.
+"""
+import asyncio
+import logging
+
+from etcd3aio import PermissionType, prefix_range_end
+
+from strife import decisions, discovery
+from strife.launcher.certs import OPERATOR
+
+log = logging.getLogger(__name__)
+ROOT = "root"  # etcd refuses to enable authentication before a user of this name exists
+READ, READWRITE = PermissionType.READ, PermissionType.READWRITE
+
+
+def _prefix(text):
+    return (text, prefix_range_end(text))
+
+
+def grants(topology):
+    """{etcd user: (role, [(permission, key, range_end or None)])} for every node that talks to etcd."""
+    out = {}
+    for bank in topology.of_kind("bank"):
+        out[bank.name] = (f"bank-{bank.name}", [
+            (READWRITE, discovery.BANKS_PREFIX + bank.name, None),
+            (READWRITE, *_prefix(decisions.abort_prefix(bank.name))),
+            (READ, *_prefix(decisions.PREFIX)),
+        ])
+    for gateway in topology.of_kind("gateway"):
+        out[gateway.name] = ("gateway", [
+            (READWRITE, *_prefix(decisions.PREFIX)),
+            (READ, *_prefix(decisions.ABORTS)),
+            (READ, *_prefix(discovery.BANKS_PREFIX)),
+        ])
+    return out
+
+
+async def ensure(topology, attempts=20):
+    """Users, roles and authentication as `grants` says, retried while etcd settles."""
+    for attempt in range(attempts):
+        try:
+            async with discovery.client(topology, OPERATOR) as etcd:
+                return await _ensure(etcd.auth, grants(topology))
+        except Exception as exc:  # a member still electing a leader: try again shortly
+            if attempt == attempts - 1:
+                raise
+            log.debug("etcd access setup: %s; retrying", exc)
+            await asyncio.sleep(0.1 * (attempt + 1))
+
+
+async def _ensure(auth, wanted):
+    users = set((await auth.user_list()).users)
+    roles = set((await auth.role_list()).roles)
+    for user, role in [(ROOT, ROOT), (OPERATOR, ROOT)] + [(u, r) for u, (r, _) in wanted.items()]:
+        if user not in users:
+            await auth.user_add(user, no_password=True)  # certificate-only: no password exists to guess
+            users.add(user)
+        if role != ROOT and role not in roles:
+            await auth.role_add(role)
+            roles.add(role)
+        if role not in (await auth.user_get(user)).roles:
+            await auth.user_grant_role(user, role)
+    for user, (role, permissions) in wanted.items():
+        for permission, key, range_end in permissions:
+            await auth.role_grant_permission(role, key, range_end, perm_type=permission)
+    if not (await auth.auth_status()).enabled:
+        await auth.auth_enable()
+        log.info("etcd authentication enabled")

@@ -12,7 +12,7 @@ from strife.durations import DurationError, parse_duration
 ACTIONS = ("pause", "delay", "error", "crash")
 # The named steps each kind of node stops at; `start` is before a node opens its port.
 STEPS = {
-    "bank": ("start", "before-prepare", "prepare", "commit", "abort"),
+    "bank": ("start", "before-prepare", "prepare", "commit", "abort", "transfer"),
     "gateway": ("start", "after-prepare", "after-decision", "before-commit"),
     "client": ("start", "send", "after-send"),
     "etcd": (),

@@ -1,12 +1,19 @@
 """Group commit for SQLite: many concurrent writers, one transaction and one fsync per batch.
 
 Each operation runs inside its own SAVEPOINT, so one that fails (raises) is rolled back alone;
-its caller gets the exception, the others their results, and only once the batch's COMMIT is on
-disk. The batch runs in a worker thread, so the event loop keeps taking requests (which become
-the next batch) while the disk syncs. Durability is unchanged: WAL with synchronous=FULL.
+its caller gets the exception, the others their results, and only once the batch has committed.
+The batch runs in a worker thread, so the event loop keeps taking requests (which become the next
+batch) while the disk syncs.
+
+Only what a promise rests on waits for the disk: an operation is `durable` (the default) or not.
+A batch with a durable operation commits with synchronous=FULL (the WAL is fsynced before anyone
+is answered); a batch of relaxed ones with synchronous=NORMAL (safe against a process crash; the
+next fsync, at the latest `flush_every` seconds later, makes it safe against an OS crash too).
 """
 import asyncio
+import os
 import sqlite3
+import time
 
 
 def connect(path, readonly=False):
@@ -23,23 +30,28 @@ def connect(path, readonly=False):
 class GroupCommit:
     MAX_BATCH = 256
 
-    def __init__(self, db):
+    def __init__(self, db, flush_every=1.0):
         self.db = db
+        self.flush_every = flush_every
         self._queue = []
         self._wakeup = asyncio.Event()  # bound to a loop only when first awaited
         self._task = None
+        self._synchronous = None   # the connection's current setting
+        self._unsynced = False     # relaxed commits not yet fsynced ...
+        self._unsynced_since = 0.0  # ... since this monotonic time
 
     def apply_now(self, op):
-        """Run one operation in its own transaction, synchronously (start-up, before `start`)."""
-        return self._apply([op])[0].result()
+        """Run one operation in its own durable transaction, synchronously (start-up, before `start`)."""
+        return self._apply([op], durable=True)[0].result()
 
     def start(self):
         self._task = asyncio.create_task(self._writer(), name="group-commit")
 
-    async def run(self, op):
-        """Run `op(db)` in the next batch; return its result once that batch is durable."""
+    async def run(self, op, durable=True):
+        """Run `op(db)` in the next batch; return its result once that batch has committed
+        (and, for a durable operation, is on disk)."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((op, future))
+        self._queue.append((op, durable, future))
         self._wakeup.set()
         return await future
 
@@ -52,25 +64,57 @@ class GroupCommit:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._unsynced:  # a clean stop leaves everything on disk
+            self._flush()
 
     async def _writer(self):
         while True:
-            await self._wakeup.wait()
+            if self._unsynced:  # relaxed commits wait at most flush_every for their fsync, busy or not
+                left = self._unsynced_since + self.flush_every - time.monotonic()
+                if left <= 0:
+                    await asyncio.to_thread(self._flush)
+                    continue
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), left)
+                except TimeoutError:
+                    continue
+            else:
+                await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue[:self.MAX_BATCH], self._queue[self.MAX_BATCH:]
-                ops = [op for op, _ in batch]
+                ops = [op for op, _, _ in batch]
+                durable = any(d for _, d, _ in batch)
                 # A lone write is cheaper inline than a thread hop; a batch goes to a thread so
                 # the loop keeps gathering the next one while the disk syncs.
-                outcomes = self._apply(ops) if len(ops) == 1 else await asyncio.to_thread(self._apply, ops)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if len(ops) == 1:
+                    outcomes = self._apply(ops, durable)
+                else:
+                    outcomes = await asyncio.to_thread(self._apply, ops, durable)
+                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():
                         future.set_result(outcome.result()) if outcome.ok else future.set_exception(outcome.error)
 
-    def _apply(self, ops):
+    def _set_synchronous(self, mode):
+        if self._synchronous != mode:
+            self.db.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
+
+    def _flush(self):
+        """fsync what relaxed commits left in the WAL (a durable commit does it on the way)."""
+        path = self.db.execute("PRAGMA database_list").fetchone()[2] + "-wal"
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # flushes the file, whichever descriptor wrote it
+        finally:
+            os.close(fd)
+        self._unsynced = False
+
+    def _apply(self, ops, durable=True):
         db = self.db
         outcomes = []
         try:
+            self._set_synchronous("FULL" if durable else "NORMAL")
             db.execute("BEGIN IMMEDIATE")
             for op in ops:
                 db.execute("SAVEPOINT op")
@@ -82,6 +126,10 @@ class GroupCommit:
                     db.execute("RELEASE op")
                     outcomes.append(_Outcome(error=exc))
             db.execute("COMMIT")
+            if durable:
+                self._unsynced = False  # the fsync covered every earlier frame too
+            elif not self._unsynced:
+                self._unsynced, self._unsynced_since = True, time.monotonic()
         except sqlite3.Error as exc:  # the batch itself failed (disk full, I/O error): nobody succeeded
             if db.in_transaction:
                 db.execute("ROLLBACK")

@@ -63,6 +63,19 @@ def test_one_exchange_commits_aborts_and_prepares(deployment):
     assert [r.state for r in third.aborts] == [gb.ABORTED]
     assert hold_states(d.home, "t3") == [("DEBIT", "ABORTED")]
 
+    # one phase for one bank: transfers travel in the same call and are answered in order
+    transfers = exchange(d.home, gb.ExchangeRequest(transfer=[
+        gb.Transfer(txn_id="t6", payer="alice", payee="carol", amount_minor=200),
+        gb.Transfer(txn_id="t7", payer="carol", payee="alice", amount_minor=10 ** 9),
+        gb.Transfer(txn_id="t1", payer="alice", payee="carol", amount_minor=1)]))
+    assert [r.state for r in transfers.transfers] == [gb.COMMITTED, gb.ABORTED, gb.ABORTED]
+    assert [r.reason for r in transfers.transfers[1:]] == [gb.INSUFFICIENT_FUNDS, gb.CONFLICT]
+    moved = balances(d.home)
+    assert moved["alice"] == after["alice"] - 200 and moved["carol"] == after["carol"] + 200
+    again = exchange(d.home, gb.ExchangeRequest(transfer=[gb.Transfer(txn_id="t6", payer="alice", payee="carol",
+                                                                      amount_minor=200)]))
+    assert again.transfers[0].state == gb.COMMITTED and balances(d.home) == moved  # answered, not applied twice
+
     # the single-kind calls the design names take the same paths
     votes = bank_call(d.home, "LockTransaction", gb.LockTransactionRequest(legs=[leg("t5", "alice", 50, gb.DEBIT)]))
     assert [v.vote for v in votes.votes] == [gb.YES]
@@ -70,7 +83,7 @@ def test_one_exchange_commits_aborts_and_prepares(deployment):
     assert [r.state for r in aborted.results] == [gb.ABORTED]
     assert hold_states(d.home, "t5") == [("DEBIT", "ABORTED")]
     refused = bank_call(d.home, "InitiateTransaction", gb.DecisionRequest(txn_ids=["t5"]))
-    assert refused.results[0].error and balances(d.home)["alice"] == after["alice"]
+    assert refused.results[0].error and balances(d.home)["alice"] == moved["alice"]
 
 
 def test_bad_exchanges_are_refused(deployment):
@@ -89,3 +102,4 @@ def test_bad_exchanges_are_refused(deployment):
     with pytest.raises(grpc.RpcError) as operator:
         exchange(d.home, gb.ExchangeRequest(abort=["t1"]), identity="operator")
     assert operator.value.code() == grpc.StatusCode.PERMISSION_DENIED  # infrastructure, but not the gateway
+

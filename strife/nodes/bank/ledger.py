@@ -1,9 +1,12 @@
 """The bank's ledger in SQLite: accounts, holds and the outcomes this bank has applied.
 
-Durability first: WAL with synchronous=FULL, and every change in its own savepoint of a
-group-commit transaction, so a crash at any instant leaves either all of a step or none of it. A YES vote is a durable
-PREPARED hold, and available = balance - PREPARED debits, so a commit never needs funds it
-might not have. All amounts are integer minor units; the schema refuses negative balances.
+Every change runs in its own savepoint of a group-commit transaction (WAL), so a crash at any
+instant leaves either all of a step or none of it. What a promise rests on is fsynced before the
+answer leaves: a YES vote is a durable PREPARED hold, and a same-bank transfer is durable before it
+is answered. Phase-2 writes (commit, abort) are not waited for: a process crash loses nothing, and
+after an OS crash the durable hold and the decision in etcd let the resolver apply them again.
+available = balance - PREPARED debits, so a commit never needs funds it might not have. All
+amounts are integer minor units; the schema refuses negative balances.
 """
 import time
 
@@ -40,9 +43,22 @@ CREATE TABLE IF NOT EXISTS outcomes (          -- what this bank applied, also f
     outcome TEXT NOT NULL CHECK (outcome IN ('COMMITTED', 'ABORTED')),
     decided_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS transfers (         -- payments between two accounts of this bank: one phase
+    txn_id TEXT PRIMARY KEY,
+    payer TEXT NOT NULL,
+    payee TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+    outcome TEXT NOT NULL CHECK (outcome IN ('COMMITTED', 'ABORTED')),
+    reason TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transfers_payer ON transfers (payer, created_at);
+CREATE INDEX IF NOT EXISTS transfers_payee ON transfers (payee, created_at);
 """
 
 YES, NO = "YES", "NO"
+COMMITTED, ABORTED = "COMMITTED", "ABORTED"
 INSUFFICIENT_FUNDS, ACCOUNT_UNKNOWN, ALREADY_DECIDED, CONFLICT = (
     "INSUFFICIENT_FUNDS", "ACCOUNT_UNKNOWN", "ALREADY_DECIDED", "CONFLICT")
 
@@ -115,12 +131,17 @@ class Ledger:
 
     async def commit(self, txn_id):
         """Apply every PREPARED hold of the transaction. Idempotent; returns 'COMMITTED'."""
-        return await self.writer.run(lambda db: _commit(db, txn_id))
+        return await self.writer.run(lambda db: _commit(db, txn_id), durable=False)
 
     async def abort(self, txn_id):
         """Release the transaction's holds. Idempotent; an unknown txn is recorded as aborted
         (presumed abort), so a prepare that arrives late votes NO instead of holding forever."""
-        return await self.writer.run(lambda db: _abort(db, txn_id))
+        return await self.writer.run(lambda db: _abort(db, txn_id), durable=False)
+
+    async def transfer(self, txn_id, payer, payee, amount_minor):
+        """Pay between two accounts of this bank in one atomic, durable step: (COMMITTED|ABORTED,
+        reason, detail). The same id with the same terms gets the same answer again."""
+        return await self.writer.run(lambda db: _transfer(db, txn_id, payer, payee, amount_minor))
 
     def in_doubt(self, older_than):
         """Transactions with a PREPARED hold created before `older_than` (unix seconds)."""
@@ -152,7 +173,37 @@ def _open_account(db, account, opening_minor, full_name, deposit_id):
                (deposit_id, account, opening_minor, now))
 
 
+def _transfer(db, txn_id, payer, payee, amount_minor):
+    known = db.execute("SELECT payer, payee, amount_minor, outcome, reason, detail FROM transfers WHERE txn_id = ?",
+                       (txn_id,)).fetchone()
+    if known is not None:
+        if known[:3] != (payer, payee, amount_minor):
+            return ABORTED, CONFLICT, f"{txn_id} was used for another payment"
+        return known[3:]
+    if db.execute("SELECT 1 FROM holds WHERE txn_id = ? UNION SELECT 1 FROM outcomes WHERE txn_id = ?",
+                  (txn_id, txn_id)).fetchone():
+        return ABORTED, CONFLICT, f"{txn_id} was used for another payment"
+    outcome, reason, detail = COMMITTED, "", ""
+    rows = dict(db.execute("SELECT name, balance_minor FROM accounts WHERE name IN (?, ?)", (payer, payee)).fetchall())
+    missing = [a for a in (payer, payee) if a not in rows]
+    if missing:
+        outcome, reason, detail = ABORTED, ACCOUNT_UNKNOWN, f"no account {missing[0]!r} at this bank"
+    elif (available := rows[payer] - _held(db, payer)) < amount_minor:
+        outcome, reason, detail = ABORTED, INSUFFICIENT_FUNDS, (
+            f"{payer} has {format_minor(available)} available, needs {format_minor(amount_minor)}")
+    else:
+        db.execute("UPDATE accounts SET balance_minor = balance_minor - ? WHERE name = ?", (amount_minor, payer))
+        db.execute("UPDATE accounts SET balance_minor = balance_minor + ? WHERE name = ?", (amount_minor, payee))
+    # The answer is recorded with the money: a retry is answered from here, never re-decided.
+    db.execute("INSERT INTO transfers (txn_id, payer, payee, amount_minor, outcome, reason, detail, created_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (txn_id, payer, payee, amount_minor, outcome, reason, detail,
+                                                   time.time()))
+    return outcome, reason, detail
+
+
 def _prepare(db, txn_id, account, amount_minor, direction):
+    if db.execute("SELECT 1 FROM transfers WHERE txn_id = ?", (txn_id,)).fetchone():
+        return NO, CONFLICT, f"{txn_id} was used for a payment within this bank"
     existing = db.execute("SELECT account, amount_minor, state FROM holds WHERE txn_id = ? AND direction = ?",
                           (txn_id, direction)).fetchone()
     if existing is not None:

@@ -77,22 +77,24 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         return pb.DecisionResponse(results=await self._decide(request.txn_ids, context, "abort", self.ledger.abort))
 
     async def Exchange(self, request, context):
-        """Commits, aborts and prepares in one call, durable together. A failpoint that fires at
-        any of their steps fails the whole call, as it would fail that step's own call."""
-        if not (request.commit or request.abort or request.prepare):
+        """Commits, aborts, prepares and transfers in one call, applied together. A failpoint that
+        fires at any of their steps fails the whole call, as it would fail that step's own call."""
+        if not (request.commit or request.abort or request.prepare or request.transfer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty exchange")
         await self._check_ids(request.commit, context)
         await self._check_ids(request.abort, context)
         await self._check_legs(request.prepare, context)
+        await self._check_transfers(request.transfer, context)
         parts = await asyncio.gather(
             self._decide(request.commit, context, "commit", self.ledger.commit),
             self._decide(request.abort, context, "abort", self.ledger.abort),
-            self._prepare(request.prepare, context), return_exceptions=True)  # every part runs to its end
+            self._prepare(request.prepare, context),
+            self._transfer(request.transfer, context), return_exceptions=True)  # every part runs to its end
         for part in parts:
             if isinstance(part, BaseException):
                 raise part
-        commits, aborts, votes = parts
-        return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes)
+        commits, aborts, votes, transfers = parts
+        return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes, transfers=transfers)
 
     async def _check_ids(self, txn_ids, context, required=False):
         if (required and not txn_ids) or len(txn_ids) > MAX_BATCH:
@@ -108,6 +110,26 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             await self._check_name(context, leg.account)
             if _DIRECTIONS.get(leg.direction) is None or leg.amount_minor <= 0:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be DEBIT or CREDIT, amount > 0")
+
+    async def _check_transfers(self, transfers, context):
+        if len(transfers) > MAX_BATCH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send at most {MAX_BATCH} transfers")
+        for t in transfers:
+            await self._check_name(context, t.txn_id, "txn_id")
+            await self._check_name(context, t.payer, "payer")
+            await self._check_name(context, t.payee, "payee")
+            if t.amount_minor <= 0 or t.payer == t.payee:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "transfer: amount_minor must be > 0 and payer and payee different")
+
+    async def _transfer(self, transfers, context):
+        if not transfers:
+            return []
+        await self._failpoint("transfer", context)
+        answers = await asyncio.gather(*(self.ledger.transfer(t.txn_id, t.payer, t.payee, t.amount_minor)
+                                         for t in transfers))
+        return [pb.TransferResult(state=_STATES[outcome], reason=_REASONS.get(reason, pb.NO_REASON_UNSPECIFIED),
+                                  detail=detail) for outcome, reason, detail in answers]
 
     async def _prepare(self, legs, context):
         if not legs:

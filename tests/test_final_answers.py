@@ -6,21 +6,27 @@ real etcd. The banks are scripted links, so that events, not sleeps, decide whic
 finishes while the recovery pass is busy with another.
 """
 import asyncio
+import collections
 import socket
+import sqlite3
 import subprocess
 import types
 
 import etcd3aio
+import grpc
 import pytest
 
 from strife import decisions
 from strife.failpoints import FailpointFired, Failpoints
+from strife.gateway_client import GatewayClient, load_deployment
+from strife.launcher import chaos
 from strife.launcher import etcd as etcd_launcher
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.nodes.gateway.coordinator import Coordinator
 from strife.nodes.gateway.store import Payment, Store, fingerprint
+from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import gw_bank_pb2 as gb
-from tests.conftest import wait_for
+from tests.conftest import PAYMENT_TOPOLOGY, prepared_holds, wait_for
 
 
 def _free_port():
@@ -249,3 +255,109 @@ def test_the_store_never_overwrites_a_final_answer(tmp_path):
         finally:
             await store.close()
     asyncio.run(main())
+
+
+# ---- end to end: a real deployment under load, with the faults of the original report ----
+
+REFUSED_CENTS = 5000  # carol (10.00 at bank1) can never pay this: bank1 votes NO
+
+
+class Load:
+    """Payments in a loop from several workers, each one's first definite answer recorded."""
+
+    def __init__(self):
+        self.first_answers = {}   # txn id -> (payer, outcome, reason, detail)
+        self.errors = []          # txn ids that got no answer (the armed error): nothing was promised
+        self.stop = asyncio.Event()
+        self._waiting = []        # (predicate, Event)
+
+    def until(self, predicate):
+        event = asyncio.Event()
+        self._waiting.append((predicate, event))
+        self._check()
+        return event.wait()
+
+    def _check(self):
+        for predicate, event in self._waiting:
+            if predicate():
+                event.set()
+
+    async def pay(self, client, payee, cents, prefix):
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            txn_id = f"{prefix}-{n}"
+            try:
+                reply = await client.pay(payee, cents, txn_id, timeout=10)
+            except grpc.aio.AioRpcError:
+                self.errors.append(txn_id)
+            else:
+                if reply.outcome != cl.IN_PROGRESS:
+                    self.first_answers[txn_id] = (client.user, reply.outcome, reply.reason, reply.detail)
+            self._check()
+
+    def refused(self):
+        return sum(1 for _, _, reason, _ in self.first_answers.values() if reason == cl.INSUFFICIENT_FUNDS)
+
+
+def _gateway_unfinished(home):
+    db = sqlite3.connect(f"file:{home / 'state' / 'gateway' / 'gateway.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM payments WHERE phase2_done = 0").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_answers_given_under_load_with_faults_never_change(deployment):
+    """bank2 acknowledges aborts slowly and the gateway briefly fails between prepare and decision
+    (payments it leaves PENDING for the recovery pass), while refused and committed payments flow.
+    Afterwards every answer a client got is what a retry with the same id and the history say."""
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    assert d.run("chaos", "--failpoint", "bank2:abort=delay:1500ms").returncode == 0
+    load = Load()
+
+    async def run():
+        topology = load_deployment(d.home)
+        async with GatewayClient(topology, "carol") as carol, GatewayClient(topology, "alice") as alice, \
+                chaos.AdminClient(topology, "gateway") as gateway:
+            workers = [load.pay(carol, "bob", REFUSED_CENTS, f"refused{w}") for w in range(12)]
+            # alice pays carol: both at bank1, so these commit whatever bank2 does
+            workers += [load.pay(alice, "carol", 1, f"paid{w}") for w in range(2)]
+            running = asyncio.gather(*workers)
+            await load.until(lambda: load.refused() >= 5)  # the load is flowing
+            await gateway.set("after-prepare", "error")
+            await load.until(lambda: len(load.errors) >= 10)
+            await gateway.clear()
+            # refused payments in flight while the recovery pass works through the PENDING ones
+            refused = load.refused()
+            await load.until(lambda: load.refused() >= refused + 30)
+            load.stop.set()
+            await running
+    asyncio.run(run())
+    assert d.run("chaos", "--clear", "bank2").returncode == 0
+    first_answers = load.first_answers
+    reasons = collections.Counter(cl.AbortReason.Name(reason) for _, _, reason, _ in first_answers.values())
+    assert reasons["REASON_UNSPECIFIED"] > 20, reasons  # commits, beside the refused ones
+    wait_for(lambda: _gateway_unfinished(d.home) == 0 and prepared_holds(d.home) == 0, timeout=60,
+             what="recovery and phase 2 of every payment finished")
+
+    async def check():
+        changed = []
+        topology = load_deployment(d.home)
+        for user in ("carol", "alice"):
+            async with GatewayClient(topology, user) as client:
+                history = {p.txn_id: (user, p.outcome, p.reason, p.detail)
+                           for p in (await client.history(limit=1000)).payments}
+                assert len(history) < 1000, "the history check needs every payment of the run"
+                for txn_id, first in first_answers.items():
+                    if first[0] != user:
+                        continue
+                    reply = await (client.pay("bob", REFUSED_CENTS, txn_id) if user == "carol"
+                                   else client.pay("carol", 1, txn_id))
+                    again = (user, reply.outcome, reply.reason, reply.detail)
+                    if again != first or history.get(txn_id) != first:
+                        changed.append((txn_id, first, again, history.get(txn_id)))
+        return changed
+    changed = asyncio.run(check())
+    assert not changed, f"{len(changed)} of {len(first_answers)} answers changed, e.g. {changed[:3]}"

@@ -108,6 +108,7 @@ class PrefixWatch:
         self._task = None
 
     async def start(self):
+        """Returns once the keys have been read (however long etcd takes): `entries` is complete."""
         self._task = asyncio.create_task(self._run(), name=f"watch {self.prefix}")
         await self.ready.wait()
 

@@ -10,10 +10,11 @@ import os
 from strife.durations import DurationError, parse_duration
 
 ACTIONS = ("pause", "delay", "error", "crash")
-# The named steps each kind of node stops at; `start` is before a node opens its port.
+# The named steps each kind of node stops at; `start` is before a node opens its port, the
+# gateway's `before-banks` after it opened its port and before it read the list of banks.
 STEPS = {
     "bank": ("start", "before-prepare", "prepare", "commit", "abort", "transfer"),
-    "gateway": ("start", "after-prepare", "after-decision", "before-commit"),
+    "gateway": ("start", "before-banks", "after-prepare", "after-decision", "before-commit"),
     "client": ("start", "send", "after-send"),
     "etcd": (),
 }

@@ -4,9 +4,13 @@ import json
 import os
 import signal
 
+import grpc
+
 from strife import decisions, discovery
+from strife.gateway_client import GatewayClient, load_deployment
 from strife.launcher import certs, topology
 from strife.layout import Layout
+from strife.rpc import cl_gw_pb2 as cl
 from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, wait_for
 
 
@@ -117,3 +121,46 @@ def test_a_bank_killed_with_its_hold_written_aborts_as_recorded(deployment):
     wait_for(lambda: ledger_rows(d.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,))
              == [("ABORTED",)], timeout=30, what="bank2's surviving hold released after restart")
     assert balances(d.home) == before and prepared_holds(d.home) == 0
+
+
+def pay_as_soon_as_the_gateway_answers(home, txn_id):
+    """Connect to the (re)starting gateway, pay at once, and retry UNAVAILABLE with the same id as
+    a client does: every answer seen, in order, the definite one last."""
+    async def go():
+        seen = []
+        async with GatewayClient(load_deployment(home), "alice") as client:
+            await asyncio.wait_for(client.channel.channel_ready(), timeout=30)  # its port is open
+            while True:
+                try:
+                    answer = await client.pay("bob", 100, txn_id, timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    seen.append((exc.code(), exc.details()))
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE or len(seen) > 200:
+                        return seen
+                    await asyncio.sleep(0.05)  # the client's retry pause
+                    continue
+                return [*seen, answer]
+    return asyncio.run(go())
+
+
+def test_a_restarted_gateway_takes_payments_only_once_it_knows_the_banks(deployment):
+    # The gateway's port opens 4s before it reads the list of banks (as when etcd is slow to answer).
+    d = deployment(with_gateway("{failpoints: {before-banks: 'delay:4s'}}"))
+    d.up()
+    old_pid = d.node("gateway")["pid"]
+    assert d.run("chaos", "--kill", "gateway").returncode == 0
+    wait_for(lambda: d.node("gateway")["pid"] not in (None, old_pid), what="a new gateway process")
+    before = balances(d.home)
+
+    seen = pay_as_soon_as_the_gateway_answers(d.home, "during-restart")
+    # reached while it did not know the banks yet: told to come back, not given an abort
+    assert seen[0] == (grpc.StatusCode.UNAVAILABLE, "the gateway is starting; try again"), seen[0]
+    assert seen[-1].outcome == cl.COMMITTED, seen[-1]
+    assert all(answer == seen[0] for answer in seen[:-1])
+    wait_for(lambda: balances(d.home) == dict(before, alice=before["alice"] - 100, bob=before["bob"] + 100),
+             what="the payment applied at both banks")
+
+    # healthy means ready: the first payment after it reports SERVING commits
+    wait_for(lambda: d.node("gateway")["health"] == "SERVING", what="the gateway healthy again")
+    first = d.run("client", "alice", "pay", "bob", "1.00", "--json", "--wait", "30")
+    assert first.returncode == 0 and json.loads(first.stdout)["outcome"] == "committed", first.stdout + first.stderr

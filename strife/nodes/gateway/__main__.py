@@ -1,6 +1,8 @@
 """Gateway node: `python -m strife.nodes.gateway --home DIR --name gateway` (started by `strife up`)."""
 import asyncio
 
+import grpc
+
 from strife import discovery, tasks
 from strife.launcher import certs, credentials
 from strife.nodes import runtime
@@ -10,6 +12,25 @@ from strife.nodes.gateway.service import ClientGatewayService
 from strife.nodes.gateway.store import Store
 from strife.nodes.gateway.users import Users
 from strife.rpc import cl_gw_pb2_grpc
+
+
+class UntilReady:
+    """A servicer that refuses every call with UNAVAILABLE until `ready`: the port opens before the
+    gateway knows the banks, and a payment taken then would abort BANK_UNAVAILABLE for nothing.
+    Clients retry UNAVAILABLE with the same transaction id."""
+
+    def __init__(self, servicer):
+        self._servicer = servicer
+        self.ready = False
+
+    def __getattr__(self, method_name):
+        method = getattr(self._servicer, method_name)
+
+        async def when_ready(request, context):
+            if not self.ready:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is starting; try again")
+            return await method(request, context)
+        return when_ready
 
 
 class Gateway:
@@ -30,15 +51,19 @@ class Gateway:
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
         self.banks = BankDirectory(self.etcd, ctx.topology.home, ctx.spec.name, ctx.topology.settings.prepare_timeout)
         self.coordinator = Coordinator(self.store, self.banks, self.etcd, ctx.topology.settings, ctx.failpoints)
-        cl_gw_pb2_grpc.add_ClientGatewayServicer_to_server(
-            ClientGatewayService(self.store, self.banks, self.coordinator, self.users, ctx.topology), ctx.server)
+        self.clients = UntilReady(
+            ClientGatewayService(self.store, self.banks, self.coordinator, self.users, ctx.topology))
+        cl_gw_pb2_grpc.add_ClientGatewayServicer_to_server(self.clients, ctx.server)
         self.authenticate = self.users.authenticate
         self.recovery = None
 
     async def start(self):
         await self.etcd.connect()
-        # One watch, kept for the life of the process: no etcd read per request.
+        await self.ctx.failpoints.hit("before-banks")
+        # One watch, kept for the life of the process: no etcd read per request. It returns once
+        # the list of banks has been read; only then are client calls taken (and SERVING reported).
         await self.banks.start()
+        self.clients.ready = True
         self.recovery = asyncio.create_task(self.coordinator.run_recovery())
 
     async def stop(self):

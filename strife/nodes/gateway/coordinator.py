@@ -157,47 +157,58 @@ class Coordinator:
             log.warning("%s of %s at %s not acknowledged: %s", decision, txn_id, bank, why)
             return False
 
-    def _retry_phase2(self, txn_id, decision, banks):
+    def _retry_phase2(self, txn_id, decision, banks, first_delay=0.2):
+        """Phase 2 in the background until every bank acknowledged. One such task per payment, and
+        the map is claimed before anything is sent: no two paths tell a bank about a payment at once."""
         if txn_id not in self.retrying:
-            self.retrying[txn_id] = asyncio.create_task(self._phase2_until_done(txn_id, decision, banks))
+            self.retrying[txn_id] = asyncio.create_task(
+                self._phase2_until_done(txn_id, decision, banks, first_delay))
 
-    async def _phase2_until_done(self, txn_id, decision, banks):
-        delay, pending = 0.2, set(banks)
+    async def _phase2_until_done(self, txn_id, decision, banks, delay):
+        pending = set(banks)
         try:
             while pending:
                 await asyncio.sleep(delay)
                 pending = {b for b in pending if not await self._tell(b, txn_id, decision)}
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+                delay = min(max(delay, 0.1) * 2, MAX_RETRY_DELAY)
             await self.store.phase2_done(txn_id)
             log.info("phase 2 of %s (%s) completed", txn_id, decision)
         finally:
             self.retrying.pop(txn_id, None)
 
+    def _unsettled(self, txn_id):
+        """The payment as recorded now, when recovery has something to do for it: no coroutine of
+        this process is executing it or telling the banks, and its phase 2 is not done."""
+        if txn_id in self.inflight or txn_id in self.retrying:
+            return None
+        payment = self.store.payment(txn_id)
+        return payment if payment is not None and not payment.phase2_done else None
+
     async def recover(self):
         """Drive every payment whose outcome or phase 2 is unfinished (after a crash, or when etcd
         could not take a decision). A PENDING payment no coroutine is executing is decided from
-        etcd, or ABORT if nothing is recorded: its prepares can no longer be collected."""
-        for payment in self.store.unfinished():
-            if payment.txn_id in self.inflight or payment.txn_id in self.retrying:
+        etcd, or ABORT if nothing is recorded: its prepares can no longer be collected.
+
+        The list is a snapshot, and while this pass awaits etcd other payments finish: each step
+        acts on the payment as recorded at that moment, never on the listed copy."""
+        for listed in self.store.unfinished():
+            if self._unsettled(listed.txn_id) is None:
                 continue
             try:
-                decision = await decisions.decide(self.etcd, payment.txn_id, decisions.ABORT)
+                decision = await decisions.decide(self.etcd, listed.txn_id, decisions.ABORT)
             except Exception as exc:
-                log.warning("recovery of %s postponed: %s", payment.txn_id, exc)
+                log.warning("recovery of %s postponed: %s", listed.txn_id, exc)
                 continue
-            if payment.txn_id in self.inflight:
+            payment = self._unsettled(listed.txn_id)
+            if payment is None:
                 continue
-            banks = {b for b, _, _ in payment.legs()}
             if not payment.final:
                 status = "COMMITTED" if decision == decisions.COMMIT else "ABORTED"
                 reason = "" if status == "COMMITTED" else "RECOVERED_ABORT"
                 detail = "" if status == "COMMITTED" else "the gateway stopped before deciding"
                 await self.store.finish(payment, status, reason, detail, phase2_done=False)
             log.info("recovering %s: %s", payment.txn_id, decision)
-            if await self._phase2(payment.txn_id, decision, banks):
-                await self.store.phase2_done(payment.txn_id)
-            else:
-                self._retry_phase2(payment.txn_id, decision, banks)
+            self._retry_phase2(payment.txn_id, decision, {b for b, _, _ in payment.legs()}, first_delay=0)
 
     async def run_recovery(self, interval=2.0):
         while True:

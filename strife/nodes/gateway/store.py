@@ -141,12 +141,20 @@ class Store:
             f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
 
     async def finish(self, payment, status, reason, detail, phase2_done):
-        payment.status, payment.reason, payment.detail = status, reason, detail
-        payment.phase2_done, payment.decided_at = int(phase2_done), payment.decided_at or time.time()
-        values = (status, reason, detail, payment.phase2_done, payment.decided_at, payment.txn_id)
-        await self.writer.run(lambda db: db.execute(
-            "UPDATE payments SET status = ?, reason = ?, detail = ?, phase2_done = ?, decided_at = ? "
-            "WHERE txn_id = ?", values))
+        """Record the outcome unless one is recorded already: the first answer is final (a path
+        acting on an old copy cannot rewrite it). `payment` is left holding the recorded answer."""
+        values = (status, reason, detail, time.time(), payment.txn_id)
+
+        def op(db):
+            db.execute("UPDATE payments SET status = ?, reason = ?, detail = ?, decided_at = ? "
+                       "WHERE txn_id = ? AND status = 'PENDING'", values)
+            if phase2_done:
+                db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?", (payment.txn_id,))
+            return db.execute("SELECT status, reason, detail, phase2_done, decided_at FROM payments "
+                              "WHERE txn_id = ?", (payment.txn_id,)).fetchone()
+        (payment.status, payment.reason, payment.detail,
+         payment.phase2_done, payment.decided_at) = await self.writer.run(op)
+        return payment
 
     async def phase2_done(self, txn_id):
         await self.writer.run(lambda db: db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?",

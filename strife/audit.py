@@ -37,30 +37,43 @@ class Report:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass
+class LedgerSnapshot:
+    accounts: list    # (name, balance_minor)
+    deposits: int     # total ever deposited
+    holds: list       # (txn_id, direction, account, amount_minor, state, created_at)
+    transfers: dict   # txn_id -> outcome of same-bank payments
+
+
 def read_ledger(path):
-    """(accounts, deposits total, holds) of one bank's ledger, in one snapshot."""
+    """One bank's ledger, read in one snapshot."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         db.execute("BEGIN")  # one snapshot for all reads of this bank
         accounts = db.execute("SELECT name, balance_minor FROM accounts").fetchall()
         deposits = db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM deposits").fetchone()[0]
         holds = db.execute("SELECT txn_id, direction, account, amount_minor, state, created_at FROM holds").fetchall()
+        transfers = dict(db.execute("SELECT txn_id, outcome FROM transfers"))
         db.execute("COMMIT")
-        return accounts, deposits, holds
+        return LedgerSnapshot(accounts, deposits, holds, transfers)
     finally:
         db.close()
 
 
 def _gateway_commits(home, topology):
-    gateway = topology.of_kind("gateway")[0].name
-    path = Layout(home).data(gateway) / "gateway.db"
-    if not path.exists():
-        return set()
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {row[0] for row in db.execute("SELECT txn_id FROM payments WHERE status = 'COMMITTED'")}
-    finally:
-        db.close()
+    """{txn_id: (same bank?, decision forgotten in etcd?)} of every commit a gateway acknowledged."""
+    found = {}
+    for gateway in topology.of_kind("gateway"):
+        path = Layout(home).data(gateway.name) / "gateway.db"
+        if not path.exists():
+            continue
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found.update((txn, (bool(same), bool(forgotten))) for txn, same, forgotten in db.execute(
+                "SELECT txn_id, payer_bank = payee_bank, forgotten FROM payments WHERE status = 'COMMITTED'"))
+        finally:
+            db.close()
+    return found
 
 
 async def _decisions(topology):
@@ -79,12 +92,15 @@ async def audit_async(topology):
     problems, banks = [], {}
     total = deposits = 0
     legs = collections.defaultdict(list)  # txn -> [(bank, direction, account, amount, state, created)]
+    transfers = {}                        # same-bank payments: txn -> outcome
     for bank in topology.of_kind("bank"):
         path = Layout(home).data(bank.name) / "ledger.db"
         if not path.exists():
             problems.append(f"{bank.name}: no ledger at {path}")
             continue
-        accounts, bank_deposits, holds = read_ledger(path)
+        snapshot = read_ledger(path)
+        accounts, bank_deposits, holds = snapshot.accounts, snapshot.deposits, snapshot.holds
+        transfers.update(snapshot.transfers)
         balance = sum(b for _, b in accounts)
         banks[bank.name] = {"accounts": len(accounts), "balance_minor": balance, "deposits_minor": bank_deposits}
         total += balance
@@ -100,6 +116,7 @@ async def audit_async(topology):
     for txn, record in records.items():
         if record.decision == decisions.COMMIT and record.aborted_by:
             problems.append(f"txn {txn}: etcd records COMMIT and an abort by {', '.join(record.aborted_by)}")
+    acknowledged = _gateway_commits(home, topology)
     in_transit = 0
     counts = collections.Counter()
     for txn, sides in legs.items():
@@ -107,8 +124,10 @@ async def audit_async(topology):
         states = {s[4] for s in sides}
         debits = [s for s in sides if s[1] == "DEBIT"]
         credits = [s for s in sides if s[1] == "CREDIT"]
+        # a decision is deleted from etcd once both sides applied it and the gateway keeps the answer
+        forgotten = decision is None and acknowledged.get(txn) == (False, True)
         if "COMMITTED" in states:
-            if decision != decisions.COMMIT:
+            if decision != decisions.COMMIT and not (forgotten and states == {"COMMITTED"}):
                 problems.append(f"txn {txn}: committed at {_where(sides, 'COMMITTED')} but etcd records "
                                 f"{decision or 'no decision'}")
             if len(debits) != 1 or len(credits) != 1 or debits[0][3] != credits[0][3]:
@@ -126,10 +145,20 @@ async def audit_async(topology):
                     in_transit += amount if direction == "CREDIT" else -amount
         counts["committed" if states == {"COMMITTED"} else "aborted" if states == {"ABORTED"}
                else "in_flight"] += 1
-    for txn in sorted(_gateway_commits(home, topology)):
-        if recorded.get(txn) != decisions.COMMIT:
+    for txn, (same_bank, forgotten) in sorted(acknowledged.items()):
+        if same_bank:
+            if transfers.get(txn) != "COMMITTED":
+                problems.append(f"txn {txn}: the gateway acknowledged a same-bank commit that the bank records as "
+                                f"{(transfers.get(txn) or 'unknown').lower()}")
+        elif forgotten:
+            if {s[4] for s in legs.get(txn, ())} != {"COMMITTED"}:
+                problems.append(f"txn {txn}: the gateway acknowledged a commit whose decision is forgotten, but the "
+                                f"banks have not applied it on both sides")
+        elif recorded.get(txn) != decisions.COMMIT:
             problems.append(f"txn {txn}: the gateway acknowledged a commit that etcd records as "
                             f"{recorded.get(txn) or 'undecided'}")
+    for outcome in transfers.values():
+        counts[f"same_bank_{outcome.lower()}"] += 1
     if total + in_transit != deposits:
         problems.append(f"money not conserved: balances {format_minor(total)} + in transit {format_minor(in_transit)} "
                         f"!= deposits {format_minor(deposits)} (difference {format_minor(total + in_transit - deposits)})")

@@ -1,6 +1,8 @@
 """The outcome of a transaction, recorded once in etcd.
 
-The coordinator writes `/strife/txn/<id>/decision` = COMMIT|ABORT. A bank that gives up on an
+The coordinator writes `/strife/txn/<id>/decision` = COMMIT|ABORT, and beside it, in the same etcd
+transaction, `/strife/txn/<id>/answer`: the answer it gives the client (outcome, reason, detail),
+so the first definite answer is as durable as the decision and every later path repeats it. A bank that gives up on an
 in-doubt hold writes `/strife/aborts/<bank>/<id>` = ABORT under a prefix only it may write (etcd
 grants by key range, not by value, so a bank cannot be allowed to write COMMIT anywhere). The two
 are kept exclusive by etcd transactions that compare both: a COMMIT is written only while no
@@ -9,18 +11,34 @@ first wins; everyone else obeys what stands. No lease: a decision must outlive e
 that could ask about it.
 """
 import dataclasses
+import json
 
 from etcd3aio import prefix_range_end
 
 COMMIT, ABORT = "COMMIT", "ABORT"
 PREFIX = "/strife/txn/"
 SUFFIX = "/decision"
+ANSWER = "/answer"
 ABORTS = "/strife/aborts/"
-PAGE = 5000  # keys per read: a deployment holds one key per payment ever made, far past gRPC's 4 MB
+PAGE = 5000  # keys per read: a deployment can hold many decisions, far past gRPC's 4 MB
+# The answer when a bank's in-doubt resolver aborted the payment before the coordinator decided.
+RESOLVED_BY_BANK = {"outcome": "ABORTED", "reason": "RECOVERED_ABORT",
+                    "detail": "aborted by in-doubt resolution before the gateway decided"}
 
 
 def key(txn_id):
     return f"{PREFIX}{txn_id}{SUFFIX}"
+
+
+def answer_key(txn_id):
+    return f"{PREFIX}{txn_id}{ANSWER}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Standing:
+    """The outcome that stands, and the answer recorded with it (None where none was recorded)."""
+    outcome: str | None
+    answer: dict | None = None
 
 
 def abort_prefix(bank):
@@ -33,7 +51,7 @@ def abort_key(bank, txn_id):
 
 
 def _stands(responses):
-    """The outcome that stands from the reads of a transaction's failure branch."""
+    """The outcome that stands from reads of [decision, abort keys...]."""
     values = [kv.value.decode() for r in responses for kv in r.response_range.kvs]
     decided = responses[0].response_range.kvs
     if decided:
@@ -41,18 +59,37 @@ def _stands(responses):
     return ABORT if values else None
 
 
-async def decide(etcd, txn_id, outcome, banks=(), timeout=5.0):
-    """The coordinator: record `outcome` unless one exists; return the outcome that stands.
+def _recorded(response):
+    kvs = response.response_range.kvs
+    return json.loads(kvs[0].value) if kvs else None
 
-    A COMMIT also requires that none of the participating `banks` has recorded its abort."""
+
+def _writes(kv, txn_id, outcome, answer):
+    ops = [kv.txn_op_put(key(txn_id), outcome)]
+    if answer is not None:
+        ops.append(kv.txn_op_put(answer_key(txn_id), json.dumps(answer, separators=(",", ":"))))
+    return ops
+
+
+async def decide(etcd, txn_id, outcome, banks=(), answer=None, timeout=5.0):
+    """The coordinator: record `outcome` (and the client's `answer` beside it) unless a decision
+    exists; return the Standing: what stands and the answer recorded with it.
+
+    A COMMIT also requires that none of the participating `banks` has recorded its abort; when one
+    has, the coordinator records ABORT with the answer RESOLVED_BY_BANK (so a decision always
+    exists once a client was answered)."""
     kv = etcd.kv
-    watched = [key(txn_id)] + ([abort_key(b, txn_id) for b in banks] if outcome == COMMIT else [])
-    answer = await kv.txn(compare=[kv.txn_compare_create_revision(k, 0) for k in watched],
-                          success=[kv.txn_op_put(key(txn_id), outcome)],
-                          failure=[kv.txn_op_get(k) for k in watched], timeout=timeout)
-    if answer.succeeded:
-        return outcome
-    return _stands(answer.responses)
+    aborts = [abort_key(b, txn_id) for b in banks] if outcome == COMMIT else []
+    reply = await kv.txn(compare=[kv.txn_compare_create_revision(k, 0) for k in [key(txn_id), *aborts]],
+                         success=_writes(kv, txn_id, outcome, answer),
+                         failure=[kv.txn_op_get(k) for k in [key(txn_id), answer_key(txn_id), *aborts]],
+                         timeout=timeout)
+    if reply.succeeded:
+        return Standing(outcome, answer)
+    decided, recorded = reply.responses[0].response_range.kvs, _recorded(reply.responses[1])
+    if decided:
+        return Standing(decided[0].value.decode(), recorded)
+    return await decide(etcd, txn_id, ABORT, answer=RESOLVED_BY_BANK, timeout=timeout)  # a bank aborted
 
 
 async def abort_as_bank(etcd, bank, txn_id, timeout=5.0):
@@ -116,19 +153,38 @@ async def read_all(etcd, timeout=10.0):
 
 
 async def decide_many(etcd, items, timeout=5.0):
-    """decide() for several (txn_id, outcome, banks) in one etcd transaction; the outcomes that stand.
+    """decide() for several (txn_id, outcome, banks, answer) in one etcd transaction; their Standings.
 
     All-or-nothing in etcd: if any of them was decided already (a bank's resolver was first),
     none is written and each is settled on its own.
     """
     kv = etcd.kv
-    compare = []
-    for txn_id, outcome, banks in items:
+    compare, success = [], []
+    for txn_id, outcome, banks, answer in items:
         compare.append(kv.txn_compare_create_revision(key(txn_id), 0))
         if outcome == COMMIT:
             compare.extend(kv.txn_compare_create_revision(abort_key(b, txn_id), 0) for b in banks)
-    answer = await kv.txn(compare=compare, success=[kv.txn_op_put(key(t), outcome) for t, outcome, _ in items],
-                          timeout=timeout)
-    if answer.succeeded:
-        return [outcome for _, outcome, _ in items]
-    return [await decide(etcd, t, outcome, banks, timeout) for t, outcome, banks in items]
+        success.extend(_writes(kv, txn_id, outcome, answer))
+    reply = await kv.txn(compare=compare, success=success, timeout=timeout)
+    if reply.succeeded:
+        return [Standing(outcome, answer) for _, outcome, _, answer in items]
+    return [await decide(etcd, t, outcome, banks, answer, timeout) for t, outcome, banks, answer in items]
+
+
+async def read_many(etcd, txn_ids, bank, timeout=5.0):
+    """{txn_id: COMMIT|ABORT|None} as a participant `bank` sees it (the decision, or its own abort)."""
+    kv = etcd.kv
+    ops = [kv.txn_op_get(k) for t in txn_ids for k in (key(t), abort_key(bank, t))]
+    reply = await kv.txn(compare=[], success=ops, failure=[], timeout=timeout)
+    return {t: _stands(reply.responses[2 * i:2 * i + 2]) for i, t in enumerate(txn_ids)}
+
+
+async def forget(etcd, items, timeout=5.0):
+    """Delete the decision, answer and bank aborts of finished transactions: (txn_id, banks) each.
+    Only for a transaction every participant has applied and whose answer is kept elsewhere."""
+    kv = etcd.kv
+    ops = []
+    for txn_id, banks in items:
+        ops += [kv.txn_op_delete(key(txn_id)), kv.txn_op_delete(answer_key(txn_id))]
+        ops += [kv.txn_op_delete(abort_key(b, txn_id)) for b in banks]
+    await kv.txn(compare=[], success=ops, failure=[], timeout=timeout)

@@ -124,7 +124,7 @@ def test_verify_reads_more_decisions_than_one_grpc_message_holds(deployment):
 
     async def go():
         async with discovery.client(t, certs.OPERATOR) as etcd:
-            items = [(txn, outcome, ()) for txn, outcome in wanted.items()]
+            items = [(txn, outcome, (), None) for txn, outcome in wanted.items()]
             for i in range(0, len(items), 128):  # etcd takes at most 128 operations per transaction
                 await decisions.decide_many(etcd, items[i:i + 128], timeout=30)
             return await decisions.read_all(etcd)

@@ -228,7 +228,7 @@ def test_an_answer_lost_to_a_banks_resolver_stays_what_was_first_said(tmp_path, 
     RECOVERED_ABORT with its own detail, and recovery never swaps that detail for another."""
     async def scenario(coordinator, banks, failpoints):
         store = coordinator.store
-        assert await decisions.decide(coordinator.etcd, "late", decisions.ABORT) == decisions.ABORT
+        assert await decisions.abort_as_bank(coordinator.etcd, "bank1", "late") == decisions.ABORT
         first = answer(await coordinator.pay(payment("late")))
         assert first == ("ABORTED", "RECOVERED_ABORT", "aborted by in-doubt resolution before the gateway decided")
         await coordinator.recover()

@@ -8,6 +8,7 @@ import uuid
 
 from strife.gateway_client import GatewayClient, load_deployment
 from tests.conftest import balances, ledger_rows, prepared_holds, wait_for
+from tests.test_recovery import decision_of
 
 
 def pay(d, payer, payee, amount, *extra):
@@ -19,27 +20,35 @@ def test_payment_between_two_banks_moves_exact_cents(live):
     before = balances(live.home)
     code, answer, _ = pay(live, "alice", "bob", "12.34")
     assert code == 0 and answer["outcome"] == "committed" and answer["amount_minor"] == 1234
+    # answered at the decision: a read that begins now shows it, whether or not phase 2 has landed
+    for user in ("alice", "bob"):
+        shown = json.loads(live.run("client", user, "balance", "--json").stdout)["balance_minor"]
+        assert shown == before[user] + (1234 if user == "bob" else -1234)
+    history = json.loads(live.run("client", "bob", "history", "--json").stdout)
+    assert history[0]["txn_id"] == answer["txn_id"] and history[0]["status"] == "committed"
+    for bank in ("bank1", "bank2"):
+        wait_for(lambda: ledger_rows(live.home, bank, "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],))
+                 == [("COMMITTED",)], what=f"phase 2 at {bank}")
     after = balances(live.home)
     assert after["alice"] == before["alice"] - 1234 and after["bob"] == before["bob"] + 1234
     assert sum(after.values()) == sum(before.values())
-    for bank in ("bank1", "bank2"):
-        state = ledger_rows(live.home, bank, "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],))
-        assert state == [("COMMITTED",)]
-    history = json.loads(live.run("client", "bob", "history", "--json").stdout)
-    assert history[0]["txn_id"] == answer["txn_id"] and history[0]["status"] == "committed"
-    text = live.run("client", "alice", "balance").stdout
-    assert f"balance {after['alice'] // 100}.{after['alice'] % 100:02d}" in text
 
 
-def test_payment_within_one_bank(live):
+def test_payment_within_one_bank_is_one_transfer_with_no_hold_and_no_decision(live):
     before = balances(live.home)
     code, answer, _ = pay(live, "carol", "alice", "0.5")
     assert code == 0 and answer["outcome"] == "committed"
     after = balances(live.home)
     assert after["carol"] == before["carol"] - 50 and after["alice"] == before["alice"] + 50
-    rows = ledger_rows(live.home, "bank1", "SELECT direction, state FROM holds WHERE txn_id = ? ORDER BY direction",
-                       (answer["txn_id"],))
-    assert rows == [("CREDIT", "COMMITTED"), ("DEBIT", "COMMITTED")]
+    txn = answer["txn_id"]
+    assert ledger_rows(live.home, "bank1", "SELECT payer, payee, amount_minor, outcome FROM transfers WHERE txn_id = ?",
+                       (txn,)) == [("carol", "alice", 50, "COMMITTED")]
+    assert ledger_rows(live.home, "bank1", "SELECT COUNT(*) FROM holds WHERE txn_id = ?", (txn,)) == [(0,)]
+    assert decision_of(live.home, txn) is None
+    again = pay(live, "carol", "alice", "0.5", "--id", txn)  # a retry is answered from the bank's record
+    assert again[0] == 0 and again[1]["outcome"] == "committed" and balances(live.home) == after
+    other_terms = pay(live, "carol", "alice", "0.51", "--id", txn)
+    assert other_terms[0] == 2 and "idempotency_error" in other_terms[2] and balances(live.home) == after
 
 
 def test_same_id_five_times_in_sequence_debits_once(live):

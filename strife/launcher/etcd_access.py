@@ -5,7 +5,8 @@ authentication on. Nobody else (a user, a node of another kind) can read or writ
 | who            | may write                                  | may read                          |
 |----------------|--------------------------------------------|-----------------------------------|
 | bank B         | /strife/banks/B, /strife/aborts/B/...      | those, decisions /strife/txn/...  |
-| gateway        | decisions /strife/txn/...                  | /strife/banks/..., /strife/aborts/... |
+| gateway        | decisions and answers /strife/txn/...;     | /strife/banks/...                 |
+|                | deletes banks' aborts once phase 2 is done |                                   |
 | operator, root | everything (etcd's root role)              | everything                        |
 
 Run by the supervisor once the etcd members are healthy, before any bank starts; idempotent,
@@ -40,7 +41,7 @@ def grants(topology):
     for gateway in topology.of_kind("gateway"):
         out[gateway.name] = ("gateway", [
             (READWRITE, *_prefix(decisions.PREFIX)),
-            (READ, *_prefix(decisions.ABORTS)),
+            (READWRITE, *_prefix(decisions.ABORTS)),  # to forget them; an abort is its to write anyway
             (READ, *_prefix(discovery.BANKS_PREFIX)),
         ])
     return out

@@ -134,9 +134,10 @@ class Torture:
         problems = []
         committed = set()
         for bank in self.topology.of_kind("bank"):
-            _, _, holds = audit_module.read_ledger(self.layout.data(bank.name) / "ledger.db")
-            committed |= {txn for txn, direction, _, _, state, _ in holds
+            snapshot = audit_module.read_ledger(self.layout.data(bank.name) / "ledger.db")
+            committed |= {txn for txn, direction, _, _, state, _ in snapshot.holds
                           if direction == "DEBIT" and state == "COMMITTED"}
+            committed |= {txn for txn, outcome in snapshot.transfers.items() if outcome == "COMMITTED"}
         for sent in workload.sent:
             if sent.outcome == "committed" and sent.txn_id not in committed:
                 problems.append(f"{sent.txn_id}: the client was told committed, but no bank applied it")

@@ -1,5 +1,6 @@
 """Bank node: `python -m strife.nodes.bank --home DIR --name bank1` (started by `strife up`)."""
 import asyncio
+import functools
 
 from strife import discovery, tasks
 from strife.launcher import certs
@@ -24,8 +25,9 @@ class Bank:
             if client.bank == ctx.spec.name:
                 self.ledger.open_account_now(client.name, client.balance_minor, deposit_id=f"open:{client.name}")
         self.ledger.start()
-        gw_bank_pb2_grpc.add_BankServicer_to_server(BankService(self.ledger, ctx.failpoints), ctx.server)
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
+        settle = functools.partial(resolver.settle_account, self.ledger, self.etcd, ctx.spec.name)
+        gw_bank_pb2_grpc.add_BankServicer_to_server(BankService(self.ledger, ctx.failpoints, settle), ctx.server)
         self.registration = None
         self.resolver = None
 

@@ -143,6 +143,12 @@ class Ledger:
         reason, detail). The same id with the same terms gets the same answer again."""
         return await self.writer.run(lambda db: _transfer(db, txn_id, payer, payee, amount_minor))
 
+    def prepared_of(self, account):
+        """Transactions holding money of `account` in PREPARED state (in flight or in doubt)."""
+        rows = self.reader.execute("SELECT DISTINCT txn_id FROM holds WHERE account = ? AND state = 'PREPARED'",
+                                   (account,)).fetchall()
+        return [r[0] for r in rows]
+
     def in_doubt(self, older_than):
         """Transactions with a PREPARED hold created before `older_than` (unix seconds)."""
         rows = self.reader.execute("SELECT DISTINCT txn_id FROM holds WHERE state = 'PREPARED' AND created_at < ?",

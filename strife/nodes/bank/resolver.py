@@ -20,6 +20,20 @@ async def resolve_once(ledger, etcd, bank, hold_timeout):
     return settled
 
 
+async def settle_account(ledger, etcd, bank, account):
+    """Before a read of `account`: apply every decided outcome of its PREPARED holds. The gateway
+    answers a payment once its decision is in etcd, before phase 2 reaches the banks; a read that
+    begins after the answer must show it, whichever gateway asks."""
+    txn_ids = ledger.prepared_of(account)
+    if not txn_ids:
+        return
+    for txn_id, outcome in (await decisions.read_many(etcd, txn_ids, bank)).items():
+        if outcome == decisions.COMMIT:
+            await ledger.commit(txn_id)
+        elif outcome == decisions.ABORT:
+            await ledger.abort(txn_id)
+
+
 async def run(ledger, etcd, bank, hold_timeout):
     """Forever: once at start-up (holds a crash left behind), then every quarter of hold_timeout."""
     interval = max(0.2, hold_timeout / 4)

@@ -55,7 +55,7 @@ class Gateway:
             ClientGatewayService(self.store, self.banks, self.coordinator, self.users, ctx.topology))
         cl_gw_pb2_grpc.add_ClientGatewayServicer_to_server(self.clients, ctx.server)
         self.authenticate = self.users.authenticate
-        self.recovery = None
+        self.recovery = self.forgetting = None
 
     async def start(self):
         await self.etcd.connect()
@@ -65,8 +65,10 @@ class Gateway:
         await self.banks.start()
         self.clients.ready = True
         self.recovery = asyncio.create_task(self.coordinator.run_recovery())
+        self.forgetting = asyncio.create_task(self.coordinator.run_forgetting())
 
     async def stop(self):
+        await tasks.cancel(self.forgetting)
         await tasks.cancel(self.recovery)
         await self.banks.stop()
         await self.etcd.close()

@@ -20,7 +20,7 @@ class PhaseTwoRefused(Exception):
     """The bank answered but could not apply the decision to this transaction."""
 
 
-PREPARE, COMMIT, ABORT = "prepare", "commit", "abort"
+PREPARE, COMMIT, ABORT, TRANSFER = "prepare", "commit", "abort", "transfer"
 
 
 class BankLink:
@@ -43,16 +43,22 @@ class BankLink:
         """Phase 2 for one transaction; raises if not acknowledged."""
         return await self._exchange.submit((COMMIT if commit else ABORT, txn_id))
 
+    async def transfer(self, transfer):
+        """A payment within this bank, in one phase: the bank's TransferResult; raises if it did not answer."""
+        return await self._exchange.submit((TRANSFER, transfer))
+
     async def _send(self, items):
         request = gb.ExchangeRequest()
-        lists = {PREPARE: request.prepare, COMMIT: request.commit, ABORT: request.abort}
+        lists = {PREPARE: request.prepare, COMMIT: request.commit, ABORT: request.abort,
+                 TRANSFER: request.transfer}
         slots = []  # where each item's answer will be: (kind, index in that kind's list)
         for kind, payload in items:
             slots.append((kind, len(lists[kind])))
             lists[kind].append(payload)
         timeout = max(self.prepare_timeout, PHASE2_TIMEOUT) if request.prepare else PHASE2_TIMEOUT
         answer = await self.stub.Exchange(request, timeout=timeout)
-        answers = {PREPARE: answer.votes, COMMIT: _acknowledged(answer.commits), ABORT: _acknowledged(answer.aborts)}
+        answers = {PREPARE: answer.votes, COMMIT: _acknowledged(answer.commits), ABORT: _acknowledged(answer.aborts),
+                   TRANSFER: answer.transfers}
         return [answers[kind][index] for kind, index in slots]
 
 

@@ -1,13 +1,22 @@
-"""Two-phase commit, coordinator side.
+"""Payments, coordinator side.
 
+Within one bank (payer and payee there): one Transfer to that bank, which debits, credits and
+records the id with its answer in one atomic step. No hold, no decision in etcd.
+
+Between two banks, two-phase commit:
 1. Record the payment PENDING (the idempotency record) before anything is sent.
 2. Prepare both sides in parallel under prepare_timeout; the first NO ends the wait.
-3. Decide: COMMIT only if both voted YES, written to etcd create-if-absent; obey what stands.
-4. Phase 2 to every bank that may hold something, retried until acknowledged.
-5. Record the outcome. Anything a crash interrupts is driven again by `recover`.
+3. Decide: COMMIT only if both voted YES, written to etcd create-if-absent together with the
+   answer; obey what stands (and its recorded answer).
+4. Answer the client: the decision is durable in etcd. A read that follows settles the account's
+   holds from it (the bank resolves its PREPARED holds on read), so it already reflects the payment.
+5. Phase 2 to every bank that may hold something, in the background, retried until acknowledged;
+   some seconds later the decision is forgotten in etcd (this store's row keeps answering retries).
+Anything a crash interrupts is driven again by `recover`.
 """
 import asyncio
 import logging
+import time
 
 import grpc
 
@@ -20,7 +29,25 @@ from strife.rpc import gw_bank_pb2 as gb
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 5.0
+TRANSFER_TIMEOUT = 5.0
+# A decision is deleted from etcd this long after every bank acknowledged phase 2: by then the
+# banks' relaxed phase-2 writes and this store's row are on disk (both flush within a second).
+FORGET_AFTER = 10.0
+FORGET_EVERY = 2.0
+FORGET_BATCH = 30          # 4 deletes each: under etcd's 128 operations per transaction
 _NO_REASONS = {gb.INSUFFICIENT_FUNDS: "INSUFFICIENT_FUNDS", gb.ACCOUNT_UNKNOWN: "ACCOUNT_UNKNOWN"}
+GATEWAY_STOPPED = {"outcome": "ABORTED", "reason": "RECOVERED_ABORT", "detail": "the gateway stopped before deciding"}
+
+
+def _answer(outcome, reason="", detail=""):
+    return {"outcome": outcome, "reason": reason, "detail": detail}
+
+
+def _answer_for(standing):
+    """The answer recorded with a decision, or (a decision written before answers were) derived."""
+    if standing.answer is not None:
+        return standing.answer
+    return _answer("COMMITTED") if standing.outcome == decisions.COMMIT else GATEWAY_STOPPED
 
 
 class IdempotencyMismatch(Exception):
@@ -67,43 +94,74 @@ class Coordinator:
             if existing.final:
                 return Result.of(existing)
             return Result(payment.txn_id, "PENDING", detail="being recovered; ask again with the same id")
-        # Claimed before the first await: a concurrent duplicate finds it and waits for this execution.
-        # The execution is a task of its own: a caller that hangs up does not stop the protocol halfway.
-        task = asyncio.ensure_future(self._begin_and_execute(payment))
+        return await asyncio.shield(self._claim(payment, self._begin_and_execute(payment)))
+
+    def _claim(self, payment, execution):
+        """Run `execution` as the one execution of this payment in this process.
+
+        Claimed before the first await: a concurrent duplicate finds it and waits for it. A task of
+        its own: a caller that hangs up does not stop the protocol halfway."""
+        task = asyncio.ensure_future(execution)
         self.inflight[payment.txn_id] = (task, payment)
         task.add_done_callback(lambda t: self._done(payment.txn_id, t))
-        return await asyncio.shield(task)
+        return task
 
     def _done(self, txn_id, task):
         del self.inflight[txn_id]
-        if not task.cancelled() and task.exception() is not None:  # seen here even if every caller left
-            log.warning("payment %s stopped: %s", txn_id, task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, IdempotencyMismatch):  # seen here even if every caller left
+            log.warning("payment %s stopped: %s", txn_id, error)
 
     async def _begin_and_execute(self, payment):
         await self.store.begin(payment)
+        if payment.payer_bank == payment.payee_bank:
+            return await self._transfer(payment)
         return await self._execute(payment)
 
-    async def _execute(self, payment):
-        want, reason, detail, contacted, unreachable = await self._prepare_all(payment)
-        await self.failpoints.hit("after-prepare")
+    async def _transfer(self, payment):
+        """One phase for one bank. A bank that did not answer may still apply it: the payment stays
+        PENDING, and a retry or recovery sends the same transfer again to learn its answer."""
+        bank = payment.payer_bank
+        link = self.banks.link(bank)
+        if link is None:  # nothing was sent: aborting is safe
+            await self.store.finish(payment, "ABORTED", "BANK_UNAVAILABLE", f"bank {bank} is not available",
+                                    phase2_done=True)
+            return Result.of(payment)
         try:
-            decision = await self.decider.submit((payment.txn_id, want, (payment.payer_bank, payment.payee_bank)))
+            async with asyncio.timeout(TRANSFER_TIMEOUT):
+                answer = await link.transfer(gb.Transfer(txn_id=payment.txn_id, payer=payment.payer,
+                                                         payee=payment.payee, amount_minor=payment.amount_minor))
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "no answer in time"
+            log.warning("transfer %s at %s not answered: %s", payment.txn_id, bank, why)
+            return Result(payment.txn_id, "PENDING", detail=f"bank {bank} has not answered yet; "
+                                                            "ask again with the same id")
+        if answer.reason == gb.CONFLICT:  # the bank knows this id for another payment
+            await self.store.discard(payment.txn_id)
+            raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
+        if answer.state == gb.COMMITTED:
+            await self.store.finish(payment, "COMMITTED", "", "", phase2_done=True)
+        else:
+            await self.store.finish(payment, "ABORTED", _NO_REASONS.get(answer.reason, "REFUSED"),
+                                    f"bank {bank}: {answer.detail}", phase2_done=True)
+        return Result.of(payment)
+
+    async def _execute(self, payment):
+        want, reason, detail, contacted, _ = await self._prepare_all(payment)
+        await self.failpoints.hit("after-prepare")
+        proposed = _answer("COMMITTED") if want == decisions.COMMIT else _answer("ABORTED", reason, detail)
+        try:
+            standing = await self.decider.submit(
+                (payment.txn_id, want, (payment.payer_bank, payment.payee_bank), proposed))
         except Exception as exc:  # no decision recorded: banks and recovery will settle it
             log.warning("decision for %s not recorded: %s", payment.txn_id, exc)
             return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "
                                                             "ask again with the same id")
         await self.failpoints.hit("after-decision")
-        if decision != want:  # a bank's in-doubt resolver decided first
-            reason, detail = "RECOVERED_ABORT", "aborted by in-doubt resolution before the gateway decided"
-        status = "COMMITTED" if decision == decisions.COMMIT else "ABORTED"
-        if status == "COMMITTED":
-            reason, detail = "", ""
-        await self.failpoints.hit("before-commit")
-        # Banks that did not answer the prepare are told in the background: the reply does not wait on them.
-        done = await self._phase2(payment.txn_id, decision, contacted - unreachable) and not unreachable
-        await self.store.finish(payment, status, reason, detail, phase2_done=done)
-        if not done:
-            self._retry_phase2(payment.txn_id, decision, contacted)
+        answer = _answer_for(standing)  # what was recorded first, by whichever path got there
+        await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"], phase2_done=False)
+        # The answer leaves now; phase 2 follows (the banks that did not vote are told too).
+        self._retry_phase2(payment.txn_id, standing.outcome, contacted, first_delay=0)
         return Result.of(payment)
 
     async def _prepare_all(self, payment):
@@ -140,11 +198,6 @@ class Coordinator:
             return True, "", ""
         return False, _NO_REASONS.get(answer.reason, "REFUSED"), f"bank {bank}: {answer.detail}"
 
-    async def _phase2(self, txn_id, decision, banks):
-        """Tell every bank; True when all acknowledged."""
-        results = await asyncio.gather(*(self._tell(bank, txn_id, decision) for bank in sorted(banks)))
-        return all(results)
-
     async def _tell(self, bank, txn_id, decision):
         link = self.banks.link(bank)
         if link is None:
@@ -167,12 +220,14 @@ class Coordinator:
     async def _phase2_until_done(self, txn_id, decision, banks, delay):
         pending = set(banks)
         try:
+            await self.failpoints.hit("before-commit")
             while pending:
-                await asyncio.sleep(delay)
-                pending = {b for b in pending if not await self._tell(b, txn_id, decision)}
+                if delay:
+                    await asyncio.sleep(delay)
+                acknowledged = await asyncio.gather(*(self._tell(b, txn_id, decision) for b in sorted(pending)))
+                pending = {b for b, ok in zip(sorted(pending), acknowledged) if not ok}
                 delay = min(max(delay, 0.1) * 2, MAX_RETRY_DELAY)
             await self.store.phase2_done(txn_id)
-            log.info("phase 2 of %s (%s) completed", txn_id, decision)
         finally:
             self.retrying.pop(txn_id, None)
 
@@ -194,8 +249,11 @@ class Coordinator:
         for listed in self.store.unfinished():
             if self._unsettled(listed.txn_id) is None:
                 continue
+            if listed.payer_bank == listed.payee_bank:  # ask the bank again: its record answers
+                self._claim(listed, self._transfer(listed))
+                continue
             try:
-                decision = await decisions.decide(self.etcd, listed.txn_id, decisions.ABORT)
+                standing = await decisions.decide(self.etcd, listed.txn_id, decisions.ABORT, answer=GATEWAY_STOPPED)
             except Exception as exc:
                 log.warning("recovery of %s postponed: %s", listed.txn_id, exc)
                 continue
@@ -203,12 +261,30 @@ class Coordinator:
             if payment is None:
                 continue
             if not payment.final:
-                status = "COMMITTED" if decision == decisions.COMMIT else "ABORTED"
-                reason = "" if status == "COMMITTED" else "RECOVERED_ABORT"
-                detail = "" if status == "COMMITTED" else "the gateway stopped before deciding"
-                await self.store.finish(payment, status, reason, detail, phase2_done=False)
-            log.info("recovering %s: %s", payment.txn_id, decision)
-            self._retry_phase2(payment.txn_id, decision, {b for b, _, _ in payment.legs()}, first_delay=0)
+                answer = _answer_for(standing)
+                await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"],
+                                        phase2_done=False)
+            log.info("recovering %s: %s", payment.txn_id, standing.outcome)
+            self._retry_phase2(payment.txn_id, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
+
+    async def forget_finished(self, now=None):
+        """Delete from etcd the decisions of payments every bank applied a while ago; how many."""
+        items = self.store.to_forget((now or time.time()) - FORGET_AFTER, limit=FORGET_BATCH * 10)
+        for i in range(0, len(items), FORGET_BATCH):
+            chunk = items[i:i + FORGET_BATCH]
+            await decisions.forget(self.etcd, chunk)
+            await self.store.forgotten([txn_id for txn_id, _ in chunk])
+        return len(items)
+
+    async def run_forgetting(self):
+        while True:
+            try:
+                await self.forget_finished()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # etcd away: they wait for the next round
+                log.warning("forgetting finished decisions postponed: %s", exc)
+            await asyncio.sleep(FORGET_EVERY)
 
     async def run_recovery(self, interval=2.0):
         while True:

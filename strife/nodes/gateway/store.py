@@ -1,5 +1,9 @@
-"""The gateway's durable store (SQLite): the user directory and one row per payment, which is
-both the idempotency record (id -> fingerprint, status, result) and the history."""
+"""The gateway's store (SQLite): the user directory and one row per payment, which is both the
+idempotency record (id -> fingerprint, status, result) and the history.
+
+Users are written durably. Payment rows are not waited for on disk (WAL, synchronous=NORMAL): a
+process crash loses nothing, and after an OS crash the answers are in etcd beside their decisions
+(strife/decisions.py) and same-bank payments in the bank's ledger, where recovery finds them."""
 import dataclasses
 import hashlib
 import time
@@ -26,12 +30,16 @@ CREATE TABLE IF NOT EXISTS payments (
     detail TEXT NOT NULL DEFAULT '',
     phase2_done INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    decided_at REAL
+    decided_at REAL,
+    forgotten INTEGER NOT NULL DEFAULT 0   -- its decision is deleted from etcd: this row answers alone
 );
 CREATE INDEX IF NOT EXISTS payments_payer ON payments (payer, created_at);
 CREATE INDEX IF NOT EXISTS payments_payee ON payments (payee, created_at);
 CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (phase2_done) WHERE phase2_done = 0;
 """
+# Applied to stores made before the column existed (CREATE TABLE IF NOT EXISTS leaves them as they are).
+MIGRATIONS = {"forgotten": "ALTER TABLE payments ADD COLUMN forgotten INTEGER NOT NULL DEFAULT 0"}
+REMEMBERED = "CREATE INDEX IF NOT EXISTS payments_remembered ON payments (decided_at) WHERE forgotten = 0 AND phase2_done = 1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +87,11 @@ class Store:
     def __init__(self, path):
         db = group_commit.connect(path)
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(payments)")}
+        for column, statement in MIGRATIONS.items():
+            if column not in columns:
+                db.execute(statement)
+        db.execute(REMEMBERED)
         self.writer = group_commit.GroupCommit(db)
         self.reader = group_commit.connect(path, readonly=True)
         self.writer.start()
@@ -138,7 +151,13 @@ class Store:
         payment.created_at = time.time()
         row = tuple(getattr(payment, f.name) for f in dataclasses.fields(payment))  # astuple deep-copies
         await self.writer.run(lambda db: db.execute(
-            f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
+            f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
+            durable=False)
+
+    async def discard(self, txn_id):
+        """Remove a PENDING row whose id turned out to belong to another payment."""
+        await self.writer.run(lambda db: db.execute("DELETE FROM payments WHERE txn_id = ? AND status = 'PENDING'",
+                                                    (txn_id,)), durable=False)
 
     async def finish(self, payment, status, reason, detail, phase2_done):
         """Record the outcome unless one is recorded already: the first answer is final (a path
@@ -153,12 +172,24 @@ class Store:
             return db.execute("SELECT status, reason, detail, phase2_done, decided_at FROM payments "
                               "WHERE txn_id = ?", (payment.txn_id,)).fetchone()
         (payment.status, payment.reason, payment.detail,
-         payment.phase2_done, payment.decided_at) = await self.writer.run(op)
+         payment.phase2_done, payment.decided_at) = await self.writer.run(op, durable=False)
         return payment
 
     async def phase2_done(self, txn_id):
         await self.writer.run(lambda db: db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?",
-                                                    (txn_id,)))
+                                                    (txn_id,)), durable=False)
+
+    def to_forget(self, decided_before, limit):
+        """(txn_id, banks) of cross-bank payments finished everywhere before `decided_before` whose
+        decision is still in etcd."""
+        rows = self.reader.execute(
+            "SELECT txn_id, payer_bank, payee_bank FROM payments WHERE forgotten = 0 AND phase2_done = 1 "
+            "AND decided_at < ? AND payer_bank != payee_bank LIMIT ?", (decided_before, limit)).fetchall()
+        return [(txn_id, (payer_bank, payee_bank)) for txn_id, payer_bank, payee_bank in rows]
+
+    async def forgotten(self, txn_ids):
+        await self.writer.run(lambda db: db.executemany("UPDATE payments SET forgotten = 1 WHERE txn_id = ?",
+                                                        [(t,) for t in txn_ids]), durable=False)
 
     def unfinished(self):
         rows = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE phase2_done = 0").fetchall()

@@ -5,6 +5,7 @@ import logging
 import time
 
 from strife import decisions
+from strife.untrusted import field
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +16,7 @@ async def resolve_once(ledger, etcd, hold_timeout):
     for txn_id in ledger.in_doubt(older_than=time.time() - hold_timeout):
         decision = await decisions.decide(etcd, txn_id, decisions.ABORT)
         settled[txn_id] = await (ledger.commit(txn_id) if decision == decisions.COMMIT else ledger.abort(txn_id))
-        log.info("in-doubt %s resolved from etcd: %s", txn_id, settled[txn_id])
+        log.info("in-doubt %s resolved from etcd: %s", field(txn_id), settled[txn_id])
     return settled
 
 

@@ -16,6 +16,7 @@ from strife.batching import Batcher
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import gw_bank_pb2 as gb
+from strife.untrusted import field
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Coordinator:
     def _done(self, txn_id, task):
         del self.inflight[txn_id]
         if not task.cancelled() and task.exception() is not None:  # seen here even if every caller left
-            log.warning("payment %s stopped: %s", txn_id, task.exception())
+            log.warning("payment %s stopped: %s", field(txn_id), field(task.exception()))
 
     async def _begin_and_execute(self, payment):
         await self.store.begin(payment)
@@ -88,7 +89,7 @@ class Coordinator:
         try:
             decision = await self.decider.submit((payment.txn_id, want))
         except Exception as exc:  # no decision recorded: banks and recovery will settle it
-            log.warning("decision for %s not recorded: %s", payment.txn_id, exc)
+            log.warning("decision for %s not recorded: %s", field(payment.txn_id), field(exc))
             return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "
                                                             "ask again with the same id")
         await self.failpoints.hit("after-decision")
@@ -153,7 +154,7 @@ class Coordinator:
             return True
         except (grpc.aio.AioRpcError, PhaseTwoRefused) as exc:
             why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            log.warning("%s of %s at %s not acknowledged: %s", decision, txn_id, bank, why)
+            log.warning("%s of %s at %s not acknowledged: %s", decision, field(txn_id), bank, field(why))
             return False
 
     def _retry_phase2(self, txn_id, decision, banks):
@@ -168,7 +169,7 @@ class Coordinator:
                 pending = {b for b in pending if not await self._tell(b, txn_id, decision)}
                 delay = min(delay * 2, MAX_RETRY_DELAY)
             await self.store.phase2_done(txn_id)
-            log.info("phase 2 of %s (%s) completed", txn_id, decision)
+            log.info("phase 2 of %s (%s) completed", field(txn_id), decision)
         finally:
             self.retrying.pop(txn_id, None)
 
@@ -182,7 +183,7 @@ class Coordinator:
             try:
                 decision = await decisions.decide(self.etcd, payment.txn_id, decisions.ABORT)
             except Exception as exc:
-                log.warning("recovery of %s postponed: %s", payment.txn_id, exc)
+                log.warning("recovery of %s postponed: %s", field(payment.txn_id), field(exc))
                 continue
             if payment.txn_id in self.inflight:
                 continue
@@ -192,7 +193,7 @@ class Coordinator:
                 reason = "" if status == "COMMITTED" else "RECOVERED_ABORT"
                 detail = "" if status == "COMMITTED" else "the gateway stopped before deciding"
                 await self.store.finish(payment, status, reason, detail, phase2_done=False)
-            log.info("recovering %s: %s", payment.txn_id, decision)
+            log.info("recovering %s: %s", field(payment.txn_id), decision)
             if await self._phase2(payment.txn_id, decision, banks):
                 await self.store.phase2_done(payment.txn_id)
             else:

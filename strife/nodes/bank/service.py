@@ -33,33 +33,37 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
 
     async def _check_name(self, context, value, what="account"):
         if not value or len(value) > MAX_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be 1..{MAX_NAME} characters")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: must be 1..{MAX_NAME} characters")
 
     async def RegisterClient(self, request, context):
         await self._check_name(context, request.account)
-        if request.opening_deposit_minor < 0 or len(request.full_name) > MAX_FULL_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad opening deposit or full name")
+        if request.opening_deposit_minor < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "opening_deposit_minor: cannot be negative")
+        await self._check_full_name(context, request.full_name)
         try:
             row = await self.ledger.open_account(request.account, request.opening_deposit_minor, request.full_name,
                                            deposit_id=f"register:{request.account}")
         except L.AccountExists:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"account {request.account!r} exists")
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"account: {request.account!r} exists")
         return _info(request.account, row)
 
     async def UpdateClientDetails(self, request, context):
         await self._check_name(context, request.account)
-        if len(request.full_name) > MAX_FULL_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"full name over {MAX_FULL_NAME} characters")
+        await self._check_full_name(context, request.full_name)
         try:
             return _info(request.account, await self.ledger.update_details(request.account, request.full_name))
         except L.UnknownAccount:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"account: no account {request.account!r}")
+
+    async def _check_full_name(self, context, full_name):
+        if len(full_name) > MAX_FULL_NAME:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"full_name: over {MAX_FULL_NAME} characters")
 
     async def ViewBalance(self, request, context):
         try:
             return _info(request.account, self.ledger.account(request.account))
         except L.UnknownAccount:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"account: no account {request.account!r}")
 
     async def LockTransaction(self, request, context):
         """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
@@ -80,10 +84,10 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         """Commits, aborts and prepares in one call, durable together. A failpoint that fires at
         any of their steps fails the whole call, as it would fail that step's own call."""
         if not (request.commit or request.abort or request.prepare):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty exchange")
-        await self._check_ids(request.commit, context)
-        await self._check_ids(request.abort, context)
-        await self._check_legs(request.prepare, context)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "commit, abort, prepare: an empty exchange")
+        await self._check_ids(request.commit, context, what="commit")
+        await self._check_ids(request.abort, context, what="abort")
+        await self._check_legs(request.prepare, context, what="prepare")
         parts = await asyncio.gather(
             self._decide(request.commit, context, "commit", self.ledger.commit),
             self._decide(request.abort, context, "abort", self.ledger.abort),
@@ -94,20 +98,22 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         commits, aborts, votes = parts
         return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes)
 
-    async def _check_ids(self, txn_ids, context, required=False):
+    async def _check_ids(self, txn_ids, context, required=False, what="txn_ids"):
         if (required and not txn_ids) or len(txn_ids) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} txn_ids")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} transaction ids")
         for txn_id in txn_ids:
             await self._check_name(context, txn_id, "txn_id")
 
-    async def _check_legs(self, legs, context, required=False):
+    async def _check_legs(self, legs, context, required=False, what="legs"):
         if (required and not legs) or len(legs) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} legs")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} legs")
         for leg in legs:
             await self._check_name(context, leg.txn_id, "txn_id")
             await self._check_name(context, leg.account)
-            if _DIRECTIONS.get(leg.direction) is None or leg.amount_minor <= 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be DEBIT or CREDIT, amount > 0")
+            if _DIRECTIONS.get(leg.direction) is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction: must be DEBIT or CREDIT")
+            if leg.amount_minor <= 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
 
     async def _prepare(self, legs, context):
         if not legs:

@@ -21,11 +21,16 @@ def check_strength(password):
     """A password must fit in gRPC metadata (printable ASCII), or its user could never log in."""
     if not isinstance(password, str) or not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         raise PasswordError(f"password: a password has {MIN_LENGTH} to {MAX_LENGTH} characters")
-    if not _PRINTABLE_ASCII.fullmatch(password):
+    if not can_travel(password):
+        if _PRINTABLE_ASCII.fullmatch(password):
+            raise PasswordError("password: no space at the start or the end")
         raise PasswordError("password: only printable ASCII characters (letters, digits, punctuation, "
                             "inner spaces): no accents, tabs or control characters")
-    if password != password.strip(" "):
-        raise PasswordError("password: no space at the start or the end")
+
+
+def can_travel(password):
+    """gRPC metadata carries printable ASCII, and may strip spaces at either end."""
+    return bool(_PRINTABLE_ASCII.fullmatch(password)) and password == password.strip(" ")
 
 
 def hash_password(password, salt=None):

@@ -44,11 +44,21 @@ def escape(text, backslash=True):
 
 
 def field(value, limit=MAX_FIELD):
-    """One client-chosen value for a log line: escaped, at most `limit` characters of it kept."""
+    """One client-chosen value for a log line: escaped, at most `limit` characters of it kept
+    (limit=None: the caller has bounded it already)."""
     text = str(value)
-    if len(text) <= limit:
+    if limit is None or len(text) <= limit:
         return escape(text)
     return f"{escape(text[:limit])}...[+{len(text) - limit} chars]"
+
+
+def pair(key, value, limit=MAX_FIELD):
+    """`key=value` for a structured line; the value in quotes when it has a space, '=' or '"',
+    so that text such as `bob code=OK` cannot pass for fields of its own."""
+    text = field(value, limit)
+    if text == "" or any(c in text for c in ' ="'):
+        text = '"' + text.replace('"', '\\"') + '"'
+    return f"{key}={text}"
 
 
 def shown(value, limit=40):

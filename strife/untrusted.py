@@ -4,14 +4,10 @@
 (`\\n`, `\\x1b`, `\\u2028`), so one record stays one line whatever the input; `field` also bounds
 a value, with a marker saying how much was cut. Plain functions: any logging setup can use them.
 """
-import re
 import unicodedata
 
 MAX_FIELD = 128
 
-# Anything outside printable ASCII, and the backslash, takes the slow path below.
-_NOT_PLAIN = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
-_NOT_PLAIN_KEEP_BACKSLASH = re.compile(r"[^\x20-\x7e]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 # control (C0, DEL, C1), format (bidi overrides, zero-width), surrogate, line and paragraph separators
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -35,9 +31,8 @@ def escape(text, backslash=True):
     (a safety net must not double them), and for showing lines that were written escaped.
     """
     text = str(text)
-    plain = _NOT_PLAIN if backslash else _NOT_PLAIN_KEEP_BACKSLASH
-    if plain.search(text) is None:
-        return text  # the common case, and the cheap one
+    if text.isascii() and text.isprintable() and not (backslash and "\\" in text):
+        return text  # printable ASCII: the common case, checked in C
     if backslash:
         return "".join(_escaped(c) for c in text)
     return "".join(c if c == "\\" else _escaped(c) for c in text)

@@ -110,13 +110,18 @@ class ControlServer:
             writer.close()
 
     async def _answer(self, reader, writer):
+        # The line is read (bounded in size and time) before any answer, even a refusal, so that
+        # the caller is not cut off while it is still sending; nothing in it is acted upon unless
+        # the peer is the supervisor's user.
+        try:
+            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
+        except asyncio.TimeoutError:
+            line = None
         uid = peer_uid(writer.get_extra_info("socket"))
         if uid != self.uid:
             return {"ok": False, "error": f"refused: user id {uid} may not control a supervisor run by "
                                           f"user id {self.uid}"}
-        try:
-            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-        except asyncio.TimeoutError:
+        if line is None:
             return {"ok": False, "error": f"bad request: no request line within {READ_TIMEOUT:g}s"}
         try:
             request = validate(json.loads(line))

@@ -223,6 +223,18 @@ def test_bad_deposits_are_refused_before_anything_is_registered(live, deposit):
     assert tree(live.home) == files
 
 
+@pytest.mark.parametrize("args, message", [
+    (("pay", "bob", "1", "--wait", "-1"), "--wait must be between"),
+    (("pay", "bob", "1", "--wait", "nan"), "--wait must be between"),
+    (("history", "--limit", "-3"), "--limit must be between"),
+])
+def test_bad_options_are_refused_before_anything_is_queued(live, args, message):
+    before = outbox_rows(live.home, "alice")
+    result = live.run("client", "alice", *args)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert outbox_rows(live.home, "alice") == before
+
+
 def test_an_unknown_payer_is_an_error_and_nothing_is_queued(live):
     files = tree(live.home)
     result = live.run("client", "alcie", "pay", "bob", "1")

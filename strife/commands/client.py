@@ -10,7 +10,8 @@ import uuid
 import grpc
 
 from strife import names, passwords
-from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, deployment, topology_path
+from strife.commands import (BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, bounded_option,
+                             deployment, topology_path)
 from strife.gateway_client import ClientSetupError, GatewayClient, user_password
 from strife.launcher import certs, credentials
 from strife.layout import Layout
@@ -20,6 +21,8 @@ from strife.outbox.store import DuplicateId, Outbox
 from strife.rpc import cl_gw_pb2 as cl
 
 ABORTED, QUEUED = 1, 4   # exit codes of `pay` besides OK (committed)
+MAX_WAIT = 3600.0
+MAX_HISTORY = 1000       # what the gateway answers at most
 # gRPC codes that mean "your request is wrong" rather than "the system is down"
 _REQUEST_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
                    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -157,6 +160,7 @@ def pay(args):
     """Queue the payment in the outbox (durable, with its id), then deliver it or wait for the
     client node to: committed (0), aborted (1) or still queued (4) when --wait runs out."""
     txn_id = args.txn_id or str(uuid.uuid4())
+    bounded_option(args.wait, "--wait", 0, MAX_WAIT)
     topology = deployment(args)
     try:
         amount = parse_amount(args.amount, max_minor=topology.settings.max_amount_minor)
@@ -279,6 +283,7 @@ def _when(seconds):
 
 def history(args):
     """The gateway's record merged with this client's outbox: queued and in-flight payments too."""
+    bounded_option(args.limit, "--limit", 1, MAX_HISTORY)
     topology = deployment(args)
     local = {e.txn_id: e for e in _local_outbox(topology, args.name, lambda outbox: outbox.recent(args.limit))}
     code = OK

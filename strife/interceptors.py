@@ -3,7 +3,10 @@
 - AccessInterceptor: who may call what, from the verified peer certificate (role = OU), plus an
   optional node-specific `authenticate` step (the gateway checks user name and password).
 - CallLogInterceptor: one structured line per call. It reads only chosen request fields
-  (txn id, amount, payee): metadata, where the password travels, is never logged.
+  (txn id, amount, payee), escaped and bounded: metadata, where the password travels, is never logged.
+
+Both rebuild each handler with `_wrap`, which also makes request decoding tolerant: bytes that are
+not the method's message reach the handler as `_Malformed` and are answered INVALID_ARGUMENT there.
 """
 import logging
 import time

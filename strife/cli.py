@@ -1,5 +1,6 @@
 """The one entry point: `strife` (and `python -m strife`). Thin: parsing here, work in the library."""
 import argparse
+import os
 import sys
 
 from strife import __version__
@@ -23,6 +24,7 @@ def build_parser():
 
 
 def main(argv=None):
+    os.umask(0o077)  # what a command creates (certs, state, logs, outboxes) is its owner's alone
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

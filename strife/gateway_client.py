@@ -3,7 +3,7 @@
 Used by the `strife client` commands and by the client node's outbox sender.
 """
 
-from strife import tls
+from strife import passwords, tls
 from strife.launcher import credentials
 from strife.launcher import topology as topology_model
 from strife.layout import Layout
@@ -24,17 +24,26 @@ def load_deployment(home):
     return topology_model.load(layout.resolved, home=layout.home)
 
 
+def user_password(home, user, password=None):
+    """The password (`password`, else the saved one) of a user who can act from here: who has a
+    certificate and a password. Raises ClientSetupError otherwise. `user` must be a valid name."""
+    if not (Layout(home).certs / f"{user}.pem").exists():
+        raise ClientSetupError(f"no certificate for {user!r} in {Layout(home).certs} (is {user!r} a client "
+                               f"of this topology, or registered with `strife client ADMIN register`?)")
+    password = password if password is not None else credentials.password(home, user)
+    if password is None:
+        raise ClientSetupError(f"no password for {user!r} in state/credentials.json")
+    if not passwords.can_travel(password):
+        raise ClientSetupError(f"password: the password of {user!r} is not printable ASCII and cannot be sent")
+    return password
+
+
 class GatewayClient:
     def __init__(self, topology, user, password=None):
         self.topology = topology
         self.user = user
         home = topology.home
-        if not (Layout(home).certs / f"{user}.pem").exists():
-            raise ClientSetupError(f"no certificate for {user!r} in {Layout(home).certs} (is {user!r} a client "
-                                   f"of this topology, or registered with `strife client ADMIN register`?)")
-        self.password = password if password is not None else credentials.password(home, user)
-        if self.password is None:
-            raise ClientSetupError(f"no password for {user!r} in state/credentials.json")
+        self.password = user_password(home, user, password)
         self.metadata = ((USER_HEADER, user), (PASSWORD_HEADER, self.password))
         gateway = topology.of_kind("gateway")[0]
         self.address = gateway.address

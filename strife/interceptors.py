@@ -3,7 +3,10 @@
 - AccessInterceptor: who may call what, from the verified peer certificate (role = OU), plus an
   optional node-specific `authenticate` step (the gateway checks user name and password).
 - CallLogInterceptor: one structured line per call. It reads only chosen request fields
-  (txn id, amount, payee): metadata, where the password travels, is never logged.
+  (txn id, amount, payee), escaped and bounded: metadata, where the password travels, is never logged.
+
+Both rebuild each handler with `_wrap`, which also makes request decoding tolerant: bytes that are
+not the method's message reach the handler as `_Malformed` and are answered INVALID_ARGUMENT there.
 """
 import logging
 import time
@@ -11,29 +14,81 @@ import time
 import grpc
 
 from strife import tls
+from strife.untrusted import MAX_FIELD, field, pair
 
 EVERYONE = frozenset({"etcd", "bank", "gateway", "client", "admin", "operator"})
 LOGGED_FIELDS = ("txn_id", "amount_minor", "payee", "account", "username")
 LEG_LISTS = ("legs", "prepare")               # batches of legs: txn:account:amount each
 ID_LISTS = ("txn_ids", "commit", "abort")     # batches of transaction ids
+MAX_LISTED = 256                              # a batch's ids logged (a bank accepts no more)
 
 log = logging.getLogger("strife.calls")
+
+
+class _Malformed:
+    """Stands for a request whose bytes did not decode: the handler refuses it, with its context."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _tolerant(deserializer):
+    """A deserializer that never raises: gRPC would answer UNKNOWN and log a traceback."""
+    if deserializer is None or getattr(deserializer, "tolerant", False):
+        return deserializer
+
+    def deserialize(data):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 (any decoding failure: protobuf raises DecodeError, others vary)
+            return _Malformed(exc)
+
+    deserialize.tolerant = True
+    return deserialize
+
+
+def _refusing_malformed(behaviour):
+    """The handler itself, which alone answers INVALID_ARGUMENT to a request that did not decode, so
+    every interceptor around it (access, call log) still runs in order."""
+    if getattr(behaviour, "wrapped", False):
+        return behaviour
+
+    async def refuse_or_run(request, context):
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid message for this method")
+        return await behaviour(request, context)
+
+    return refuse_or_run
+
+
+def _refusing_malformed_stream(behaviour):
+    if getattr(behaviour, "wrapped", False):
+        return behaviour
+
+    async def refuse_or_run(request, context):
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid message for this method")
+        async for item in behaviour(request, context):
+            yield item
+
+    return refuse_or_run
 
 
 def _wrap(handler, around):
     """Rebuild `handler` so that its behaviour runs inside `around(behaviour, request, context)`."""
     if handler is None:
         return None
+    deserializer = _tolerant(handler.request_deserializer)
     if handler.unary_unary:
-        inner = handler.unary_unary
+        inner = _refusing_malformed(handler.unary_unary)
 
         async def unary_unary(request, context):
             return await around(inner, request, context)
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
-                                                   handler.response_serializer)
+        unary_unary.wrapped = True
+        return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, handler.response_serializer)
     if handler.unary_stream:
-        inner = handler.unary_stream
+        inner = _refusing_malformed_stream(handler.unary_stream)
 
         async def unary_stream(request, context):
             async def collect(request, context):
@@ -41,23 +96,33 @@ def _wrap(handler, around):
             for item in await around(collect, request, context):
                 yield item
 
-        return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
-                                                    handler.response_serializer)
+        unary_stream.wrapped = True
+        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, handler.response_serializer)
     return handler  # client-streaming methods: none in Strife's protos
 
 
 def _fields(request):
-    """The loggable fields of a request: chosen names only, batches as comma-joined ids."""
-    parts = [f"{f}={getattr(request, f)}" for f in LOGGED_FIELDS if getattr(request, f, None) not in (None, "", 0)]
+    """The loggable fields of a request: chosen names only, batches as comma-joined ids. Every value
+    is client-chosen: escaped and bounded (untrusted.field), and a batch lists at most MAX_LISTED."""
+    parts = [pair(f, getattr(request, f)) for f in LOGGED_FIELDS if getattr(request, f, None) not in (None, "", 0)]
     for name in LEG_LISTS:
         legs = getattr(request, name, None)
         if legs:
-            parts.append(f"{name}=" + ",".join(f"{leg.txn_id}:{leg.account}:{leg.amount_minor}" for leg in legs))
+            parts.append(pair(name, _listed([f"{leg.txn_id}:{leg.account}:{leg.amount_minor}"
+                                             for leg in legs[:MAX_LISTED]], len(legs)), limit=None))
     for name in ID_LISTS:
         txn_ids = getattr(request, name, None)
         if txn_ids:
-            parts.append(f"{name}=" + ",".join(txn_ids))
+            parts.append(pair(name, _listed(txn_ids[:MAX_LISTED], len(txn_ids)), limit=None))
     return " ".join(parts)
+
+
+def _listed(items, total):
+    """Comma-joined, each item cut to MAX_FIELD (the whole is escaped by the caller)."""
+    more = total - len(items)
+    cut = [item if len(item) <= MAX_FIELD else f"{item[:MAX_FIELD]}...[+{len(item) - MAX_FIELD} chars]"
+           for item in items]
+    return ",".join(cut) + (f"...[+{more} more]" if more > 0 else "")
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
@@ -135,7 +200,7 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 identity = tls.peer_identity(context)
                 log.info("call node=%s method=%s caller=%s %s code=%s ms=%.1f", self.node, name,
-                         identity.name if identity else "-", _fields(request), code,
+                         field(identity.name) if identity else "-", _fields(request), code,
                          (time.perf_counter() - began) * 1000)
 
         return logged

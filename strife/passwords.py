@@ -6,9 +6,11 @@ digest of the last password that verified for each user; a changed password inva
 import hashlib
 import hmac
 import os
+import re
 
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
 MIN_LENGTH, MAX_LENGTH = 8, 128
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 
 class PasswordError(ValueError):
@@ -16,8 +18,19 @@ class PasswordError(ValueError):
 
 
 def check_strength(password):
-    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
-        raise PasswordError(f"a password has {MIN_LENGTH} to {MAX_LENGTH} characters")
+    """A password must fit in gRPC metadata (printable ASCII), or its user could never log in."""
+    if not isinstance(password, str) or not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise PasswordError(f"password: a password has {MIN_LENGTH} to {MAX_LENGTH} characters")
+    if not can_travel(password):
+        if _PRINTABLE_ASCII.fullmatch(password):
+            raise PasswordError("password: no space at the start or the end")
+        raise PasswordError("password: only printable ASCII characters (letters, digits, punctuation, "
+                            "inner spaces): no accents, tabs or control characters")
+
+
+def can_travel(password):
+    """gRPC metadata carries printable ASCII, and may strip spaces at either end."""
+    return bool(_PRINTABLE_ASCII.fullmatch(password)) and password == password.strip(" ")
 
 
 def hash_password(password, salt=None):

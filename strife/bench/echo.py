@@ -4,6 +4,7 @@
 """
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -33,6 +34,7 @@ async def serve(home):
 
 
 def main(argv=None):
+    os.umask(0o077)
     parser = argparse.ArgumentParser(description="gRPC echo over mTLS, the benchmark's reference")
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)

@@ -9,8 +9,10 @@ import uuid
 
 import grpc
 
-from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, deployment, topology_path
-from strife.gateway_client import ClientSetupError, GatewayClient
+from strife import names, passwords
+from strife.commands import (BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, bounded_option,
+                             deployment, topology_path)
+from strife.gateway_client import ClientSetupError, GatewayClient, user_password
 from strife.launcher import certs, credentials
 from strife.layout import Layout
 from strife.money import AmountError, format_minor, parse_amount
@@ -19,6 +21,8 @@ from strife.outbox.store import DuplicateId, Outbox
 from strife.rpc import cl_gw_pb2 as cl
 
 ABORTED, QUEUED = 1, 4   # exit codes of `pay` besides OK (committed)
+MAX_WAIT = 3600.0
+MAX_HISTORY = 1000       # what the gateway answers at most
 # gRPC codes that mean "your request is wrong" rather than "the system is down"
 _REQUEST_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
                    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -69,6 +73,39 @@ def register(sub):
     a = actions.add_parser("passwd", help="change this user's password")
     a.add_argument("--password", help="default: a generated one")
     a.set_defaults(run=change_password)
+
+    for action in actions.choices.values():  # every action: the name is checked before any path is built
+        action.set_defaults(run=_as_valid_user(action.get_default("run")))
+
+
+def _as_valid_user(action):
+    def run(args):
+        _check_name("name", args.name)
+        _check_name("name", args.name, names.node_names(deployment(args)))
+        return action(args)
+    return run
+
+
+def _check_name(what, name, nodes=()):
+    why = names.problem(name, nodes)
+    if why:
+        raise UserError(f"{what}: {why}")
+
+
+def _check_password(password):
+    try:
+        passwords.check_strength(password)
+    except passwords.PasswordError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _require_identity(topology, name):
+    """A user with no certificate or no password here can do nothing: say so before anything is
+    written (a payment queued for them would be paid by whoever is registered with that name later)."""
+    try:
+        user_password(topology.home, name)
+    except ClientSetupError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _run(args, work):
@@ -123,19 +160,26 @@ def pay(args):
     """Queue the payment in the outbox (durable, with its id), then deliver it or wait for the
     client node to: committed (0), aborted (1) or still queued (4) when --wait runs out."""
     txn_id = args.txn_id or str(uuid.uuid4())
+    bounded_option(args.wait, "--wait", 0, MAX_WAIT)
     topology = deployment(args)
     try:
         amount = parse_amount(args.amount, max_minor=topology.settings.max_amount_minor)
     except AmountError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"amount: {exc}") from None
+    if not names.NAME.fullmatch(args.payee):  # no user has such a name: refused before it is queued
+        raise UserError(f"payee: {names.problem(args.payee)}")
     if args.payee == args.name:
-        raise UserError("payer and payee are the same user")
+        raise UserError("payee: payer and payee are the same user")
+    why = names.txn_id_problem(txn_id)
+    if why:
+        raise UserError(f"txn_id: {why}")
+    _require_identity(topology, args.name)
     layout = Layout(topology.home)
     outbox = Outbox(layout.outbox(args.name))
     try:
         entry = outbox.add(txn_id, args.payee, amount)
     except DuplicateId as exc:
-        raise UserError(f"refused: idempotency_error: {exc}") from None
+        raise UserError(f"refused: txn_id: idempotency_error: {exc}") from None
     entry = asyncio.run(_deliver_or_wait(topology, args.name, outbox, entry, args.wait))
     return _report_payment(args, entry)
 
@@ -196,7 +240,7 @@ def _report_payment(args, entry):
 
 def show_outbox(args):
     topology = deployment(args)
-    entries = Outbox(Layout(topology.home).outbox(args.name)).pending()
+    entries = _local_outbox(topology, args.name, lambda outbox: outbox.pending())
     rows = [_entry_row(e) for e in entries]
     if args.json:
         _print_json(rows)
@@ -216,6 +260,12 @@ def _entry_row(e):
             "created_at": e.created_at, "next_attempt_at": e.next_attempt_at or None}
 
 
+def _local_outbox(topology, name, read):
+    """Entries of this client's outbox; none (and no file made) when it has none."""
+    path = Layout(topology.home).outbox(name)
+    return read(Outbox(path)) if path.exists() else []
+
+
 def balance(args):
     answer = _run(args, lambda topology, client: client.balance())
     if args.json:
@@ -233,8 +283,9 @@ def _when(seconds):
 
 def history(args):
     """The gateway's record merged with this client's outbox: queued and in-flight payments too."""
+    bounded_option(args.limit, "--limit", 1, MAX_HISTORY)
     topology = deployment(args)
-    local = {e.txn_id: e for e in Outbox(Layout(topology.home).outbox(args.name)).recent(args.limit)}
+    local = {e.txn_id: e for e in _local_outbox(topology, args.name, lambda outbox: outbox.recent(args.limit))}
     code = OK
     try:
         answer = _run(args, lambda topology, client: client.history(args.limit))
@@ -272,12 +323,15 @@ def history(args):
 def register_user(args):
     password = args.password or secrets.token_urlsafe(16)
     home = topology_path(args).parent
+    topology = deployment(args)
+    _check_name("username", args.username, names.node_names(topology))
+    _check_password(password)
+    try:
+        deposit = parse_amount(args.deposit, max_minor=topology.settings.max_amount_minor, allow_zero=True)
+    except AmountError as exc:
+        raise UserError(f"deposit: {exc}") from None
 
     async def work(topology, client):
-        try:
-            deposit = parse_amount(args.deposit, max_minor=topology.settings.max_amount_minor, allow_zero=True)
-        except AmountError as exc:
-            raise UserError(f"--deposit: {exc}") from None
         answer = await client.register(args.username, args.bank, password, deposit, args.full_name)
         # The new user's identity for mTLS, signed by this deployment's CA, and their password.
         certs.issue(home, args.username, "client")
@@ -292,6 +346,7 @@ def register_user(args):
 
 def change_password(args):
     password = args.password or secrets.token_urlsafe(16)
+    _check_password(password)
     _run(args, lambda topology, client: client.update(new_password=password))
     credentials.set_password(topology_path(args).parent, args.name, password)
     print(f"password of {args.name} changed (saved in state/credentials.json)")

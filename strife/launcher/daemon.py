@@ -2,6 +2,7 @@
 (`strife up -d` starts `python -m strife.launcher.daemon`, which outlives the command)."""
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -27,6 +28,7 @@ async def serve(topology, printer, echo_nodes):
 
 
 def main(argv=None):
+    os.umask(0o077)  # the supervisor's files, and every node and etcd it spawns, are its owner's alone
     parser = argparse.ArgumentParser(description="Strife supervisor daemon (started by `strife up -d`)")
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)

@@ -1,5 +1,11 @@
-"""Reading nodes' log files: the last lines, and following them as they grow."""
+"""Reading nodes' log files: the last lines, and following them as they grow.
+
+A line is shown with its control characters escaped: a file written before log lines were
+escaped (or by a process that does not escape, like etcd) cannot replay them onto the terminal.
+"""
 import time
+
+from strife.untrusted import escape
 
 
 def tail(path, lines):
@@ -11,7 +17,10 @@ def tail(path, lines):
             data = f.read().decode(errors="replace")
     except FileNotFoundError:
         return []
-    return data.splitlines()[-lines:] if lines else []
+    if not lines or not data:
+        return []
+    # "\n" only: splitlines() would also cut at \r, \x0b, \x85 or \u2028 written into a line
+    return [escape(line, backslash=False) for line in data.removesuffix("\n").split("\n")[-lines:]]
 
 
 def follow(paths, emit, poll=0.2, stop=lambda: False):
@@ -37,5 +46,5 @@ def follow(paths, emit, poll=0.2, stop=lambda: False):
             text = partial[name] + chunk.decode(errors="replace")
             *complete, partial[name] = text.split("\n")
             for line in complete:
-                emit(name, line)
+                emit(name, escape(line, backslash=False))
         time.sleep(poll)

@@ -5,7 +5,6 @@ Every problem is reported at once, one line each, naming the field path and why
 """
 import dataclasses
 import pathlib
-import re
 
 import yaml
 
@@ -13,12 +12,11 @@ from strife.durations import DurationError, parse_duration
 from strife.failpoints import STEPS, FailpointError, parse_action
 from strife.launcher import yaml_loader
 from strife.money import AmountError, format_minor, parse_amount
+from strife.names import problem as name_problem
 
 KINDS = ("etcd", "bank", "gateway", "client")  # also the start order
 RESTART_POLICIES = ("always", "on-failure", "no")
 ROLES = ("client", "admin")
-NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-RESERVED_NAMES = {"supervisor", "operator", "strife"}
 
 
 class TopologyError(Exception):
@@ -147,6 +145,8 @@ def load(path, home=None):
         problem = getattr(exc, "problem", None) or str(exc)
         kind = "" if isinstance(exc, yaml_loader.DuplicateKey) else "YAML syntax error: "
         raise TopologyError([f"{path.name}: {where}{kind}{problem}"]) from None
+    except ValueError:  # a number of thousands of digits: Python refuses to convert it
+        raise TopologyError([f"{path.name}: a number in the file is too long to be a port, count or amount"]) from None
     return parse(doc, path, home)
 
 
@@ -292,9 +292,10 @@ class _Validator:
         if kind == "client":
             allowed |= {"bank", "role", "balance"}
         raw = self.mapping(raw, where, allowed, required=("bank",) if kind == "client" else ())
-        if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
-            self.bad(where, f"{name!r} is not a usable name: lower-case letters, digits, - and _, "
-                            f"starting with a letter, not one of {', '.join(sorted(RESERVED_NAMES))}")
+        if kind in ("bank", "client"):  # etcd members and the gateway are named by Strife itself
+            why = name_problem(name)
+            if why:
+                self.bad(where, why)
         host = raw.get("host", "127.0.0.1")
         if not isinstance(host, str) or not host:
             self.bad(f"{where}.host", "must be a host name or address")

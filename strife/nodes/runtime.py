@@ -8,6 +8,7 @@ reported SERVING when it returns), `stop()`, `POLICY` (method prefix -> roles al
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -22,6 +23,7 @@ from strife.launcher import topology as topology_model
 from strife.layout import Layout
 from strife.nodes.admin import NodeAdmin
 from strife.rpc import admin_pb2_grpc
+from strife.untrusted import escape
 
 MAX_MESSAGE = 64 * 1024  # no Strife request is near this; anything larger is refused unread
 BASE_POLICY = {
@@ -39,7 +41,16 @@ class Context:
         self.log = logging.getLogger(spec.name)
 
 
+class OneLineFormatter(logging.Formatter):
+    """A record is one line whatever its message or traceback holds: the safety net under the
+    escaping of each client-chosen field (backslashes are left alone so those are not doubled)."""
+
+    def format(self, record):
+        return escape(super().format(record), backslash=False)
+
+
 def main(node_class, argv=None):
+    os.umask(0o077)  # databases, logs and directories this node creates are its owner's alone
     parser = argparse.ArgumentParser(description=f"Strife {node_class.KIND} node (started by `strife up`)")
     parser.add_argument("--home", required=True, help="deployment directory (holds certs/, state/, logs/)")
     parser.add_argument("--name", required=True, help="this node's name in the topology")
@@ -48,8 +59,9 @@ def main(node_class, argv=None):
     # docs' "Optimization" section): caller frames, thread, process and multiprocessing names.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("grpc").setLevel(logging.WARNING)
     topology = topology_model.load(Layout(args.home).resolved, home=args.home)
     spec = topology.node(args.name)

@@ -13,6 +13,7 @@ import time
 import grpc
 
 from strife.money import format_minor
+from strife.untrusted import field
 from strife.rpc import cl_gw_pb2 as cl
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def backoff(attempts):
 
 
 def describe(entry):
-    return f"payment {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}"
+    return f"payment {field(entry.txn_id)} to {field(entry.payee)} {format_minor(entry.amount_minor)}"
 
 
 async def send_head(outbox, client, failpoints=None, timeout=ATTEMPT_TIMEOUT):
@@ -65,11 +66,11 @@ async def send_head(outbox, client, failpoints=None, timeout=ATTEMPT_TIMEOUT):
     except grpc.aio.AioRpcError as exc:
         if exc.code() in REFUSALS:
             outbox.settle(entry.txn_id, "ABORTED", "REJECTED", exc.details() or exc.code().name)
-            log.info("%s: rejected by the gateway: %s", describe(entry), exc.details())
+            log.info("%s: rejected by the gateway: %s", describe(entry), field(exc.details()))
         else:
             error = f"{exc.code().name.lower()}: {exc.details() or ''}".strip()
             outbox.retry_later(entry.txn_id, error, time.time() + backoff(entry.attempts + 1))
-            log.info("%s: gateway not reachable (%s); will retry with the same id", describe(entry), error)
+            log.info("%s: gateway not reachable (%s); will retry with the same id", describe(entry), field(error))
         return outbox.get(entry.txn_id)
     if failpoints:
         await failpoints.hit("after-send")  # the gateway answered; the outbox does not know yet
@@ -78,7 +79,7 @@ async def send_head(outbox, client, failpoints=None, timeout=ATTEMPT_TIMEOUT):
         log.info("%s: committed", describe(entry))
     elif answer.outcome == cl.ABORTED:
         outbox.settle(entry.txn_id, "ABORTED", cl.AbortReason.Name(answer.reason), answer.detail)
-        log.info("%s: aborted (%s) %s", describe(entry), cl.AbortReason.Name(answer.reason), answer.detail)
+        log.info("%s: aborted (%s) %s", describe(entry), cl.AbortReason.Name(answer.reason), field(answer.detail))
     else:
         outbox.retry_later(entry.txn_id, f"in progress: {answer.detail}", time.time() + backoff(entry.attempts + 1))
     return outbox.get(entry.txn_id)

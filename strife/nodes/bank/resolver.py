@@ -6,6 +6,7 @@ import logging
 import time
 
 from strife import decisions
+from strife.untrusted import field
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ async def resolve_once(ledger, etcd, bank, hold_timeout):
     for txn_id in ledger.in_doubt(older_than=time.time() - hold_timeout):
         decision = await decisions.abort_as_bank(etcd, bank, txn_id)
         settled[txn_id] = await (ledger.commit(txn_id) if decision == decisions.COMMIT else ledger.abort(txn_id))
-        log.info("in-doubt %s resolved from etcd: %s", txn_id, settled[txn_id])
+        log.info("in-doubt %s resolved from etcd: %s", field(txn_id), settled[txn_id])
     return settled
 
 

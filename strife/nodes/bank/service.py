@@ -34,27 +34,31 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
 
     async def _check_name(self, context, value, what="account"):
         if not value or len(value) > MAX_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be 1..{MAX_NAME} characters")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: must be 1..{MAX_NAME} characters")
 
     async def RegisterClient(self, request, context):
         await self._check_name(context, request.account)
-        if request.opening_deposit_minor < 0 or len(request.full_name) > MAX_FULL_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad opening deposit or full name")
+        if request.opening_deposit_minor < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "opening_deposit_minor: cannot be negative")
+        await self._check_full_name(context, request.full_name)
         try:
             row = await self.ledger.open_account(request.account, request.opening_deposit_minor, request.full_name,
                                            deposit_id=f"register:{request.account}")
         except L.AccountExists:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"account {request.account!r} exists")
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"account: {request.account!r} exists")
         return _info(request.account, row)
 
     async def UpdateClientDetails(self, request, context):
         await self._check_name(context, request.account)
-        if len(request.full_name) > MAX_FULL_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"full name over {MAX_FULL_NAME} characters")
+        await self._check_full_name(context, request.full_name)
         try:
             return _info(request.account, await self.ledger.update_details(request.account, request.full_name))
         except L.UnknownAccount:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"account: no account {request.account!r}")
+
+    async def _check_full_name(self, context, full_name):
+        if len(full_name) > MAX_FULL_NAME:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"full_name: over {MAX_FULL_NAME} characters")
 
     async def ViewBalance(self, request, context):
         try:
@@ -64,7 +68,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         try:
             return _info(request.account, self.ledger.account(request.account))
         except L.UnknownAccount:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"account: no account {request.account!r}")
 
     async def LockTransaction(self, request, context):
         """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
@@ -85,10 +89,10 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         """Commits, aborts, prepares and transfers in one call, applied together. A failpoint that
         fires at any of their steps fails the whole call, as it would fail that step's own call."""
         if not (request.commit or request.abort or request.prepare or request.transfer):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty exchange")
-        await self._check_ids(request.commit, context)
-        await self._check_ids(request.abort, context)
-        await self._check_legs(request.prepare, context)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "commit, abort, prepare, transfer: an empty exchange")
+        await self._check_ids(request.commit, context, what="commit")
+        await self._check_ids(request.abort, context, what="abort")
+        await self._check_legs(request.prepare, context, what="prepare")
         await self._check_transfers(request.transfer, context)
         parts = await asyncio.gather(
             self._decide(request.commit, context, "commit", self.ledger.commit),
@@ -101,31 +105,34 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         commits, aborts, votes, transfers = parts
         return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes, transfers=transfers)
 
-    async def _check_ids(self, txn_ids, context, required=False):
+    async def _check_ids(self, txn_ids, context, required=False, what="txn_ids"):
         if (required and not txn_ids) or len(txn_ids) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} txn_ids")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} transaction ids")
         for txn_id in txn_ids:
             await self._check_name(context, txn_id, "txn_id")
 
-    async def _check_legs(self, legs, context, required=False):
+    async def _check_legs(self, legs, context, required=False, what="legs"):
         if (required and not legs) or len(legs) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send 1..{MAX_BATCH} legs")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} legs")
         for leg in legs:
             await self._check_name(context, leg.txn_id, "txn_id")
             await self._check_name(context, leg.account)
-            if _DIRECTIONS.get(leg.direction) is None or leg.amount_minor <= 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be DEBIT or CREDIT, amount > 0")
+            if _DIRECTIONS.get(leg.direction) is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction: must be DEBIT or CREDIT")
+            if leg.amount_minor <= 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
 
     async def _check_transfers(self, transfers, context):
         if len(transfers) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"send at most {MAX_BATCH} transfers")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transfer: send at most {MAX_BATCH} transfers")
         for t in transfers:
             await self._check_name(context, t.txn_id, "txn_id")
             await self._check_name(context, t.payer, "payer")
             await self._check_name(context, t.payee, "payee")
-            if t.amount_minor <= 0 or t.payer == t.payee:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "transfer: amount_minor must be > 0 and payer and payee different")
+            if t.amount_minor <= 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
+            if t.payer == t.payee:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: the same account as the payer")
 
     async def _transfer(self, transfers, context):
         if not transfers:

@@ -25,6 +25,7 @@ from strife.batching import Batcher
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import gw_bank_pb2 as gb
+from strife.untrusted import field
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class Coordinator:
         del self.inflight[txn_id]
         error = None if task.cancelled() else task.exception()
         if error is not None and not isinstance(error, IdempotencyMismatch):  # seen here even if every caller left
-            log.warning("payment %s stopped: %s", txn_id, error)
+            log.warning("payment %s stopped: %s", field(txn_id), field(error))
 
     async def _begin_and_execute(self, payment):
         await self.store.begin(payment)
@@ -133,7 +134,7 @@ class Coordinator:
                                                          payee=payment.payee, amount_minor=payment.amount_minor))
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "no answer in time"
-            log.warning("transfer %s at %s not answered: %s", payment.txn_id, bank, why)
+            log.warning("transfer %s at %s not answered: %s", field(payment.txn_id), bank, why)
             return Result(payment.txn_id, "PENDING", detail=f"bank {bank} has not answered yet; "
                                                             "ask again with the same id")
         if answer.reason == gb.CONFLICT:  # the bank knows this id for another payment
@@ -154,7 +155,7 @@ class Coordinator:
             standing = await self.decider.submit(
                 (payment.txn_id, want, (payment.payer_bank, payment.payee_bank), proposed))
         except Exception as exc:  # no decision recorded: banks and recovery will settle it
-            log.warning("decision for %s not recorded: %s", payment.txn_id, exc)
+            log.warning("decision for %s not recorded: %s", field(payment.txn_id), field(exc))
             return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "
                                                             "ask again with the same id")
         await self.failpoints.hit("after-decision")
@@ -207,7 +208,7 @@ class Coordinator:
             return True
         except (grpc.aio.AioRpcError, PhaseTwoRefused) as exc:
             why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            log.warning("%s of %s at %s not acknowledged: %s", decision, txn_id, bank, why)
+            log.warning("%s of %s at %s not acknowledged: %s", decision, field(txn_id), bank, field(why))
             return False
 
     def _retry_phase2(self, txn_id, decision, banks, first_delay=0.2):
@@ -255,7 +256,7 @@ class Coordinator:
             try:
                 standing = await decisions.decide(self.etcd, listed.txn_id, decisions.ABORT, answer=GATEWAY_STOPPED)
             except Exception as exc:
-                log.warning("recovery of %s postponed: %s", listed.txn_id, exc)
+                log.warning("recovery of %s postponed: %s", field(listed.txn_id), field(exc))
                 continue
             payment = self._unsettled(listed.txn_id)
             if payment is None:
@@ -264,7 +265,7 @@ class Coordinator:
                 answer = _answer_for(standing)
                 await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"],
                                         phase2_done=False)
-            log.info("recovering %s: %s", payment.txn_id, standing.outcome)
+            log.info("recovering %s: %s", field(payment.txn_id), standing.outcome)
             self._retry_phase2(payment.txn_id, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
 
     async def forget_finished(self, now=None):
@@ -283,7 +284,7 @@ class Coordinator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # etcd away: they wait for the next round
-                log.warning("forgetting finished decisions postponed: %s", exc)
+                log.warning("forgetting finished decisions postponed: %s", field(exc))
             await asyncio.sleep(FORGET_EVERY)
 
     async def run_recovery(self, interval=2.0):
@@ -293,5 +294,5 @@ class Coordinator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("recovery pass failed: %s", exc)
+                log.warning("recovery pass failed: %s", field(exc))
             await asyncio.sleep(interval)

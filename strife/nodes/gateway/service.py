@@ -1,18 +1,15 @@
 """The gateway's gRPC face to clients (cl_gw.proto): validation here, 2PC in the coordinator."""
-import re
-
 import grpc
 
-from strife import passwords, tls
-from strife.launcher.topology import NAME
+from strife import names, passwords, tls
 from strife.nodes.gateway.coordinator import IdempotencyMismatch
 from strife.nodes.gateway.store import Payment, fingerprint
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import cl_gw_pb2_grpc
 from strife.rpc import gw_bank_pb2 as gb
 
-TXN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_FULL_NAME = 200
+MAX_NAME = 64  # a payee longer than any user name is refused before it is looked up
 MAX_HISTORY = 1000
 _STATUS = {"COMMITTED": cl.COMMITTED, "ABORTED": cl.ABORTED, "PENDING": cl.IN_PROGRESS}
 
@@ -26,6 +23,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
     def __init__(self, store, banks, coordinator, users, topology):
         self.store, self.banks, self.coordinator, self.users = store, banks, coordinator, users
         self.bank_names = {b.name for b in topology.of_kind("bank")}
+        self.node_names = names.node_names(topology)  # a user may not take a node's name
         self.max_amount = topology.settings.max_amount_minor
 
     async def _bank(self, context, bank):
@@ -42,21 +40,22 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
 
     async def RegisterClient(self, request, context):
         name = request.username
-        if not NAME.fullmatch(name):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name[:80]!r} is not a usable user name: "
-                                "lower-case letters, digits, - and _, starting with a letter, at most 32")
+        why = names.problem(name, self.node_names)
+        if why:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"username: {why}")
         if request.bank not in self.bank_names:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown bank {request.bank[:80]!r} "
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"bank: unknown bank {names.shown(request.bank)} "
                                 f"(banks: {', '.join(sorted(self.bank_names))})")
         try:
             passwords.check_strength(request.password)
         except passwords.PasswordError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if not 0 <= request.opening_deposit_minor <= self.max_amount or len(request.full_name) > MAX_FULL_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "the opening deposit must be between 0 and the maximum amount")
+        if not 0 <= request.opening_deposit_minor <= self.max_amount:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "opening_deposit_minor: must be between 0 and "
+                                f"the maximum amount ({self.max_amount} minor units)")
+        await self._check_full_name(context, request.full_name)
         if self.store.user(name) is not None:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"user {name} already exists")
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username: user {name} already exists")
         stub = await self._bank(context, request.bank)
         info = await self._bank_call(context, stub.RegisterClient, gb.RegisterClientRequest(
             account=name, opening_deposit_minor=request.opening_deposit_minor, full_name=request.full_name))
@@ -70,8 +69,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
                 passwords.check_strength(request.new_password)
             except passwords.PasswordError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if len(request.full_name) > MAX_FULL_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"full name over {MAX_FULL_NAME} characters")
+        await self._check_full_name(context, request.full_name)
         full_name = ""
         if request.full_name:
             stub = await self._bank(context, user.bank)
@@ -82,6 +80,11 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await self.users.change_password(user.name, request.new_password)
         return cl.UpdateClientDetailsResponse(username=user.name, full_name=full_name)
 
+    async def _check_full_name(self, context, full_name):
+        if len(full_name) > MAX_FULL_NAME:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"full_name: over {MAX_FULL_NAME} characters ({len(full_name)})")
+
     async def ViewBalance(self, request, context):
         user = self.store.user(caller(context))
         stub = await self._bank(context, user.bank)
@@ -91,21 +94,21 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
 
     async def InitiateTransaction(self, request, context):
         payer = self.store.user(caller(context))
-        if not TXN_ID.fullmatch(request.txn_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "txn_id must be 1-64 letters, digits, '.', '_' or '-' (a UUID is best)")
+        why = names.txn_id_problem(request.txn_id)
+        if why:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"txn_id: {why}")
         if request.amount_minor <= 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the amount must be more than zero")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: the amount must be more than zero")
         if request.amount_minor > self.max_amount:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the amount is above the maximum of {self.max_amount} minor units")
+                                f"amount_minor: the amount is above the maximum of {self.max_amount} minor units")
         if request.payee == payer.name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payer and payee are the same user")
-        if len(request.payee) > 64:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the payee name is over 64 characters")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: payer and payee are the same user")
+        if len(request.payee) > MAX_NAME:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payee: the name is over {MAX_NAME} characters")
         payee = self.store.user(request.payee)
         if payee is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown payee {request.payee[:64]!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"payee: unknown payee {names.shown(request.payee)}")
         payment = Payment(txn_id=request.txn_id, payer=payer.name, payer_bank=payer.bank,
                           payee=payee.name, payee_bank=payee.bank, amount_minor=request.amount_minor,
                           fingerprint=fingerprint(payer.name, payer.bank, payee.name, payee.bank,
@@ -113,7 +116,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         try:
             result = await self.coordinator.pay(payment)
         except IdempotencyMismatch as exc:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"idempotency_error: {exc}")
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"txn_id: idempotency_error: {exc}")
         return result.to_proto()
 
     async def ViewTransactionHistory(self, request, context):

@@ -88,6 +88,24 @@ def test_a_gate_that_refuses_keeps_the_job_from_running_and_reaches_the_caller()
     assert ran == ["bob"]
 
 
+def test_what_a_job_records_on_completion_is_seen_by_the_next_jobs_gate():
+    seen = []
+
+    async def main():
+        scheduler = FairScheduler()
+        blocker, held = await hold_worker(scheduler)
+        recorded = []
+        first = asyncio.ensure_future(scheduler.run("alice", str, "first", then=recorded.append))
+        second = asyncio.ensure_future(scheduler.run("alice", str, "second", gate=lambda: seen.append(list(recorded))))
+        await asyncio.sleep(0)
+        blocker.release.set()
+        await asyncio.gather(held, first, second)
+        scheduler.close()
+
+    asyncio.run(main())
+    assert seen == [["first"]]
+
+
 def test_a_caller_that_gives_up_frees_its_place_and_its_job_never_runs():
     ran = []
 

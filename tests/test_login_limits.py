@@ -15,6 +15,7 @@ from strife.nodes.gateway.login_limits import LoginLimiter
 from strife.nodes.gateway.users import TooManyAttempts, Users, limit_keys, source_address
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import cl_gw_pb2_grpc
+from tests.conftest import wait_for
 
 
 class Clock:
@@ -219,4 +220,84 @@ def test_a_flood_of_wrong_passwords_is_cut_short_and_a_fresh_login_of_another_us
     bob, results = asyncio.run(main())
     assert bob is True
     assert results.count("refused") >= 190 and results.count(True) == 0
-    assert len(scrypt_runs) <= 3 + 1 + 1  # alice's free failures (3 here), then no scrypt while locked; bob's
+    assert len(scrypt_runs) == 3 + 1  # alice's free failures (3 here), then none while she is locked; bob's
+
+
+# --- a real deployment --------------------------------------------------------------------------
+
+FLOOD_CONCURRENCY, FLOOD_AT_LEAST = 200, 400
+
+
+async def wrong_password_flood(home, address, stop, answered):
+    """Wrong passwords with alice's certificate, FLOOD_CONCURRENCY at a time over four connections,
+    until `stop` is set and at least FLOOD_AT_LEAST were answered. Returns [(code, details, trailers)]."""
+    channels = [grpc.aio.secure_channel(address, tls.channel_credentials(home, "alice")) for _ in range(4)]
+    answers = []
+
+    async def worker(w):
+        stub = cl_gw_pb2_grpc.ClientGatewayStub(channels[w % len(channels)])
+        while not stop.is_set() or len(answers) < FLOOD_AT_LEAST:
+            try:
+                await stub.ViewBalance(cl.ViewBalanceRequest(), timeout=30, metadata=(
+                    ("x-strife-user", "alice"), ("x-strife-password", f"wrong-{w}-{len(answers)}")))
+                answers.append((grpc.StatusCode.OK, "", {}))
+            except grpc.aio.AioRpcError as exc:
+                answers.append((exc.code(), exc.details(), dict(exc.trailing_metadata() or ())))
+            answered.set()
+
+    try:
+        await asyncio.gather(*(worker(w) for w in range(FLOOD_CONCURRENCY)))
+    finally:
+        for channel in channels:
+            await channel.close()
+    return answers
+
+
+async def balance_as(home, address, user, password, timeout=10.0):
+    """One ViewBalance with the CLI's normal deadline: the status code."""
+    async with grpc.aio.secure_channel(address, tls.channel_credentials(home, user)) as channel:
+        try:
+            await cl_gw_pb2_grpc.ClientGatewayStub(channel).ViewBalance(
+                cl.ViewBalanceRequest(), timeout=timeout,
+                metadata=(("x-strife-user", user), ("x-strife-password", password)))
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+
+
+def test_a_wrong_password_flood_is_limited_while_another_users_fresh_login_succeeds(deployment):
+    d = deployment()
+    d.up()
+    # a new password: the gateway has never verified it, so bob's next login needs a real scrypt check
+    changed = d.run("client", "bob", "passwd")
+    assert changed.returncode == 0, changed.stderr
+    address = load_deployment(d.home).of_kind("gateway")[0].address
+
+    async def main():
+        stop, answered = asyncio.Event(), asyncio.Event()
+        flood = asyncio.ensure_future(wrong_password_flood(d.home, address, stop, answered))
+        await answered.wait()  # the flood is under way: every worker has a call in flight
+        try:
+            bob = await balance_as(d.home, address, "bob", credentials.password(d.home, "bob"))
+        finally:
+            stop.set()
+        return bob, await flood
+
+    bob, answers = asyncio.run(main())
+    assert bob == grpc.StatusCode.OK
+    codes = collections.Counter(code for code, _, _ in answers)
+    assert set(codes) <= {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    # only the few attempts before each lockout got a password check; every other one was refused unchecked
+    assert codes[grpc.StatusCode.UNAUTHENTICATED] <= 15, codes
+    assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] >= len(answers) - 15, codes
+    refusals = [(details, trailers) for code, details, trailers in answers if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert all(details.startswith(("too many failed logins for alice; try again in ",
+                                   "too many password checks waiting for alice; try again in ")) and
+               int(trailers["grpc-retry-pushback-ms"]) > 0 for details, trailers in refusals)
+    assert any("failed logins" in details for details, _ in refusals)
+
+    # once her lockout has passed, alice's right password works again
+    right = credentials.password(d.home, "alice")
+    wait_for(lambda: asyncio.run(balance_as(d.home, address, "alice", right)) == grpc.StatusCode.OK,
+             timeout=330, what="alice's lockout to pass")
+    assert d.run("client", "alice", "balance").returncode == 0

@@ -20,6 +20,7 @@ class _Job:
     fn: object
     args: tuple
     gate: object
+    then: object
 
 
 class FairScheduler:
@@ -34,11 +35,13 @@ class FairScheduler:
     def waiting(self, key):
         return len(self._queues.get(key, ()))
 
-    async def run(self, key, fn, *args, gate=None, bounded=True):
+    async def run(self, key, fn, *args, gate=None, then=None, bounded=True):
         """`fn(*args)` on the worker thread when `key`'s turn comes; its result or exception.
 
         `gate()`, if given, runs on the event loop just before `fn` would start: an exception it
         raises reaches the caller instead, and `fn` never runs (a check found useless while it waited).
+        `then(result)`, if given, runs on the event loop as soon as `fn` returns, before the next
+        job's gate: what it records, the next gate sees.
         Raises QueueFull at once when `bounded` and `key` already has `max_waiting` jobs waiting.
         """
         queue = self._queues.get(key)
@@ -47,7 +50,7 @@ class FairScheduler:
         if queue is None:
             queue = self._queues[key] = collections.deque()
             self._turns.append(key)
-        job = _Job(asyncio.get_running_loop().create_future(), fn, args, gate)
+        job = _Job(asyncio.get_running_loop().create_future(), fn, args, gate, then)
         queue.append(job)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._serve())
@@ -74,6 +77,8 @@ class FairScheduler:
                 if job.gate is not None:
                     job.gate()
                 result = await loop.run_in_executor(self._thread, job.fn, *job.args)
+                if job.then is not None:
+                    job.then(result)
             except Exception as exc:
                 if not job.future.done():
                     job.future.set_exception(exc)

@@ -88,28 +88,32 @@ class Users:
         # checked before the cache too: else a lockout would leave a fast oracle for a cached password
         self._refuse_if_locked(name, keys)
         if self.cache.hit(name, password):
-            self.limiter.succeeded(*keys)
+            self._count(keys, True)
             return True
         user = self.store.user(name)
         if user is None:
-            ok = False
-        else:
-            ok = await self._verify(name, password, user, keys)
+            return self._count(keys, False)
+        ok = await self._verify(name, password, user, keys)
         if ok:
             self.cache.remember(name, password)
+        return ok
+
+    def _count(self, keys, ok):
+        if ok:
             self.limiter.succeeded(*keys)
         else:
             self.limiter.failed(*keys)
         return ok
 
     async def _verify(self, name, password, user, keys):
-        """scrypt, fairly scheduled; concurrent tries of the same password share one run."""
+        """scrypt, fairly scheduled; concurrent tries of the same password share one run (and count once)."""
         same = (name, self.cache.digest(password))
         check = self._checking.get(same)
         if check is None:
             check = self._checking[same] = asyncio.ensure_future(self.scrypt.run(
                 name, passwords.verify, password, user.salt, user.hash,
-                gate=lambda: self._refuse_if_locked(name, keys)))  # locked while it waited: no scrypt
+                gate=lambda: self._refuse_if_locked(name, keys),  # locked while it waited: no scrypt
+                then=lambda ok: self._count(keys, ok)))  # counted before the next check may start
             check.add_done_callback(lambda done: self._checked(same, done))
         try:
             return await asyncio.shield(check)  # one caller giving up does not cancel it for the others

@@ -5,8 +5,9 @@
 flood: bob's fresh logins (each after a password change, so each needs a real scrypt check),
 one after another while another process floods wrong passwords with alice's certificate,
 against a baseline with no flood; then how long until alice's right password works again.
-connections: a deployment run under `ulimit -Sn 1024`, 2,000 idle TCP connections to the
-gateway, then `strife client alice balance` / `pay`, their latency, and the gateway's fds and RSS.
+connections: a deployment run under `ulimit -Sn 1024` (then under `ulimit -n 1024`, the hard
+limit too), 2,000 idle TCP connections to the gateway, then `strife client alice balance` / `pay`,
+their latency, the gateway's fds and RSS, and when the gateway drops the idle connections.
 Each part starts its own deployment in a temporary directory and removes it.
 """
 import asyncio
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -162,15 +164,17 @@ def timed_cli(d, *args):
             "stderr": result.stderr.strip()[-200:]}
 
 
-def measure_connections(d):
+def measure_connections(d, ulimit):
     up = [sys.executable, "-m", "strife", "up", "-d"]
-    result = subprocess.run(["bash", "-c", f"ulimit -Sn {SOFT_LIMIT}; exec {shlex.join(up)}"], cwd=d.home,
+    result = subprocess.run(["bash", "-c", f"{ulimit}; exec {shlex.join(up)}"], cwd=d.home,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     gateway = gateway_process(d)
     host, port = load_deployment(d.home).of_kind("gateway")[0].address.rsplit(":", 1)
     before = {"fds": gateway.num_fds(), "rss_mb": round(gateway.memory_info().rss / 2 ** 20, 1),
-              "nofile_soft_limit": gateway.rlimit(psutil.RLIMIT_NOFILE)[0]}
+              "nofile_limit": gateway.rlimit(psutil.RLIMIT_NOFILE)}
+    baseline = {"rpc_on_a_new_connection": summary(asyncio.run(new_connection_balances(d.home, 10))),
+                "balance": [timed_cli(d, "client", "alice", "balance") for _ in range(3)]}
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     idle, refused = [], 0
@@ -181,29 +185,64 @@ def measure_connections(d):
         except OSError:
             refused += 1
     opened_s = time.perf_counter() - began
+    for s in idle:
+        s.setblocking(False)
+    dropped = {}
+    watcher = threading.Thread(target=watch_drops, args=(idle, began, dropped), daemon=True)
+    watcher.start()
     try:
         with_idle = {"fds": gateway.num_fds(), "rss_mb": round(gateway.memory_info().rss / 2 ** 20, 1)}
-        runs = {"balance": [timed_cli(d, "client", "alice", "balance") for _ in range(3)],
+        runs = {"rpc_on_a_new_connection": summary(asyncio.run(new_connection_balances(d.home, 10))),
+                "balance": [timed_cli(d, "client", "alice", "balance") for _ in range(3)],
                 "pay": [timed_cli(d, "client", "alice", "pay", "bob", "0.01") for _ in range(3)]}
         health = d.node("gateway")
         after_cli = {"fds": gateway.num_fds(), "rss_mb": round(gateway.memory_info().rss / 2 ** 20, 1),
-                     "gateway_state": health.get("state"), "gateway_health": health.get("health")}
-        closed_by_server = 0
-        for s in idle:
-            s.setblocking(False)
-            try:
-                closed_by_server += s.recv(1) == b""
-            except BlockingIOError:
-                pass
-            except OSError:
-                closed_by_server += 1
+                     "gateway_state": health.get("state"), "gateway_health": health.get("health"),
+                     "seconds_since_opened": round(time.perf_counter() - began, 1)}
+        watcher.join(60)
+        later = {"idle_dropped_by_gateway_s_after_opening": dropped,
+                 "rpc_on_a_new_connection": summary(asyncio.run(new_connection_balances(d.home, 10))),
+                 "balance": timed_cli(d, "client", "alice", "balance"), "fds": gateway.num_fds()}
     finally:
         for s in idle:
             s.close()
-    return {"soft_limit_given": SOFT_LIMIT, "gateway_before": before, "idle_connections_opened": len(idle),
+    return {"ulimit": ulimit, "gateway_before": before, "without_idle": baseline, "idle_connections_opened": len(idle),
             "connect_failures": refused, "seconds_to_open": round(opened_s, 1), "gateway_with_idle": with_idle,
-            "cli": runs, "gateway_after_cli": after_cli,
-            "idle_closed_by_gateway_by_the_end": closed_by_server}
+            "cli_with_idle_open": runs, "gateway_after_cli": after_cli, "later": later}
+
+
+async def new_connection_balances(home, n):
+    """alice's balance `n` times, each on a new connection (TLS handshake included): ms of the OK ones."""
+    address = load_deployment(home).of_kind("gateway")[0].address
+    right, times = credentials.password(home, "alice"), []
+    for _ in range(n):
+        began = time.perf_counter()
+        async with grpc.aio.secure_channel(address, tls.channel_credentials(home, "alice")) as channel:
+            code, _ = await call(cl_gw_pb2_grpc.ClientGatewayStub(channel), "alice", right)
+        if code == "OK":
+            times.append((time.perf_counter() - began) * 1000)
+    return times
+
+
+def watch_drops(socks, began, out, limit=60):
+    """Seconds (since `began`) when the gateway had closed the first, and then all, of `socks`."""
+    while time.perf_counter() - began < limit:
+        closed = sum(closed_by_peer(s) for s in socks)
+        if closed and "first" not in out:
+            out["first"] = round(time.perf_counter() - began, 1)
+        if closed == len(socks):
+            out["all"] = round(time.perf_counter() - began, 1)
+            return
+        time.sleep(0.2)
+
+
+def closed_by_peer(sock):
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def main(argv):
@@ -222,12 +261,13 @@ def main(argv):
             finally:
                 d.teardown()
     if which in ("connections", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            d = deployment(tmp)
-            try:
-                out["connections"] = measure_connections(d)
-            finally:
-                d.teardown()
+        for ulimit in (f"ulimit -Sn {SOFT_LIMIT}", f"ulimit -n {SOFT_LIMIT}"):  # soft only; soft and hard
+            with tempfile.TemporaryDirectory() as tmp:
+                d = deployment(tmp)
+                try:
+                    out[ulimit] = measure_connections(d, ulimit)
+                finally:
+                    d.teardown()
     print(json.dumps(out, indent=2))
 
 

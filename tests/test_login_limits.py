@@ -10,7 +10,6 @@ import pytest
 from strife import passwords, tls
 from strife.gateway_client import load_deployment
 from strife.launcher import credentials
-from strife.nodes.gateway.fair_scheduler import FairScheduler
 from strife.nodes.gateway.login_limits import LoginLimiter
 from strife.nodes.gateway.users import TooManyAttempts, Users, limit_keys, source_address
 from strife.rpc import cl_gw_pb2 as cl
@@ -171,13 +170,17 @@ def test_the_user_from_another_address_is_locked_while_the_real_user_logs_in_els
 
 def test_a_cached_password_never_waits_for_the_scrypt_thread():
     clock = Clock()
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
+
+    def hold():
+        started.set()
+        return release.wait(10)
 
     async def main():
         users = users_with(clock)
         assert await users.check("bob", "bob-password")  # now cached
-        busy = asyncio.ensure_future(users.scrypt.run("someone", release.wait, 10))
-        await asyncio.sleep(0.05)
+        busy = asyncio.ensure_future(users.scrypt.run("someone", hold))
+        assert await asyncio.to_thread(started.wait, 10)
         assert await asyncio.wait_for(users.check("bob", "bob-password"), 1)  # the thread is still held
         release.set()
         await busy

@@ -14,7 +14,7 @@ TXN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED = frozenset({
     "operator", "supervisor", "strife",                 # the launcher's identities and its lines
     "root",                                             # etcd's superuser
-    "ca", "infra-ca", "users-ca", "jwt",                # authorities and signing keys under certs/
+    "ca", "infra-ca", "users-ca", "jwt", "etcd-jwt",    # authorities and signing keys under certs/
     "etcd", *(f"etcd{i}" for i in range(1, 8)),         # etcd members, whatever the cluster size
     "gateway",
     "credentials",                                      # state/credentials.json

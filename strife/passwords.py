@@ -50,15 +50,16 @@ class VerifiedCache:
         self._key = os.urandom(32)
         self._digests = {}
 
-    def _digest(self, password):
+    def digest(self, password):
+        """This process's keyed digest of `password`: comparable, not reversible, never persisted."""
         return hmac.new(self._key, password.encode(), hashlib.sha256).digest()
 
     def hit(self, user, password):
         known = self._digests.get(user)
-        return known is not None and hmac.compare_digest(known, self._digest(password))
+        return known is not None and hmac.compare_digest(known, self.digest(password))
 
     def remember(self, user, password):
-        self._digests[user] = self._digest(password)
+        self._digests[user] = self.digest(password)
 
     def forget(self, user):
         self._digests.pop(user, None)

@@ -16,7 +16,6 @@ from strife import tls
 from strife.gateway_client import load_deployment
 from strife.launcher import control
 from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import cl_gw_pb2_grpc
 from tests.conftest import balances, wait_for
 
 RESERVED = ["operator", "supervisor", "strife", "root", "ca", "infra-ca", "users-ca", "etcd",

@@ -73,6 +73,7 @@ class Gateway:
         await self.banks.stop()
         await self.etcd.close()
         await self.store.close()
+        self.users.close()
 
 
 if __name__ == "__main__":

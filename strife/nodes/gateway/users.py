@@ -1,31 +1,69 @@
-"""The gateway's user directory: who exists, at which bank, in which role, and their password check."""
+"""The gateway's user directory: who exists, at which bank, in which role, and their password check.
+
+Password guessing is bounded twice (design §7, issue 10 item 6):
+- LoginLimiter: consecutive failures lock out the user, and separately the user as seen from one
+  source address, for a time that doubles. No scrypt runs for a locked key.
+- FairScheduler: scrypt runs on one thread, served round-robin per user, each user with a few
+  checks waiting at most; so one user's flood delays another user's check by about one scrypt
+  (one per other user with checks waiting), not by the length of the flood.
+A password that already verified (VerifiedCache) never waits for scrypt.
+"""
 import asyncio
-import concurrent.futures
+import math
 
 import grpc
 
 from strife import passwords
+from strife.nodes.gateway.fair_scheduler import FairScheduler, QueueFull
+from strife.nodes.gateway.login_limits import LoginLimiter
 
 USER_HEADER, PASSWORD_HEADER = "x-strife-user", "x-strife-password"
+MAX_WAITING_CHECKS = 4  # per user: distinct passwords being tried at once; more is a flood
+PUSHBACK = "grpc-retry-pushback-ms"  # gRPC's standard trailer for "retry after"
+
+
+class TooManyAttempts(Exception):
+    def __init__(self, message, seconds):
+        super().__init__(message)
+        self.seconds = seconds
+
+
+def source_address(peer):
+    """The address part of gRPC's peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000")."""
+    kind, _, rest = (peer or "").partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return rest.rpartition(":")[0]
+    return peer or "-"
+
+
+def limit_keys(name, peer):
+    """What failed logins are counted against: the user, and the user from this source address.
+
+    The address alone is no key: users share one (loopback, NAT, a proxy), and one user's flood
+    must never lock out another. The ip:port of the connection is no key either: a new connection
+    gets a new port. Each connection carries exactly one user's certificate, so every attempt
+    belongs to a user; the pair keeps counting an attacker at one address even while the real
+    user's successes from elsewhere reset the user's own count.
+    """
+    return ("user", name), ("from", source_address(peer), name)
 
 
 class Users:
-    def __init__(self, store):
+    def __init__(self, store, limiter=None, scheduler=None):
         self.store = store
         self.cache = passwords.VerifiedCache()
+        self.limiter = limiter or LoginLimiter()
         # scrypt is slow and takes 16 MB on purpose: one thread for it keeps the event loop free
         # without every pool thread keeping its own 16 MB arena
-        self._scrypt = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrypt")
-
-    async def _off_loop(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._scrypt, fn, *args)
+        self.scrypt = scheduler or FairScheduler(MAX_WAITING_CHECKS, thread_name="scrypt")
+        self._checking = {}  # (name, keyed digest) -> the check under way: one scrypt for identical tries
 
     async def add(self, name, bank, role, password):
-        salt, digest = await self._off_loop(passwords.hash_password, password)
+        salt, digest = await self.scrypt.run(name, passwords.hash_password, password, bounded=False)
         return await self.store.add_user(name, bank, role, salt, digest)
 
     async def change_password(self, name, password):
-        salt, digest = await self._off_loop(passwords.hash_password, password)
+        salt, digest = await self.scrypt.run(name, passwords.hash_password, password, bounded=False)
         await self.store.set_password(name, salt, digest)
         self.cache.forget(name)
 
@@ -36,14 +74,57 @@ class Users:
                 salt, digest = passwords.hash_password(credentials[client.name])
                 self.store.add_user_now(client.name, client.bank, client.role, salt, digest)
 
-    async def check(self, name, password):
+    def close(self):
+        self.scrypt.close()
+
+    def _refuse_if_locked(self, name, keys):
+        seconds = self.limiter.wait(*keys)
+        if seconds > 0:
+            raise TooManyAttempts(f"too many failed logins for {name}; try again in {math.ceil(seconds)}s", seconds)
+
+    async def check(self, name, password, peer=None):
+        """True if `password` is `name`'s; raises TooManyAttempts while locked out or flooding."""
+        keys = limit_keys(name, peer)
+        # checked before the cache too: else a lockout would leave a fast oracle for a cached password
+        self._refuse_if_locked(name, keys)
         if self.cache.hit(name, password):
+            self._count(keys, True)
             return True
         user = self.store.user(name)
-        if user is None or not await self._off_loop(passwords.verify, password, user.salt, user.hash):
-            return False
-        self.cache.remember(name, password)
-        return True
+        if user is None:
+            return self._count(keys, False)
+        ok = await self._verify(name, password, user, keys)
+        if ok:
+            self.cache.remember(name, password)
+        return ok
+
+    def _count(self, keys, ok):
+        if ok:
+            self.limiter.succeeded(*keys)
+        else:
+            self.limiter.failed(*keys)
+        return ok
+
+    async def _verify(self, name, password, user, keys):
+        """scrypt, fairly scheduled; concurrent tries of the same password share one run (and count once)."""
+        same = (name, self.cache.digest(password))
+        check = self._checking.get(same)
+        if check is None:
+            check = self._checking[same] = asyncio.ensure_future(self.scrypt.run(
+                name, passwords.verify, password, user.salt, user.hash,
+                gate=lambda: self._refuse_if_locked(name, keys),  # locked while it waited: no scrypt
+                then=lambda ok: self._count(keys, ok)))  # counted before the next check may start
+            check.add_done_callback(lambda done: self._checked(same, done))
+        try:
+            return await asyncio.shield(check)  # one caller giving up does not cancel it for the others
+        except QueueFull:
+            raise TooManyAttempts(f"too many password checks waiting for {name}; try again in 1s", 1.0) from None
+
+    def _checked(self, same, done):
+        if self._checking.get(same) is done:
+            del self._checking[same]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a check whose callers all left is not reported as lost
 
     async def authenticate(self, identity, metadata, context, method):
         """For client-facing methods: the user named in metadata is the certificate's, and the password fits."""
@@ -55,5 +136,10 @@ class Users:
         if name != identity.name:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"user {name[:64]!r} does not match the certificate of {identity.name!r}")
-        if not await self.check(name, metadata.get(PASSWORD_HEADER, "")):
+        try:
+            ok = await self.check(name, metadata.get(PASSWORD_HEADER, ""), context.peer())
+        except TooManyAttempts as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc),
+                                trailing_metadata=((PUSHBACK, str(math.ceil(exc.seconds * 1000))),))
+        if not ok:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong user name or password")

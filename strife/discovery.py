@@ -15,12 +15,13 @@ BANKS_PREFIX = "/strife/banks/"
 LEASE_TTL = 5  # seconds: how long a crashed bank stays listed
 
 
-def client(topology, name):
-    """An unconnected etcd3aio client for node `name` of this deployment."""
+def client(topology, name, endpoints=None):
+    """An unconnected etcd3aio client for node `name` of this deployment (to every member, or to
+    the `endpoints` given, e.g. one member for its maintenance)."""
     args = tls.etcd_tls_args(topology.home, name) if topology.etcd.tls else {}
     if topology.etcd.endpoints:  # a cluster we did not make: its certificates name its own hosts
         args.pop("tls_server_name", None)
-    endpoints = [e.split("://", 1)[-1] for e in topology.etcd_endpoints()]
+    endpoints = [e.split("://", 1)[-1] for e in (endpoints or topology.etcd_endpoints())]
     return etcd3aio.Etcd3Client(endpoints, **args)
 
 

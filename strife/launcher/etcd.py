@@ -54,4 +54,6 @@ def command(topology, member, binary):
         "--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca), "--client-cert-auth",
         "--peer-cert-file", str(cert), "--peer-key-file", str(key), "--peer-trusted-ca-file", str(ca),
         "--peer-client-cert-auth", "--auth-token", jwt, "--log-level", "warn",
+        # history older than a minute is dropped (watches resume from a fresh read); see etcd_upkeep
+        "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
     ]

@@ -1,0 +1,61 @@
+"""etcd stays bounded: decisions are forgotten once every bank applied them, and the space that
+compaction frees is given back by defragmentation."""
+import asyncio
+import json
+
+from etcd3aio import prefix_range_end
+
+from strife import decisions, discovery
+from strife.gateway_client import load_deployment
+from strife.launcher import certs, etcd_upkeep
+from tests.conftest import PAYMENT_TOPOLOGY, ledger_rows, wait_for
+
+
+def etcd_keys(home, prefix):
+    t = load_deployment(home)
+
+    async def read():
+        async with discovery.client(t, certs.OPERATOR) as etcd:
+            answer = await etcd.kv.get(prefix, range_end=prefix_range_end(prefix))
+            return {kv.key.decode(): kv.value.decode() for kv in answer.kvs}
+    return asyncio.run(read())
+
+
+def test_a_decision_is_forgotten_after_both_banks_applied_it_and_retries_still_answer(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    paid = json.loads(d.run("client", "alice", "pay", "bob", "2", "--json").stdout)
+    refused = json.loads(d.run("client", "bob", "pay", "alice", "999", "--json").stdout)
+    assert (paid["outcome"], refused["outcome"]) == ("committed", "aborted")
+    for answer in (paid, refused):
+        assert decisions.key(answer["txn_id"]) in etcd_keys(d.home, decisions.PREFIX)
+    wait_for(lambda: not etcd_keys(d.home, decisions.PREFIX), timeout=60, what="decisions and answers forgotten")
+    assert ledger_rows(d.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (paid["txn_id"],)) == [("COMMITTED",)]
+    again = json.loads(d.run("client", "alice", "pay", "bob", "2", "--id", paid["txn_id"], "--json").stdout)
+    assert (again["outcome"], again["reason"]) == ("committed", "")
+    again = json.loads(d.run("client", "bob", "pay", "alice", "999", "--id", refused["txn_id"], "--json").stdout)
+    assert (again["outcome"], again["reason"], again["detail"]) == ("aborted", refused["reason"], refused["detail"])
+    verify = d.run("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_defragmentation_gives_back_what_compaction_freed(deployment):
+    d = deployment(PAYMENT_TOPOLOGY)
+    d.up()
+    t = load_deployment(d.home)
+    member = t.of_kind("etcd")[0]
+
+    async def churn_and_compact():
+        async with discovery.client(t, certs.OPERATOR) as etcd:
+            blob = "x" * 10_000
+            for i in range(0, 1500, 50):  # ~15 MB written, then deleted and compacted away
+                await asyncio.gather(*(etcd.kv.put(f"/strife/test/{j}", blob) for j in range(i, i + 50)))
+            await etcd.kv.delete("/strife/test/", range_end=prefix_range_end("/strife/test/"))
+            revision = (await etcd.kv.get("/strife/none")).header.revision
+            await etcd.kv.compact(revision, physical=True)
+            return (await etcd.maintenance.status()).dbSize
+
+    before = asyncio.run(churn_and_compact())
+    assert asyncio.run(etcd_upkeep.check_member(t, member, min_free=2 ** 30)) == 0  # not worth a pause
+    freed = asyncio.run(etcd_upkeep.check_member(t, member, min_free=2 ** 20))
+    assert freed > 5 * 2 ** 20 and freed < before

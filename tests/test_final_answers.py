@@ -338,7 +338,8 @@ def test_answers_given_under_load_with_faults_never_change(deployment):
     assert d.run("chaos", "--clear", "bank2").returncode == 0
     first_answers = load.first_answers
     reasons = collections.Counter(cl.AbortReason.Name(reason) for _, _, reason, _ in first_answers.values())
-    assert reasons["REASON_UNSPECIFIED"] > 20, reasons  # commits, beside the refused ones
+    # commits beside the refused ones (refusals are answered at the decision, before bank2's slow abort)
+    assert reasons["REASON_UNSPECIFIED"] >= 5, reasons
     wait_for(lambda: _gateway_unfinished(d.home) == 0 and prepared_holds(d.home) == 0, timeout=60,
              what="recovery and phase 2 of every payment finished")
 

@@ -3,14 +3,13 @@
 Used by the `strife client` commands and by the client node's outbox sender.
 """
 
-from strife import passwords, tls
+from strife import headers, passwords, tls
 from strife.launcher import credentials
 from strife.launcher import topology as topology_model
 from strife.layout import Layout
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import cl_gw_pb2_grpc
 
-USER_HEADER, PASSWORD_HEADER = "x-strife-user", "x-strife-password"
 
 
 class ClientSetupError(Exception):
@@ -44,7 +43,7 @@ class GatewayClient:
         self.user = user
         home = topology.home
         self.password = user_password(home, user, password)
-        self.metadata = ((USER_HEADER, user), (PASSWORD_HEADER, self.password))
+        self.metadata = ((headers.USER, user), (headers.PASSWORD, self.password))
         gateway = topology.of_kind("gateway")[0]
         self.address = gateway.address
         self.channel = tls.secure_channel(self.address, tls.channel_credentials(home, user), gateway.name, options=[
@@ -66,6 +65,15 @@ class GatewayClient:
     async def pay(self, payee, amount_minor, txn_id, timeout=10.0):
         return await self._call(self.stub.InitiateTransaction, cl.InitiateTransactionRequest(
             txn_id=txn_id, payee=payee, amount_minor=amount_minor), timeout)
+
+    async def pay_timed(self, payee, amount_minor, txn_id, timeout=10.0):
+        """pay(), and the gateway's stage timings of this payment in ms ({} when it gave none)."""
+        call = self.stub.InitiateTransaction(
+            cl.InitiateTransactionRequest(txn_id=txn_id, payee=payee, amount_minor=amount_minor),
+            metadata=self.metadata + ((headers.STAGES, "1"),), timeout=timeout)
+        answer = await call
+        stages = dict((await call.trailing_metadata()) or ()).get(headers.STAGES, "")
+        return answer, {name: float(ms) for name, _, ms in (part.partition("=") for part in stages.split(";")) if ms}
 
     async def balance(self, timeout=10.0):
         return await self._call(self.stub.ViewBalance, cl.ViewBalanceRequest(), timeout)

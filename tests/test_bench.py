@@ -13,13 +13,21 @@ def test_bench_reports_every_figure(live):
     result = live.run("bench", "--seconds", "1.5", "--concurrency", "4", "--json", timeout=300)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    for phase in ("payments", "payments_single", "echo", "echo_single"):
-        f = figures[phase]
+    phases = {name: figures[name] for name in ("payments", "payments_single", "payments_single_same_bank", "echo",
+                                                 "echo_single")}
+    phases.update({f"payments {kind}": f for kind, f in figures["payments_by_kind"].items()})
+    assert set(figures["payments_by_kind"]) == {"cross-bank", "same-bank"}
+    assert sum(f["count"] for f in figures["payments_by_kind"].values()) == figures["payments"]["count"]
+    for phase, f in phases.items():
         assert f["ok"] > 0 and f["errors"] == 0, (phase, f)
         assert 0 < f["p50_ms"] <= f["p90_ms"] <= f["p99_ms"] <= f["max_ms"], (phase, f)
         assert f["per_s"] > 0
     assert figures["ratio"] == round(figures["payments"]["per_s"] * 6 / figures["echo"]["per_s"], 3)
-    assert figures["single_p50_over_echo_p50"] > 0
+    assert figures["single_p50_over_echo_p50"] > 0 and figures["same_bank_single_p50_over_echo_p50"] > 0
+    stages = figures["stages_ms"]  # where a lone cross-bank payment's time goes
+    assert set(stages) == {"total", "prepare", "decision", "coordinator, other",
+                           "client and gateway, outside the coordinator"}
+    assert 0 < stages["prepare"] < stages["total"] and 0 < stages["decision"] < stages["total"]
     assert set(figures["rss_peak_mb"]) == {"gateway", "bank1", "bank2"}
     assert all(mb > 10 for mb in figures["rss_peak_mb"].values())
     assert figures["accounts"] >= 8 and figures["concurrency"] == 4

@@ -9,10 +9,12 @@ class Sample:
     started: float   # seconds since the run began
     latency: float   # seconds
     outcome: str     # ok | aborted | error
+    kind: str = ""   # what was asked, when the caller tells (e.g. same-bank or cross-bank)
 
 
 async def closed_loop(call, concurrency, seconds, progress=None):
-    """`call(worker, n)` performs one request and returns an outcome string. Returns the samples."""
+    """`call(worker, n)` performs one request and returns an outcome string, or (outcome, kind).
+    Returns the samples."""
     samples = []
     began = time.perf_counter()
     deadline = began + seconds
@@ -20,12 +22,15 @@ async def closed_loop(call, concurrency, seconds, progress=None):
     async def worker(w):
         n = 0
         while (now := time.perf_counter()) < deadline:
+            kind = ""
             try:
                 outcome = await call(w, n)
+                if isinstance(outcome, tuple):
+                    outcome, kind = outcome
             except Exception:
                 outcome = "error"
             end = time.perf_counter()
-            samples.append(Sample(now - began, end - now, outcome))
+            samples.append(Sample(now - began, end - now, outcome, kind))
             n += 1
 
     async def report():

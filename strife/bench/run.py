@@ -3,6 +3,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import echo_pb2, echo_pb2_grpc
 
 RPCS_PER_PAYMENT = 6  # client->gateway, two prepares, the decision write, two commits
+SAME_BANK, CROSS_BANK = "same-bank", "cross-bank"
 PAYLOAD = b"x" * 64   # about the size of a payment request
 
 
@@ -35,6 +37,7 @@ class Bench:
         if not admins:
             raise ValueError("the topology has no admin client to register bench accounts with")
         self.admin = admins[0]
+        self.banks = {}  # bench account -> its bank, learnt at the start of a run
 
     async def _accounts(self):
         """bench-000... spread over the banks, each able to pay for the whole run; reused across runs."""
@@ -59,23 +62,55 @@ class Bench:
         known = credentials.load(self.home)
         return [n for n in names if n in known]
 
-    async def _payments(self, users, concurrency, seconds, label):
-        clients = {u: GatewayClient(self.topology, u) for u in users[:concurrency]}
+    async def _banks_of(self, users):
+        """{user: bank}, from each account's own balance answer (which also logs every account in)."""
+        async def bank_of(user):
+            async with GatewayClient(self.topology, user) as client:
+                return user, (await client.balance()).bank
+        return dict(await asyncio.gather(*(bank_of(u) for u in users)))
+
+    def _payees(self, payer, kind):
+        """Whom `payer` may pay in a phase of `kind`: same-bank, cross-bank, or anyone (None)."""
+        return [u for u in self.banks if u != payer and (
+            kind is None or (self.banks[u] == self.banks[payer]) == (kind == SAME_BANK))]
+
+    async def _payments(self, users, concurrency, seconds, label, kind=None):
+        payers = [u for u in users if self._payees(u, kind)][:concurrency]
+        clients = {u: GatewayClient(self.topology, u) for u in payers}
         # TLS handshakes and each user's first password check (scrypt) happen before the clock
         # starts: the run measures payments, not logging in
         await asyncio.gather(*(c.balance() for c in clients.values()))
         rng = random.Random(concurrency)
 
         async def pay(worker, n):
-            payer = users[worker % len(clients)]
-            payee = rng.choice([u for u in users if u != payer])
+            payer = payers[worker % len(payers)]
+            payee = rng.choice(self._payees(payer, kind))
             answer = await clients[payer].pay(payee, 1, str(uuid.uuid4()), timeout=10)
-            return {cl.COMMITTED: "ok", cl.ABORTED: "aborted"}.get(answer.outcome, "error")
+            outcome = {cl.COMMITTED: "ok", cl.ABORTED: "aborted"}.get(answer.outcome, "error")
+            return outcome, SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
         try:
             return await closed_loop(pay, concurrency, seconds, self._progress(label))
         finally:
             for client in clients.values():
                 await client.close()
+
+    async def _stages(self, users, count=50):
+        """Medians, in ms, of where a lone cross-bank payment's time goes, from the gateway's own
+        timings: the prepares, the decision in etcd, the rest of the coordinator, and everything
+        outside the coordinator (client, network, TLS, interceptors, answer) as the remainder."""
+        payer = next(u for u in users if self._payees(u, CROSS_BANK))
+        rows = []
+        async with GatewayClient(self.topology, payer) as client:
+            await client.balance()
+            for _ in range(count):
+                began = time.perf_counter()
+                _, stages = await client.pay_timed(self._payees(payer, CROSS_BANK)[0], 1, str(uuid.uuid4()))
+                total = (time.perf_counter() - began) * 1000
+                if stages:
+                    rows.append({"total": total, "prepare": stages["prepare"], "decision": stages["decision"],
+                                 "coordinator, other": stages["coordinator"] - stages["prepare"] - stages["decision"],
+                                 "client and gateway, outside the coordinator": total - stages["coordinator"]})
+        return {name: round(statistics.median(r[name] for r in rows), 3) for name in rows[0]} if rows else {}
 
     async def _echo(self, concurrency, seconds, label, cpu=None):
         """Closed-loop echo calls; with `cpu` (a dict), also fills in CPU ms per call by process."""
@@ -123,12 +158,15 @@ class Bench:
         users = await self._accounts()
         if len(users) < 2:
             raise ValueError("fewer than two bench accounts could be set up")
+        self.banks = await self._banks_of(users)
         single_seconds = min(self.seconds, 3.0)
         await self._payments(users, 1, 0.5, "warm-up")
         echo_single = await self._echo(1, single_seconds, "echo, 1 caller")
         echo_cpu = {}
         echo_many = await self._echo(self.concurrency, self.seconds, f"echo, {self.concurrency} callers", echo_cpu)
-        pay_single = await self._payments(users, 1, single_seconds, "payments, 1 caller")
+        pay_single = await self._payments(users, 1, single_seconds, "cross-bank, 1 caller", CROSS_BANK)
+        same_single = await self._payments(users, 1, single_seconds, "same-bank, 1 caller", SAME_BANK)
+        stages = await self._stages(users)
         pids, measured = await self._deployment_pids()
         peaks, stop = {}, asyncio.Event()
         watcher = asyncio.create_task(self._watch_memory({n: pids[n] for n in measured}, peaks, stop))
@@ -143,7 +181,11 @@ class Bench:
         figures = {
             "seconds": self.seconds, "concurrency": self.concurrency, "accounts": len(users),
             "payments": report.summarize(pay_many, elapsed),
+            "payments_by_kind": {kind: report.summarize([x for x in pay_many if x.kind == kind], elapsed)
+                                 for kind in (CROSS_BANK, SAME_BANK)},
             "payments_single": report.summarize(pay_single, single_seconds),
+            "payments_single_same_bank": report.summarize(same_single, single_seconds),
+            "stages_ms": stages,
             "echo": report.summarize(echo_many, self.seconds),
             "echo_single": report.summarize(echo_single, single_seconds),
             "rss_peak_mb": {name: round(rss / 2 ** 20, 1) for name, rss in sorted(peaks.items())},
@@ -154,6 +196,7 @@ class Bench:
         echo_rate = figures["echo"]["per_s"]
         figures["ratio"] = round(figures["payments"]["per_s"] * RPCS_PER_PAYMENT / echo_rate, 3) if echo_rate else None
         echo_p50 = figures["echo_single"]["p50_ms"]
-        figures["single_p50_over_echo_p50"] = (round(figures["payments_single"]["p50_ms"] / echo_p50, 2)
-                                               if echo_p50 else None)
+        for key, phase in (("single_p50_over_echo_p50", "payments_single"),
+                           ("same_bank_single_p50_over_echo_p50", "payments_single_same_bank")):
+            figures[key] = round(figures[phase]["p50_ms"] / echo_p50, 2) if echo_p50 and figures[phase]["ok"] else None
         return figures, pay_many

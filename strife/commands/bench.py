@@ -82,11 +82,16 @@ def _print(f, samples):
                 f"{s['errors']} errors)")
     print(f"{f['accounts']} accounts, {f['concurrency']} callers, {f['seconds']:g}s per phase")
     print(line(f"payments x{f['concurrency']}", f["payments"]))
-    print(line("payments x1", f["payments_single"]))
+    for kind, figures in f["payments_by_kind"].items():
+        print(line(f"  of which {kind}", figures))
+    print(line("cross-bank x1", f["payments_single"]))
+    print(line("same-bank x1", f["payments_single_same_bank"]))
     print(line(f"echo x{f['concurrency']}", f["echo"]))
     print(line("echo x1", f["echo_single"]))
     print(f"ratio (payments/s x 6 / echo/s): {f['ratio']}   single-caller p50 / echo p50: "
-          f"{f['single_p50_over_echo_p50']}")
+          f"cross-bank {f['single_p50_over_echo_p50']}, same-bank {f['same_bank_single_p50_over_echo_p50']}")
+    if f["stages_ms"]:
+        print("a lone cross-bank payment, median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in f["stages_ms"].items()))
     print("peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in f["rss_peak_mb"].items()))
     for what, cpu in (("payment", f["cpu_ms_per_payment"]), ("echo", f["cpu_ms_per_echo"])):
         parts = [f"{name} {ms:.2f}" for name, ms in cpu.items() if name != "total" and ms >= 0.01]

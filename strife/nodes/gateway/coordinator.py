@@ -56,14 +56,15 @@ class IdempotencyMismatch(Exception):
 
 
 class Result:
-    __slots__ = ("txn_id", "outcome", "reason", "detail")
+    __slots__ = ("txn_id", "outcome", "reason", "detail", "stages")
 
-    def __init__(self, txn_id, outcome, reason="", detail=""):
+    def __init__(self, txn_id, outcome, reason="", detail="", stages=None):
         self.txn_id, self.outcome, self.reason, self.detail = txn_id, outcome, reason, detail
+        self.stages = stages  # {stage: seconds} of the execution that gave this answer, if it was this one
 
     @classmethod
-    def of(cls, payment):
-        return cls(payment.txn_id, payment.status, payment.reason, payment.detail)
+    def of(cls, payment, stages=None):
+        return cls(payment.txn_id, payment.status, payment.reason, payment.detail, stages)
 
     def to_proto(self):
         outcome = {"COMMITTED": cl.COMMITTED, "ABORTED": cl.ABORTED}.get(self.outcome, cl.IN_PROGRESS)
@@ -148,7 +149,9 @@ class Coordinator:
         return Result.of(payment)
 
     async def _execute(self, payment):
+        began = time.perf_counter()
         want, reason, detail, contacted, _ = await self._prepare_all(payment)
+        prepared = time.perf_counter()
         await self.failpoints.hit("after-prepare")
         proposed = _answer("COMMITTED") if want == decisions.COMMIT else _answer("ABORTED", reason, detail)
         try:
@@ -158,12 +161,14 @@ class Coordinator:
             log.warning("decision for %s not recorded: %s", field(payment.txn_id), field(exc))
             return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "
                                                             "ask again with the same id")
+        decided = time.perf_counter()
         await self.failpoints.hit("after-decision")
         answer = _answer_for(standing)  # what was recorded first, by whichever path got there
         await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"], phase2_done=False)
         # The answer leaves now; phase 2 follows (the banks that did not vote are told too).
         self._retry_phase2(payment.txn_id, standing.outcome, contacted, first_delay=0)
-        return Result.of(payment)
+        return Result.of(payment, {"prepare": prepared - began, "decision": decided - prepared,
+                                   "coordinator": time.perf_counter() - began})
 
     async def _prepare_all(self, payment):
         """(COMMIT|ABORT, reason, detail, banks that may hold something, banks that did not answer)."""

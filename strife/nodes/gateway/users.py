@@ -13,11 +13,10 @@ import math
 
 import grpc
 
-from strife import passwords
+from strife import headers, passwords
 from strife.nodes.gateway.fair_scheduler import FairScheduler, QueueFull
 from strife.nodes.gateway.login_limits import LoginLimiter
 
-USER_HEADER, PASSWORD_HEADER = "x-strife-user", "x-strife-password"
 MAX_WAITING_CHECKS = 4  # per user: distinct passwords being tried at once; more is a flood
 PUSHBACK = "grpc-retry-pushback-ms"  # gRPC's standard trailer for "retry after"
 
@@ -130,14 +129,14 @@ class Users:
         """For client-facing methods: the user named in metadata is the certificate's, and the password fits."""
         if not method.startswith("/strife.clgw."):
             return
-        name = metadata.get(USER_HEADER)
+        name = metadata.get(headers.USER)
         if not name:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no {USER_HEADER} in the request metadata")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no {headers.USER} in the request metadata")
         if name != identity.name:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"user {name[:64]!r} does not match the certificate of {identity.name!r}")
         try:
-            ok = await self.check(name, metadata.get(PASSWORD_HEADER, ""), context.peer())
+            ok = await self.check(name, metadata.get(headers.PASSWORD, ""), context.peer())
         except TooManyAttempts as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc),
                                 trailing_metadata=((PUSHBACK, str(math.ceil(exc.seconds * 1000))),))

@@ -18,8 +18,8 @@ class StartFailed(Exception):
 def start(topology, timeout=120.0, progress=lambda text: None):
     """Spawn the daemon for a prepared topology; return its status once all nodes are RUNNING."""
     layout = Layout(topology.home)
-    with open(layout.supervisor_log, "ab") as out:
-        daemon = subprocess.Popen([sys.executable, "-m", "strife.launcher.daemon", "--home", str(layout.home)],
+    with open(layout.supervisor_log, "ab") as out:  # -P: a strife/ folder in home cannot shadow the package
+        daemon = subprocess.Popen([sys.executable, "-P", "-m", "strife.launcher.daemon", "--home", str(layout.home)],
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True, cwd=layout.home)
     begun, shown = time.monotonic(), {}

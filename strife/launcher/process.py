@@ -1,19 +1,10 @@
 """One supervised child: how it is spawned, signalled and reaped. Policy lives in the supervisor."""
 import asyncio
-import ctypes
 import os
 import signal
 import time
 
 from strife.launcher.states import ALIVE, State, check
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent():
-    """In the child before exec: if the supervisor dies, even by SIGKILL, the kernel kills us too."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class NodeProcess:
@@ -58,8 +49,10 @@ class NodeProcess:
         return await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=output,
             stderr=asyncio.subprocess.STDOUT, env=self.env, limit=1 << 20,
-            start_new_session=True,  # its own process group: signals reach the node and its children
-            preexec_fn=_die_with_parent)
+            # Its own process group: signals reach the node and its children. No preexec_fn: no
+            # Python runs between fork and exec (the child ties its life to ours itself, see
+            # strife/lifeline.py), so subprocess uses vfork and no gRPC fork handler ever runs.
+            start_new_session=True)
 
     def signal_group(self, signum):
         if self.proc is None or self.proc.returncode is not None:

@@ -8,7 +8,7 @@ import sys
 import time
 
 
-from strife import health, tasks, tls
+from strife import health, lifeline, tasks, tls
 from strife.launcher import certs, etcd, etcd_access
 from strife.launcher.printer import Printer
 from strife.launcher.process import NodeProcess
@@ -23,9 +23,11 @@ SUPERVISOR = "strife"    # the name the supervisor's own lines carry
 
 
 def node_argv(topology, spec, etcd_binary):
-    if spec.kind == "etcd":
-        return etcd.command(topology, spec, etcd_binary)
-    return [sys.executable, "-m", f"strife.nodes.{spec.kind}", "--home", str(topology.home), "--name", spec.name]
+    """Safe-path mode (-P): a `strife/` folder in the deployment directory cannot shadow the package."""
+    if spec.kind == "etcd":  # a Go binary: the lifeline sets its parent-death signal and execs it
+        return [sys.executable, "-P", "-m", "strife.lifeline", "--", *etcd.command(topology, spec, etcd_binary)]
+    return [sys.executable, "-P", "-m", f"strife.nodes.{spec.kind}", "--home", str(topology.home),
+            "--name", spec.name]
 
 
 class Supervisor:
@@ -36,7 +38,7 @@ class Supervisor:
         self.printer = printer or Printer()
         self.echo_nodes = echo_nodes
         binary = etcd.find_binary(topology) if topology.of_kind("etcd") else None
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{lifeline.ENV: str(os.getpid())})
         self.procs = {n.name: NodeProcess(n, node_argv(topology, n, binary), env) for n in topology.nodes}
         self.phase = "starting"   # starting -> ready | failed -> stopping -> stopped
         self.failed = None        # name of the node that kept startup from completing

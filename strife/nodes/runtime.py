@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from strife import tls
+from strife import lifeline, tls
 from strife.failpoints import Failpoints
 from strife.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
 from strife.launcher import topology as topology_model
@@ -40,6 +40,7 @@ class Context:
 
 
 def main(node_class, argv=None):
+    lifeline.hold()  # first: a node never outlives its supervisor
     parser = argparse.ArgumentParser(description=f"Strife {node_class.KIND} node (started by `strife up`)")
     parser.add_argument("--home", required=True, help="deployment directory (holds certs/, state/, logs/)")
     parser.add_argument("--name", required=True, help="this node's name in the topology")

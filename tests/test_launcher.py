@@ -267,3 +267,26 @@ def test_restart_policies_after_a_clean_exit(deployment):
     again = wait_for(lambda: (n := d.node("bank1"))["state"] == "RUNNING" and n["pid"] != bank1["pid"] and n,
                      what="always restarts even a clean exit")
     assert again["restarts"] == 1
+
+
+def test_a_paused_node_that_dies_is_restarted_or_given_up_and_down_still_stops_cleanly(deployment):
+    d = deployment(SMALL_TOPOLOGY.replace('alice: {bank: bank1, balance: "100.00"}',
+                                          'alice: {bank: bank1, balance: "100.00", max_restarts: 0}'))
+    d.up()
+    bob = d.node("bob")
+    assert d.run("chaos", "--pause", "bob").returncode == 0
+    assert d.run("chaos", "--kill", "bob").returncode == 0
+    again = wait_for(lambda: (n := d.node("bob"))["state"] == "RUNNING" and n["pid"] != bob["pid"] and n,
+                     what="bob, killed while paused, restarted")
+    assert again["restarts"] == 1 and psutil.pid_exists(again["pid"])
+
+    alice = d.node("alice")
+    assert d.run("chaos", "--pause", "alice").returncode == 0
+    os.kill(alice["pid"], signal.SIGKILL)  # a crash while paused, past her limit of no restart
+    fatal = wait_for(lambda: (n := d.node("alice"))["state"] == "FATAL" and n, what="alice FATAL")
+    assert fatal["pid"] is None and fatal["last_exit"] == -9
+    down = d.run("down")
+    assert down.returncode == 0 and "stopped 7 nodes" in down.stdout, down.stdout + down.stderr
+    assert processes_of(d.home) == []
+    supervisor_log = (d.home / "logs" / "supervisor.log").read_text()
+    assert "Traceback" not in supervisor_log and "SIGKILL" not in supervisor_log

@@ -1,0 +1,248 @@
+"""The supervisor's policy with fake processes in virtual time: start order, readiness, restarts,
+backoff, FATAL, pause and kill, stop. Milliseconds per test; nothing is started."""
+import asyncio
+import signal
+
+import pytest
+
+from strife.launcher.states import ALLOWED, State
+from strife.launcher.supervisor import STABLE_AFTER
+from tests.fake_supervision import TOPOLOGY, settle, supervisor
+
+
+def run(scenario, text=TOPOLOGY, **options):
+    async def main():
+        sup, spawner, clock = supervisor(text, **options)
+        try:
+            return await scenario(sup, spawner, clock)
+        finally:
+            await stop(sup, clock)
+    return asyncio.run(main())
+
+
+async def stop(sup, clock):
+    """Stop, letting virtual time pass for grace periods."""
+    stopping = asyncio.create_task(sup.stop())
+    while not stopping.done():
+        await clock.advance(0.5)
+    await stopping
+
+
+async def started(sup):
+    assert await sup.start()
+    return sup
+
+
+def states(sup):
+    return {name: p.state for name, p in sup.procs.items()}
+
+
+def assert_history_allowed(sup):
+    for p in sup.procs.values():
+        for old, new in zip(p.history, p.history[1:]):
+            assert new in ALLOWED[old], (p.name, p.history)
+
+
+def test_start_goes_kind_by_kind_and_secures_etcd_before_any_bank():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        assert spawner.spawned == ["etcd", "bank1", "bank2", "gateway", "alice", "bob"]
+        assert spawner.etcd_secured_after == 1
+        assert set(states(sup).values()) == {State.RUNNING} and sup.phase == "ready"
+        assert all(p.health == "SERVING" for p in sup.procs.values())
+    run(scenario)
+
+
+def test_a_node_is_running_only_once_it_says_it_is_ready():
+    async def scenario(sup, spawner, clock):
+        start = asyncio.create_task(sup.start())
+        await settle()
+        assert states(sup)["etcd"] is State.STARTING and spawner.spawned == ["etcd"]
+        await clock.advance(1.0)
+        assert states(sup)["etcd"] is State.STARTING  # alive, but not ready: no bank yet
+        spawner.current("etcd").become_ready()
+        await settle()
+        assert states(sup)["etcd"] is State.RUNNING and spawner.spawned[1:] == ["bank1", "bank2"]
+        for name in ("bank1", "bank2", "gateway", "alice", "bob"):
+            await settle()
+            spawner.current(name).become_ready()
+        assert await start
+    run(scenario, ready_at_once=False)
+
+
+def test_a_crash_is_restarted_after_an_exponential_backoff_then_fatal_past_the_limit():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        bank = sup.procs["bank1"]
+        for failure, delay in enumerate((0.2, 0.4, 0.8), start=1):
+            spawner.current("bank1").exit(-11)
+            await settle()
+            assert bank.state is State.BACKOFF and bank.pid is None and bank.last_exit == -11
+            await clock.advance(delay - 0.001)
+            assert bank.state is State.BACKOFF and len(spawner.children["bank1"]) == failure
+            await clock.advance(0.001)
+            assert bank.state is State.RUNNING and bank.restarts == failure
+        spawner.current("bank1").exit(1)
+        await settle()
+        assert bank.state is State.FATAL and bank.pid is None and bank.restarts == 3
+        await clock.advance(60)
+        assert len(spawner.children["bank1"]) == 4  # given up: never started again
+    run(scenario)
+
+
+def test_a_run_that_stayed_healthy_resets_the_failure_count():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        for _ in range(10):  # far more crashes than max_restarts, each after a stable run
+            await clock.advance(STABLE_AFTER)
+            spawner.current("gateway").exit(-9)
+            await settle()
+            assert sup.procs["gateway"].state is State.BACKOFF
+            await clock.advance(0.2)  # always the first delay again
+            assert sup.procs["gateway"].state is State.RUNNING
+    run(scenario)
+
+
+def test_restart_policies_judge_a_clean_exit():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        spawner.current("alice").exit(0)  # on-failure (the default): a clean exit is left alone
+        spawner.current("bob").exit(0)    # always: restarted
+        await settle()
+        assert sup.procs["alice"].state is State.EXITED and sup.procs["alice"].last_exit == 0
+        assert sup.procs["bob"].state is State.BACKOFF
+        await clock.advance(0.2)
+        assert sup.procs["bob"].state is State.RUNNING
+    run(scenario)
+
+
+def test_a_node_not_ready_in_time_is_terminated_and_killed_if_it_ignores_sigterm():
+    async def scenario(sup, spawner, clock):
+        spawner.ready_at_once = False
+        spawner.obeys_sigterm = False
+        start = asyncio.create_task(sup.start())
+        await clock.advance(5.0)  # start_timeout
+        etcd = spawner.current("etcd")
+        assert etcd.signals == [signal.SIGCONT, signal.SIGTERM] and etcd.alive
+        await clock.advance(2.0)  # stop_grace
+        assert not etcd.alive and etcd.signals[-1] == signal.SIGKILL
+        assert sup.procs["etcd"].state is State.BACKOFF
+        spawner.ready_at_once = True
+        await clock.advance(0.2)
+        assert await start
+    run(scenario)
+
+
+def test_a_paused_node_that_is_killed_is_restarted_and_down_stops_everything():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        first = spawner.current("alice")
+        await sup.pause("alice")
+        assert first.stopped and sup.procs["alice"].state is State.PAUSED
+        await sup.kill("alice")
+        await settle()
+        assert sup.procs["alice"].state is State.BACKOFF and sup.procs["alice"].pid is None
+        await clock.advance(0.2)
+        assert sup.procs["alice"].state is State.RUNNING and spawner.current("alice") is not first
+        await sup.stop()
+        assert set(states(sup).values()) == {State.STOPPED}
+        assert not any(c.alive for children in spawner.children.values() for c in children)
+        assert_history_allowed(sup)
+    run(scenario)
+
+
+def test_a_paused_node_past_its_limit_that_dies_is_fatal_and_down_still_stops_cleanly():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        for delay in (0.2, 0.4, 0.8):  # use up alice's restarts
+            spawner.current("alice").exit(1)
+            await clock.advance(delay)
+        await sup.pause("alice")
+        spawner.current("alice").exit(-9)  # dies while paused
+        await settle()
+        assert sup.procs["alice"].state is State.FATAL and sup.procs["alice"].pid is None
+        assert sup.status()["nodes"][4]["pid"] is None
+        await sup.stop()
+        assert set(states(sup).values()) == {State.STOPPED} and sup.phase == "stopped"
+        assert_history_allowed(sup)
+    run(scenario)
+
+
+def test_stop_continues_a_paused_node_so_it_can_act_on_sigterm():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        await sup.pause("bank2")
+        child = spawner.current("bank2")
+        await sup.stop_node("bank2")
+        assert child.returncode == 0 and signal.SIGKILL not in child.signals
+        assert sup.procs["bank2"].state is State.STOPPED
+    run(scenario)
+
+
+def test_pause_for_resumes_by_itself_unless_the_process_was_replaced():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        await sup.pause("bank1", seconds=3)
+        await clock.advance(3)
+        assert sup.procs["bank1"].state is State.RUNNING and not spawner.current("bank1").stopped
+        await sup.pause("bank1", seconds=3)
+        await sup.kill("bank1")
+        await clock.advance(0.2)
+        await sup.pause("bank1")  # the new process, paused without a timer
+        await clock.advance(5)
+        assert sup.procs["bank1"].state is State.PAUSED  # the old timer did not resume it
+    run(scenario)
+
+
+def test_refusals_are_value_errors():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        await sup.pause("bank1")
+        with pytest.raises(ValueError, match="only a RUNNING node can be paused"):
+            await sup.pause("bank1")
+        with pytest.raises(ValueError, match="not PAUSED"):
+            await sup.resume("bank2")
+        spawner.current("alice").exit(0)
+        await settle()
+        with pytest.raises(ValueError, match="nothing to kill"):
+            await sup.kill("alice")
+    run(scenario)
+
+
+def test_a_spawn_that_fails_counts_as_a_failed_run():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        real_spawn = spawner.spawn
+
+        async def broken(spec):
+            if spec.name == "gateway":
+                raise FileNotFoundError("no such program")
+            return await real_spawn(spec)
+        spawner.spawn = broken
+        spawner.current("gateway").exit(-9)
+        for delay in (0.2, 0.4, 0.8):
+            await clock.advance(delay)
+        assert sup.procs["gateway"].state is State.FATAL and sup.procs["gateway"].last_exit is None
+    run(scenario)
+
+
+def test_restart_command_and_stop_mid_start():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        first = spawner.current("gateway")
+        assert await sup.restart_node("gateway", timeout=10)
+        assert not first.alive and spawner.current("gateway").alive
+        assert sup.procs["gateway"].restarts == 1 and sup.procs["gateway"].state is State.RUNNING
+    run(scenario)
+
+    async def stop_while_starting(sup, spawner, clock):
+        spawner.ready_at_once = False
+        running = asyncio.create_task(sup.run())
+        await clock.advance(1)
+        sup.request_stop()
+        await settle()
+        await clock.advance(10)
+        await running
+        assert set(states(sup).values()) == {State.STOPPED}
+        assert not any(c.alive for c in spawner.children["etcd"])
+    run(stop_while_starting)

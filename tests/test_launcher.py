@@ -290,3 +290,21 @@ def test_a_paused_node_that_dies_is_restarted_or_given_up_and_down_still_stops_c
     assert processes_of(d.home) == []
     supervisor_log = (d.home / "logs" / "supervisor.log").read_text()
     assert "Traceback" not in supervisor_log and "SIGKILL" not in supervisor_log
+
+
+def test_a_kill_ordered_through_chaos_restarts_at_once_and_is_not_a_failure(deployment):
+    d = deployment(SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {max_restarts: 1}"))
+    d.up()
+    log = d.home / "logs" / "supervisor.log"
+    for n in range(1, 4):  # more kills, closer together, than bank2 may fail
+        before = d.node("bank2")
+        assert d.run("chaos", "--kill", "bank2").returncode == 0
+        after = wait_for(lambda: (b := d.node("bank2"))["state"] == "RUNNING" and b["pid"] != before["pid"] and b,
+                         what=f"bank2 back after kill {n}")
+        assert after["restarts"] == n
+    assert log.read_text().count("bank2 killed on request; starting it again at once") == 3
+    assert "bank2 exited with -9; restarting in" not in log.read_text()
+    os.kill(d.node("bank2")["pid"], signal.SIGKILL)  # a crash nobody ordered still counts
+    wait_for(lambda: "bank2 exited with -9; restarting in 0.2s (restart 1 of at most 1)" in log.read_text(),
+             what="the crash judged by the restart policy")
+    wait_for(lambda: d.node("bank2")["state"] == "RUNNING", what="bank2 restarted after its crash")

@@ -139,11 +139,16 @@ def test_a_paused_node_that_is_killed_is_restarted_and_down_stops_everything():
         first = spawner.current("alice")
         await sup.pause("alice")
         assert first.stopped and sup.procs["alice"].state is State.PAUSED
-        await sup.kill("alice")
+        await sup.kill("alice")  # by the operator: started again at once
+        await settle()
+        assert sup.procs["alice"].state is State.RUNNING and spawner.current("alice") is not first
+        assert not first.alive and sup.procs["alice"].pid == spawner.current("alice").pid
+        await sup.pause("alice")
+        spawner.current("alice").exit(-9)  # dies while paused, nobody asked: a crash
         await settle()
         assert sup.procs["alice"].state is State.BACKOFF and sup.procs["alice"].pid is None
         await clock.advance(0.2)
-        assert sup.procs["alice"].state is State.RUNNING and spawner.current("alice") is not first
+        assert sup.procs["alice"].state is State.RUNNING and len(spawner.children["alice"]) == 3
         await sup.stop()
         assert set(states(sup).values()) == {State.STOPPED}
         assert not any(c.alive for children in spawner.children.values() for c in children)
@@ -246,3 +251,41 @@ def test_restart_command_and_stop_mid_start():
         assert set(states(sup).values()) == {State.STOPPED}
         assert not any(c.alive for c in spawner.children["etcd"])
     run(stop_while_starting)
+
+
+def test_a_kill_the_operator_orders_restarts_at_once_and_never_counts_as_a_failure():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        bank = sup.procs["bank1"]
+        for n in range(1, 11):  # far past max_restarts (3), kills close together
+            await sup.kill("bank1")
+            await settle()  # no time passes: no backoff
+            assert bank.state is State.RUNNING and bank.restarts == n and bank.failures == 0
+            assert len(spawner.alive("bank1")) == 1
+        await sup.pause("bank1")
+        await sup.kill("bank1")  # paused or not
+        await settle()
+        assert bank.state is State.RUNNING and bank.failures == 0
+        spawner.current("bank1").exit(-11)  # a real crash still counts, from the first delay
+        await settle()
+        assert bank.state is State.BACKOFF and bank.failures == 1
+        await clock.advance(0.2)
+        assert bank.state is State.RUNNING
+    run(scenario)
+
+
+def test_a_kill_leaves_a_node_whose_policy_is_never_restart_exited():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        await sup.kill("alice")
+        await settle()
+        assert sup.procs["alice"].state is State.RUNNING  # on-failure: a SIGKILL is a failure exit
+    run(scenario)
+
+    async def never(sup, spawner, clock):
+        await started(sup)
+        await sup.kill("alice")
+        await settle()
+        assert sup.procs["alice"].state is State.EXITED and sup.procs["alice"].last_exit == -9
+    run(never, TOPOLOGY.replace('alice: {bank: bank1, balance: "100.00"}',
+                                'alice: {bank: bank1, balance: "100.00", restart: "no"}'))

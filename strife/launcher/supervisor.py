@@ -151,11 +151,13 @@ class Supervisor:
         self.event(f"{name} resumed")
 
     async def kill(self, name):
-        """SIGKILL the node's process group, as a crash would; the restart policy applies."""
+        """SIGKILL the node's process group. The operator's act, not a crash: the node is started
+        again at once and the kill counts toward neither backoff nor FATAL (its policy still applies)."""
         proc = self.procs[name]
         pid = proc.pid
         if proc.state not in (State.RUNNING, State.PAUSED, State.STARTING) or pid is None:
             raise ValueError(f"{name} is {proc.state.value}; nothing to kill")
+        proc.killed = True
         proc.child.signal_group(signal.SIGKILL)
         proc.child.signal_group(signal.SIGCONT)
         self.event(f"{name} killed (pid {pid})")
@@ -268,8 +270,9 @@ class Supervisor:
         return await child.wait()
 
     def _after_exit(self, proc, code):
-        """Apply the restart policy to an exit nobody asked for: seconds to wait before starting it
-        again, or None to leave it (EXITED, or FATAL after too many failures in a row)."""
+        """Apply the restart policy to an exit the supervisor did not cause: seconds to wait before
+        starting it again (0 after a kill the operator ordered), or None to leave it (EXITED, or
+        FATAL after too many failures in a row)."""
         ran_well = proc.ready_at is not None and self.clock.now() - proc.started_at >= STABLE_AFTER
         if ran_well:
             proc.failures = 0
@@ -278,6 +281,9 @@ class Supervisor:
             self.event(f"{proc.name} exited with {code}; restart policy {policy!r} leaves it")
             self._set(proc, State.EXITED)
             return None
+        if proc.killed:
+            self.event(f"{proc.name} killed on request; starting it again at once")
+            return 0
         proc.failures += 1
         limit = proc.spec.max_restarts if proc.spec.max_restarts is not None else self.settings.max_restarts
         if proc.failures > limit:

@@ -95,7 +95,8 @@ async def _first_of(*coroutines):
             task.result()  # re-raise its exception, if any
     finally:
         for task in running:
-            await tasks.cancel(task)
+            if not task.done():  # awaiting a failed one would raise again and leave the rest running
+                await tasks.cancel(task)
 
 
 class PrefixWatch:

@@ -76,6 +76,7 @@ class FakeClock:
 class FakeChild:
     """A process that exits when told to, or as a real node does on a signal."""
     _pids = itertools.count(10_000)
+    created = None  # made when needed, never ahead of time
 
     def __init__(self, name, obeys_sigterm=True):
         self.name = name
@@ -139,7 +140,18 @@ class FakeSpawner:
         self.children = {}   # name -> [FakeChild, ...] in spawn order
         self.spawned = []    # names, in spawn order
         self.etcd_secured_after = None  # how many spawns had happened when etcd was secured
+        self.prepared, self.discarded = [], []
+        self.all_started_calls = 0
         self.closed = False
+
+    async def prepare(self, spec):
+        self.prepared.append(spec.name)
+
+    async def discard(self, spec):
+        self.discarded.append(spec.name)
+
+    def all_started(self):
+        self.all_started_calls += 1
 
     async def spawn(self, spec):
         child = FakeChild(spec.name, self.obeys_sigterm)

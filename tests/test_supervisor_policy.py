@@ -43,30 +43,54 @@ def assert_history_allowed(sup):
             assert new in ALLOWED[old], (p.name, p.history)
 
 
-def test_start_goes_kind_by_kind_and_secures_etcd_before_any_bank():
+def test_start_prepares_every_process_then_starts_each_once_what_it_needs_is_ready():
     async def scenario(sup, spawner, clock):
         await started(sup)
-        assert spawner.spawned == ["etcd", "bank1", "bank2", "gateway", "alice", "bob"]
-        assert spawner.etcd_secured_after == 1
+        assert spawner.prepared == ["etcd", "bank1", "bank2", "gateway", "alice", "bob"]
+        assert spawner.spawned[:3] == ["etcd", "alice", "bob"]  # clients need nothing
+        assert spawner.etcd_secured_after == 3 and spawner.spawned[3:] == ["bank1", "bank2", "gateway"]
         assert set(states(sup).values()) == {State.RUNNING} and sup.phase == "ready"
         assert all(p.health == "SERVING" for p in sup.procs.values())
+        assert spawner.all_started_calls == 1
     run(scenario)
 
 
-def test_a_node_is_running_only_once_it_says_it_is_ready():
+def test_a_node_is_running_only_once_it_says_it_is_ready_and_its_dependents_wait_for_it():
     async def scenario(sup, spawner, clock):
         start = asyncio.create_task(sup.start())
         await settle()
-        assert states(sup)["etcd"] is State.STARTING and spawner.spawned == ["etcd"]
+        assert states(sup)["etcd"] is State.STARTING and spawner.spawned == ["etcd", "alice", "bob"]
         await clock.advance(1.0)
         assert states(sup)["etcd"] is State.STARTING  # alive, but not ready: no bank yet
         spawner.current("etcd").become_ready()
         await settle()
-        assert states(sup)["etcd"] is State.RUNNING and spawner.spawned[1:] == ["bank1", "bank2"]
-        for name in ("bank1", "bank2", "gateway", "alice", "bob"):
-            await settle()
+        assert states(sup)["etcd"] is State.RUNNING and spawner.spawned[3:] == ["bank1", "bank2"]
+        spawner.current("bank1").become_ready()
+        await settle()
+        assert "gateway" not in spawner.spawned  # it needs every bank
+        spawner.current("bank2").become_ready()
+        await settle()
+        assert states(sup)["gateway"] is State.STARTING
+        for name in ("gateway", "alice", "bob"):
             spawner.current(name).become_ready()
-        assert await start
+        assert await start and sup.phase == "ready"
+    run(scenario, ready_at_once=False)
+
+
+def test_when_a_node_fails_to_start_its_dependents_are_not_started_and_their_processes_dropped():
+    async def scenario(sup, spawner, clock):
+        start = asyncio.create_task(sup.start())
+        await settle()
+        spawner.current("etcd").become_ready()
+        await settle()
+        for delay in (0, 0.2, 0.4, 0.8):  # bank2 dies at every start, past its limit
+            await clock.advance(delay)
+            spawner.current("bank2").exit(1)
+            await settle()
+        assert not await start
+        assert sup.phase == "failed" and sup.failed == "bank2" and states(sup)["bank2"] is State.FATAL
+        assert states(sup)["gateway"] is State.STOPPED and spawner.discarded == ["gateway"]
+        assert "gateway" not in spawner.spawned
     run(scenario, ready_at_once=False)
 
 

@@ -22,10 +22,38 @@ def client(topology, name):
         args.pop("tls_server_name", None)
     endpoints = [e.split("://", 1)[-1] for e in topology.etcd_endpoints()]
     # A watch resumes within half a second of etcd coming back (etcd3aio waits up to 5 s).
-    etcd = etcd3aio.Etcd3Client(endpoints, watch_reconnect_backoff_seconds=0.05,
-                                watch_max_reconnect_backoff_seconds=0.5, **args)
+    etcd = _Client(endpoints, watch_reconnect_backoff_seconds=0.05, watch_max_reconnect_backoff_seconds=0.5,
+                   **args)
     _fit_channel(etcd, ours=not topology.etcd.endpoints)
     return etcd
+
+
+ATTEMPT = 0.6  # seconds one etcd request may take before it is sent again, within the caller's timeout
+
+
+class _Client(etcd3aio.Etcd3Client):
+    """etcd3aio's client, with requests that are sent again (to the next member) when one attempt
+    takes longer than ATTEMPT. A request a follower forwarded to a leader that has just died is lost,
+    and etcd answers it only after its 5 s request timeout; meanwhile a new leader is elected in a
+    few hundred milliseconds (launcher/etcd.py). Every request Strife makes is safe to repeat: puts
+    of the same value, reads, and transactions guarded by a compare (a decision is written once)."""
+
+    async def connect(self):
+        await super().connect()
+        for service in (self.auth, self.cluster, self.kv, self.lease, self.maintenance):
+            service._rpc = _in_attempts(service._rpc)  # etcd3aio 0.3 offers no per-attempt deadline
+
+
+def _in_attempts(rpc):
+    async def rpc_in_attempts(call, request, *, operation, timeout=None, max_attempts=None):
+        if timeout is None or timeout <= ATTEMPT:
+            return await rpc(call, request, operation=operation, timeout=timeout, max_attempts=max_attempts)
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(TimeoutError, etcd3aio.EtcdTransientError, etcd3aio.EtcdConnectionError):
+                    return await rpc(call, request, operation=operation, timeout=ATTEMPT, max_attempts=max_attempts)
+                await asyncio.sleep(0.02)
+    return rpc_in_attempts
 
 
 def _fit_channel(etcd, ours):

@@ -94,23 +94,42 @@ def test_when_a_node_fails_to_start_its_dependents_are_not_started_and_their_pro
     run(scenario, ready_at_once=False)
 
 
-def test_a_crash_is_restarted_after_an_exponential_backoff_then_fatal_past_the_limit():
+def test_a_process_that_cannot_start_backs_off_exponentially_then_is_fatal_past_the_limit():
     async def scenario(sup, spawner, clock):
         await started(sup)
+        spawner.ready_at_once = False
+        spawner.current("bank1").exit(-11)  # it had been ready: started again at once
+        await settle()
         bank = sup.procs["bank1"]
-        for failure, delay in enumerate((0.2, 0.4, 0.8), start=1):
-            spawner.current("bank1").exit(-11)
+        assert bank.state is State.STARTING and bank.restarts == 1 and len(spawner.children["bank1"]) == 2
+        for failure, delay in ((2, 0.4), (3, 0.8)):  # these never got ready: backoff
+            spawner.current("bank1").exit(1)
             await settle()
-            assert bank.state is State.BACKOFF and bank.pid is None and bank.last_exit == -11
+            assert bank.state is State.BACKOFF and bank.pid is None and bank.last_exit == 1
             await clock.advance(delay - 0.001)
             assert bank.state is State.BACKOFF and len(spawner.children["bank1"]) == failure
             await clock.advance(0.001)
-            assert bank.state is State.RUNNING and bank.restarts == failure
+            assert bank.state is State.STARTING and bank.restarts == failure
         spawner.current("bank1").exit(1)
         await settle()
         assert bank.state is State.FATAL and bank.pid is None and bank.restarts == 3
         await clock.advance(60)
         assert len(spawner.children["bank1"]) == 4  # given up: never started again
+    run(scenario)
+
+
+def test_failures_in_a_row_back_off_even_after_being_ready():
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        bank = sup.procs["bank1"]
+        spawner.current("bank1").exit(-9)
+        await settle()
+        assert bank.state is State.RUNNING and bank.failures == 1  # at once
+        spawner.current("bank1").exit(-9)  # again, before it was stable
+        await settle()
+        assert bank.state is State.BACKOFF
+        await clock.advance(0.4)
+        assert bank.state is State.RUNNING and bank.restarts == 2
     run(scenario)
 
 
@@ -121,22 +140,20 @@ def test_a_run_that_stayed_healthy_resets_the_failure_count():
             await clock.advance(STABLE_AFTER)
             spawner.current("gateway").exit(-9)
             await settle()
-            assert sup.procs["gateway"].state is State.BACKOFF
-            await clock.advance(0.2)  # always the first delay again
-            assert sup.procs["gateway"].state is State.RUNNING
+            assert sup.procs["gateway"].state is State.RUNNING  # always at once, as the first time
+            assert sup.procs["gateway"].failures == 1
     run(scenario)
 
 
 def test_restart_policies_judge_a_clean_exit():
     async def scenario(sup, spawner, clock):
         await started(sup)
+        first_bob = spawner.current("bob")
         spawner.current("alice").exit(0)  # on-failure (the default): a clean exit is left alone
-        spawner.current("bob").exit(0)    # always: restarted
+        first_bob.exit(0)                 # always: restarted
         await settle()
         assert sup.procs["alice"].state is State.EXITED and sup.procs["alice"].last_exit == 0
-        assert sup.procs["bob"].state is State.BACKOFF
-        await clock.advance(0.2)
-        assert sup.procs["bob"].state is State.RUNNING
+        assert sup.procs["bob"].state is State.RUNNING and spawner.current("bob") is not first_bob
     run(scenario)
 
 
@@ -168,11 +185,15 @@ def test_a_paused_node_that_is_killed_is_restarted_and_down_stops_everything():
         assert sup.procs["alice"].state is State.RUNNING and spawner.current("alice") is not first
         assert not first.alive and sup.procs["alice"].pid == spawner.current("alice").pid
         await sup.pause("alice")
-        spawner.current("alice").exit(-9)  # dies while paused, nobody asked: a crash
+        spawner.current("alice").exit(-9)  # dies while paused, nobody asked: a crash, judged as any
+        await settle()
+        assert sup.procs["alice"].state is State.RUNNING and sup.procs["alice"].failures == 1
+        await sup.pause("alice")
+        spawner.current("alice").exit(-9)  # again, in a row
         await settle()
         assert sup.procs["alice"].state is State.BACKOFF and sup.procs["alice"].pid is None
-        await clock.advance(0.2)
-        assert sup.procs["alice"].state is State.RUNNING and len(spawner.children["alice"]) == 3
+        await clock.advance(0.4)
+        assert sup.procs["alice"].state is State.RUNNING and len(spawner.children["alice"]) == 4
         await sup.stop()
         assert set(states(sup).values()) == {State.STOPPED}
         assert not any(c.alive for children in spawner.children.values() for c in children)
@@ -290,10 +311,13 @@ def test_a_kill_the_operator_orders_restarts_at_once_and_never_counts_as_a_failu
         await sup.kill("bank1")  # paused or not
         await settle()
         assert bank.state is State.RUNNING and bank.failures == 0
-        spawner.current("bank1").exit(-11)  # a real crash still counts, from the first delay
+        spawner.current("bank1").exit(-11)  # a real crash still counts
         await settle()
-        assert bank.state is State.BACKOFF and bank.failures == 1
-        await clock.advance(0.2)
+        assert bank.state is State.RUNNING and bank.failures == 1
+        spawner.current("bank1").exit(-11)
+        await settle()
+        assert bank.state is State.BACKOFF and bank.failures == 2
+        await clock.advance(0.4)
         assert bank.state is State.RUNNING
     run(scenario)
 

@@ -336,6 +336,11 @@ class Supervisor:
             self.event(f"{proc.name} exited with {code}; gave up after {proc.restarts} restarts")
             self._set(proc, State.FATAL)
             return None
+        if proc.ready_at is not None and proc.failures == 1:
+            # As supervisord does: a process that got as far as ready is started again at once;
+            # backoff is for processes that cannot start, and for failures in a row.
+            self.event(f"{proc.name} exited with {code}; restarting at once (restart 1 of at most {limit})")
+            return 0
         delay = min(self.settings.backoff * 2 ** (proc.failures - 1), MAX_BACKOFF)
         self.event(f"{proc.name} exited with {code}; restarting in {delay:.1f}s "
                    f"(restart {proc.failures} of at most {limit})")

@@ -25,7 +25,7 @@ from strife.launcher.printer import Printer
 from strife.launcher.supervisor import Supervisor
 from strife.layout import Layout
 
-SPARE_AFTER = 2.0  # seconds after a spare is used before the next one is made: not while a node starts
+SPARE_AFTER = 0.3  # seconds after a spare is used before the next is made: first let the node start
 
 
 def etcd_argv(topology, spec, etcd_binary):
@@ -85,7 +85,10 @@ class Spawner:
             return process.Child(proc, HealthWait(self._channel(spec, fast_reconnect=True)),
                                  self._pump(spec.name, proc))
         waiting = self._prepared.pop(spec.name, None) or self._take_spare(spec.kind)
-        if waiting is None or waiting.proc.returncode is not None:
+        if waiting is not None and waiting.proc.returncode is not None:  # died waiting (its log says why)
+            waiting.line.close()
+            waiting = None
+        if waiting is None:
             waiting = await self._python(spec.kind, spec.name)
         if waiting.name is None:  # a spare: it learns its name, and where its output goes
             await waiting.line.go(name=spec.name, log=None if self.echo_nodes else str(self.layout.log(spec.name)))

@@ -264,8 +264,10 @@ class Supervisor:
 
     async def _secure_etcd(self, members):
         """Users, roles and authentication in the etcd we spawned; None, or the member to blame."""
+        begun = self.clock.now()
         try:
             await self.spawner.etcd_ready()
+            self.event(f"etcd users, roles and authentication ready in {self.clock.now() - begun:.2f}s")
             return None
         except Exception as exc:
             self.event(f"could not set up etcd users and roles: {exc}")

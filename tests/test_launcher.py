@@ -303,6 +303,9 @@ def test_a_kill_ordered_through_chaos_restarts_at_once_and_is_not_a_failure(depl
                          what=f"bank2 back after kill {n}")
         assert after["restarts"] == n
     assert log.read_text().count("bank2 killed on request; starting it again at once") == 3
+    # the new process was a warm spare, made ahead of time: it did not import its code after the kill
+    healthy = [line for line in log.read_text().splitlines() if "bank2 healthy in" in line]
+    assert len(healthy) == 4 and all("(warm, imported" in line for line in healthy), healthy
     assert "bank2 exited with -9; restarting in" not in log.read_text()
     os.kill(d.node("bank2")["pid"], signal.SIGKILL)  # a crash nobody ordered still counts
     wait_for(lambda: "bank2 exited with -9; restarting at once (restart 1 of at most 1)" in log.read_text(),

@@ -76,7 +76,8 @@ class Spawner:
     async def prepare(self, spec):
         """Spawn the node's process now; it starts when `spawn` says go."""
         if spec.kind != "etcd" and spec.name not in self._prepared:
-            self._prepared[spec.name] = await self._python(spec.kind, spec.name)
+            with contextlib.suppress(OSError):  # then it is spawned when it is needed, and fails there
+                self._prepared[spec.name] = await self._python(spec.kind, spec.name)
 
     async def spawn(self, spec):
         if spec.kind == "etcd":  # it cannot say when it is ready: ask its health service

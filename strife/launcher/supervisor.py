@@ -1,5 +1,7 @@
-"""The supervisor: starts a topology's nodes in dependency order, watches their health,
-restarts what crashes with exponential backoff and a limit, and stops everything in reverse.
+"""The supervisor: starts each of a topology's nodes once what it needs is ready, watches their
+health, restarts what dies (at once if it had been ready, else after an exponential backoff, up to
+a limit of failures in a row; at once and uncounted when the operator killed it), and stops
+everything in reverse.
 
 Policy only: processes come from a spawner and time from a clock (spawner.build wires the real
 ones), so every path here runs in tests with fake processes in virtual time.

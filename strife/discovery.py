@@ -22,7 +22,54 @@ def client(topology, name, endpoints=None):
     if topology.etcd.endpoints:  # a cluster we did not make: its certificates name its own hosts
         args.pop("tls_server_name", None)
     endpoints = [e.split("://", 1)[-1] for e in (endpoints or topology.etcd_endpoints())]
-    return etcd3aio.Etcd3Client(endpoints, **args)
+    # A watch resumes within half a second of etcd coming back (etcd3aio waits up to 5 s).
+    etcd = _Client(endpoints, watch_reconnect_backoff_seconds=0.05, watch_max_reconnect_backoff_seconds=0.5,
+                   **args)
+    _fit_channel(etcd, ours=not topology.etcd.endpoints)
+    return etcd
+
+
+ATTEMPT = 0.6  # seconds one etcd request may take before it is sent again, within the caller's timeout
+
+
+class _Client(etcd3aio.Etcd3Client):
+    """etcd3aio's client, with requests that are sent again (to the next member) when one attempt
+    takes longer than ATTEMPT. A request a follower forwarded to a leader that has just died is lost,
+    and etcd answers it only after its 5 s request timeout; meanwhile a new leader is elected in a
+    few hundred milliseconds (launcher/etcd.py). Every request Strife makes is safe to repeat: puts
+    of the same value, reads, and transactions guarded by a compare (a decision is written once)."""
+
+    async def connect(self):
+        await super().connect()
+        # (not maintenance: a defragmentation may take longer than an attempt and must not be repeated)
+        for service in (self.auth, self.cluster, self.kv, self.lease):
+            service._rpc = _in_attempts(service._rpc)  # etcd3aio 0.3 offers no per-attempt deadline
+
+
+def _in_attempts(rpc):
+    async def rpc_in_attempts(call, request, *, operation, timeout=None, max_attempts=None):
+        if timeout is None or timeout <= ATTEMPT:
+            return await rpc(call, request, operation=operation, timeout=timeout, max_attempts=max_attempts)
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(TimeoutError, etcd3aio.EtcdTransientError, etcd3aio.EtcdConnectionError):
+                    return await rpc(call, request, operation=operation, timeout=ATTEMPT, max_attempts=max_attempts)
+                await asyncio.sleep(0.02)
+    return rpc_in_attempts
+
+
+def _fit_channel(etcd, ours):
+    """etcd3aio 0.3 takes no channel options: amend those its connection manager will use.
+
+    Reconnect within 50-500 ms (gRPC's default backoff reaches 2 minutes), so a restarted member is
+    used again at once; the round-robin channel already skips a member it cannot reach. With etcd
+    we spawned (which allows it, see launcher/etcd.py), keepalive pings find a frozen member in
+    3 s rather than 15 s; an external cluster keeps etcd3aio's pace, which any etcd accepts."""
+    options = dict(etcd._manager.grpc_options)
+    options.update({"grpc.initial_reconnect_backoff_ms": 50, "grpc.max_reconnect_backoff_ms": 500})
+    if ours:
+        options.update({"grpc.keepalive_time_ms": 2000, "grpc.keepalive_timeout_ms": 1000})
+    etcd._manager.grpc_options = list(options.items())
 
 
 class Registration:
@@ -96,7 +143,8 @@ async def _first_of(*coroutines):
             task.result()  # re-raise its exception, if any
     finally:
         for task in running:
-            await tasks.cancel(task)
+            if not task.done():  # awaiting a failed one would raise again and leave the rest running
+                await tasks.cancel(task)
 
 
 class PrefixWatch:

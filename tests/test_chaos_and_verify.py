@@ -100,6 +100,14 @@ def test_a_short_seeded_torture_run_ends_clean(deployment):
     assert report["seed"] == 42 and len(report["schedule"]) >= 4
     assert report["payments"]["committed"] > 0 and report["payments"]["unknown"] == 0
     assert report["verify"]["ok"]
+    # for every fault: how long until its node was healthy again, and a payment through it committed
+    faults = report["recovery"]["faults"]
+    assert [f["fault"] for f in faults] == [i["fault"] for i in report["injected"] if i["applied"]]
+    kills = [f for f in faults if f["kind"] in ("kill", "restart-etcd")]
+    assert kills and all(f["healthy_s"] is not None and 0 < f["healthy_s"] < 10 for f in kills), kills
+    for name, figures in report["recovery"]["summary"].items():
+        assert figures["count"] >= 1 and figures["healthy_max"] >= figures["healthy_p50"], (name, figures)
+    assert 0 < report["recovery"]["longest_commit_gap_s"] < 12
     # the schedule is a function of the seed: the same seed plans the same faults
     from strife.gateway_client import load_deployment
     from strife.torture import schedule

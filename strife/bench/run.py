@@ -114,7 +114,7 @@ class Bench:
 
     async def _echo(self, concurrency, seconds, label, cpu=None):
         """Closed-loop echo calls; with `cpu` (a dict), also fills in CPU ms per call by process."""
-        server = subprocess.Popen([sys.executable, "-m", "strife.bench.echo", "--home", str(self.home)],
+        server = subprocess.Popen([sys.executable, "-P", "-m", "strife.bench.echo", "--home", str(self.home)],
                                   stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline())

@@ -20,7 +20,9 @@ def register(sub):
     p.add_argument("--seconds", default="30", help="how long faults are injected (default 30)")
     p.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent payers (default 8)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (with, for every "
+                                                       "fault, the seconds until its node was healthy again "
+                                                       "and until the next commit through it)")
     p.set_defaults(run=run)
 
 
@@ -42,7 +44,16 @@ def run(args):
         print(f"seed {seed}: {p['sent']} payments ({p['committed']} committed, {p['aborted']} aborted, "
               f"{p['unknown']} without answer) + {p['through_outbox']} through the outbox; "
               f"{sum(1 for i in result['injected'] if i['applied'])} faults injected")
+        for name, figures in result["recovery"]["summary"].items():
+            print(f"  {name:<20} x{figures['count']:<3} healthy again p50 {_s(figures['healthy_p50'])} "
+                  f"max {_s(figures['healthy_max'])}; next commit through it p50 {_s(figures['commit_p50'])} "
+                  f"max {_s(figures['commit_max'])}")
+        print(f"  longest stretch without a commit: {result['recovery']['longest_commit_gap_s']:.2f}s")
         for problem in result["problems"]:
             print(f"VIOLATION {problem}")
         print("torture: OK, verify clean" if result["ok"] else "torture: FAILED")
     return OK if result["ok"] else FAILED
+
+
+def _s(seconds):
+    return "-" if seconds is None else f"{seconds:.2f}s"

@@ -6,15 +6,15 @@ import os
 import signal
 import sys
 
+from strife.launcher import spawner
 from strife.launcher import topology as topology_model
 from strife.launcher.control import ControlServer
 from strife.launcher.printer import Printer
-from strife.launcher.supervisor import Supervisor
 from strife.layout import Layout
 
 
 async def serve(topology, printer, echo_nodes):
-    supervisor = Supervisor(topology, printer=printer, echo_nodes=echo_nodes)
+    supervisor = spawner.build(topology, printer=printer, echo_nodes=echo_nodes)
     control = ControlServer(supervisor, Layout(topology.home).socket)
     await control.start()
     loop = asyncio.get_running_loop()

@@ -18,8 +18,8 @@ class StartFailed(Exception):
 def start(topology, timeout=120.0, progress=lambda text: None):
     """Spawn the daemon for a prepared topology; return its status once all nodes are RUNNING."""
     layout = Layout(topology.home)
-    with open(layout.supervisor_log, "ab") as out:
-        daemon = subprocess.Popen([sys.executable, "-m", "strife.launcher.daemon", "--home", str(layout.home)],
+    with open(layout.supervisor_log, "ab") as out:  # -P: a strife/ folder in home cannot shadow the package
+        daemon = subprocess.Popen([sys.executable, "-P", "-m", "strife.launcher.daemon", "--home", str(layout.home)],
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True, cwd=layout.home)
     begun, shown = time.monotonic(), {}
@@ -52,4 +52,4 @@ def start(topology, timeout=120.0, progress=lambda text: None):
                     + ["the other nodes stay up for inspection; `strife down` stops them"])
         if time.monotonic() - begun > timeout:
             raise StartFailed([f"not all nodes healthy after {timeout:g}s; see `strife status` and `strife logs`"])
-        time.sleep(0.2)
+        time.sleep(0.05)  # a status call over the control socket costs well under a millisecond

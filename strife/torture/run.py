@@ -10,7 +10,7 @@ from strife import audit as audit_module
 from strife.launcher import chaos, control
 from strife.layout import Layout
 from strife.outbox.store import Outbox
-from strife.torture import schedule
+from strife.torture import recovery, schedule
 from strife.torture.workload import Workload
 
 OUTBOX_EVERY = 0.5   # seconds between payments queued through the outbox client
@@ -31,6 +31,7 @@ class Torture:
         self.plan = schedule.plan(seed, seconds, topology, self.outbox_client)
         self.injected = []
         self.queued = []
+        self.watching = []  # per applied fault: (record, task measuring until healthy)
 
     # ---- faults ----
 
@@ -41,8 +42,14 @@ class Torture:
         async with chaos.AdminClient(self.topology, node) as admin:
             return await work(admin)
 
+    async def _pid(self, node):
+        return next(n["pid"] for n in (await self._control({"cmd": "status"}))["nodes"] if n["name"] == node)
+
     async def _inject(self, fault):
+        pid_before, injected_at = None, time.monotonic()
         try:
+            if fault.kind in recovery.KILLS:
+                pid_before, injected_at = await self._pid(fault.node), time.monotonic()
             if fault.kind == "pause":
                 answer = await self._control({"cmd": "pause", "node": fault.node, "seconds": fault.duration})
             elif fault.kind in ("kill", "restart-etcd"):
@@ -61,6 +68,11 @@ class Torture:
             done, note = False, f" (not applied: {exc})"
         self.injected.append({"fault": fault.describe(), "applied": done})
         self.progress(fault.describe() + note)
+        record = {"fault": fault.describe(), "kind": fault.kind, "node": fault.node,
+                  "node_kind": self.topology.node(fault.node).kind, "applied": done, "injected_at": injected_at}
+        if done:
+            self.watching.append((record, asyncio.create_task(recovery.until_healthy(
+                lambda: self._control({"cmd": "status"}), fault, fault.node, injected_at, pid_before))))
 
     async def _clear(self, node, step=""):
         with contextlib.suppress(grpc.aio.AioRpcError, OSError):
@@ -165,6 +177,8 @@ class Torture:
             stop.set()
             await tasks[1]
             await asyncio.gather(tasks[0], tasks[2])
+            ended = time.monotonic()
+            recoveries = await self._recoveries(workload, began, ended)
             healed = await self._heal()
             self.progress(f"settling {len(workload.unknown())} payments without a definite answer")
             await self._settle_unknown(workload)
@@ -182,5 +196,19 @@ class Torture:
             "payments": {"sent": len(outcomes), "committed": outcomes.count("committed"),
                          "aborted": outcomes.count("aborted"), "unknown": outcomes.count("unknown"),
                          "through_outbox": len(self.queued)},
+            "recovery": recoveries,
             "verify": report.to_dict(),
         }
+
+    async def _recoveries(self, workload, began, ended):
+        """For every fault, how long until its node was healthy and until a payment through it committed."""
+        faults = []
+        for record, watching in self.watching:
+            healthy = await watching
+            touches = recovery.toucher(self.topology, record["node"])
+            commit = recovery.until_commit(workload.sent, touches, record["injected_at"])
+            faults.append({**{k: v for k, v in record.items() if k != "injected_at"},
+                           "healthy_s": round(healthy, 3) if healthy is not None else None,
+                           "commit_s": round(commit, 3) if commit is not None else None})
+        return {"faults": faults, "summary": recovery.summary(faults),
+                "longest_commit_gap_s": round(recovery.longest_gap(workload.sent, began, ended), 3)}

@@ -2,6 +2,7 @@
 import asyncio
 import dataclasses
 import random
+import time
 
 import grpc
 
@@ -16,6 +17,8 @@ class Sent:
     payee: str
     amount_minor: int
     outcome: str = "unknown"   # committed | aborted | unknown (no definite answer yet)
+    sent_at: float = dataclasses.field(default_factory=time.monotonic)
+    answered_at: float | None = None  # monotonic, when the definite answer came
 
 
 class Workload:
@@ -57,6 +60,8 @@ class Workload:
             sent.outcome = "committed"
         elif answer.outcome == cl.ABORTED:
             sent.outcome = "aborted"
+        if sent.outcome != "unknown" and sent.answered_at is None:
+            sent.answered_at = time.monotonic()
 
     def unknown(self):
         return [s for s in self.sent if s.outcome == "unknown"]

@@ -146,6 +146,13 @@ def balances(home):
     return out
 
 
+def settled(home, timeout=30.0):
+    """Every bank's balances once phase 2 of every answered payment has landed: a payment is answered
+    at its decision and phase 2 follows, so a test reading ledgers after an answer waits for it."""
+    wait_for(lambda: prepared_holds(home) == 0, timeout=timeout, what="phase 2 of every answered payment")
+    return balances(home)
+
+
 def prepared_holds(home):
     return sum(ledger_rows(home, ledger.parent.name, "SELECT COUNT(*) FROM holds WHERE state = 'PREPARED'")[0][0]
                for ledger in (home / "state").glob("*/ledger.db"))

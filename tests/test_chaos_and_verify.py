@@ -2,7 +2,7 @@
 import json
 import sqlite3
 
-from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, wait_for
+from tests.conftest import PAYMENT_TOPOLOGY, balances, settled, ledger_rows, prepared_holds, wait_for
 
 
 def test_pause_shows_paused_and_for_resumes_by_itself(live):
@@ -13,14 +13,15 @@ def test_pause_shows_paused_and_for_resumes_by_itself(live):
 
 
 def test_pause_at_prepare_aborts_within_the_timeout_and_releases_every_hold(live):
-    before = balances(live.home)
+    before = settled(live.home)
     assert live.run("chaos", "--pause", "bank2", "--at", "prepare").returncode == 0
     result = live.run("client", "alice", "pay", "bob", "2.00", "--json", "--wait", "30")
     answer = json.loads(result.stdout)
     assert result.returncode == 1 and answer["reason"] == "bank_unavailable", answer
     txn = answer["txn_id"]
-    # bank2 is frozen inside prepare with its hold written; alice's side was released at once
-    assert ledger_rows(live.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (txn,)) == [("ABORTED",)]
+    # bank2 is frozen inside prepare with its hold written; alice's side is released by phase 2
+    wait_for(lambda: ledger_rows(live.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (txn,))
+             == [("ABORTED",)], what="alice's hold released")
     assert ledger_rows(live.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,)) == [("PREPARED",)]
     assert live.run("chaos", "--resume", "bank2").returncode == 0
     wait_for(lambda: ledger_rows(live.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,))
@@ -66,6 +67,7 @@ def test_only_the_operator_may_set_failpoints(live):
 
 def test_verify_is_clean_after_payments(live):
     live.run("client", "alice", "pay", "bob", "1.00")
+    settled(live.home)  # verify is right in flight too, but this test counts a finished commit
     result = live.run("verify", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["ok"], report["problems"]

@@ -16,7 +16,7 @@ from strife import tls
 from strife.gateway_client import load_deployment
 from strife.launcher import control
 from strife.rpc import cl_gw_pb2 as cl
-from tests.conftest import balances, wait_for
+from tests.conftest import settled, wait_for
 
 RESERVED = ["operator", "supervisor", "strife", "root", "ca", "infra-ca", "users-ca", "etcd",
             *(f"etcd{i}" for i in range(1, 8)), "gateway", "jwt", "credentials"]
@@ -26,9 +26,9 @@ RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+: ")
 
 @pytest.fixture(autouse=True)
 def no_money_moves(live):
-    before = balances(live.home)
+    before = settled(live.home)
     yield
-    after = balances(live.home)
+    after = settled(live.home)
     assert {name: after[name] for name in before} == before
     assert sum(after.values()) == sum(before.values())
 

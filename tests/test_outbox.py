@@ -2,7 +2,7 @@
 import json
 import sqlite3
 
-from tests.conftest import PAYMENT_TOPOLOGY, balances, wait_for
+from tests.conftest import PAYMENT_TOPOLOGY, settled, wait_for
 
 
 def gateway_payments(home, txn_ids):
@@ -30,7 +30,7 @@ def queue(d, payer, payee, amount):
 def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(deployment):
     d = deployment(PAYMENT_TOPOLOGY)
     d.up()
-    before = balances(d.home)
+    before = settled(d.home)
     assert d.run("chaos", "--pause", "gateway").returncode == 0
     ids = [queue(d, "alice", "bob", amount) for amount in ("1.00", "2.00", "3.00")]
     assert [e["txn_id"] for e in outbox(d, "alice")] == ids
@@ -45,7 +45,7 @@ def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(deplo
     assert d.run("chaos", "--resume", "gateway").returncode == 0
     wait_for(lambda: outbox(d, "alice") == [], timeout=60, what="the outbox delivered")
     assert gateway_payments(d.home, ids) == [(i, "COMMITTED") for i in ids]  # once each, in order
-    after = balances(d.home)
+    after = settled(d.home)
     assert after["alice"] == before["alice"] - 600 and after["bob"] == before["bob"] + 600
     history = json.loads(d.run("client", "alice", "history", "--json").stdout)
     assert {r["txn_id"]: r["status"] for r in history if r["txn_id"] in ids} == dict.fromkeys(ids, "committed")
@@ -55,7 +55,7 @@ def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(deplo
 def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(deployment):
     d = deployment(PAYMENT_TOPOLOGY)
     d.up()
-    before = balances(d.home)
+    before = settled(d.home)
     d.run("chaos", "--pause", "gateway")
     txn = queue(d, "alice", "bob", "999.00")  # alice has 100.00
     d.run("chaos", "--resume", "gateway")
@@ -63,7 +63,7 @@ def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(de
     history = json.loads(d.run("client", "alice", "history", "--json").stdout)
     row = next(r for r in history if r["txn_id"] == txn)
     assert row["status"] == "aborted" and row["reason"] == "insufficient_funds"
-    assert balances(d.home) == before
+    assert settled(d.home) == before
     # asking again with the same id reports the stored outcome; it does not queue it anew
     again = d.run("client", "alice", "pay", "bob", "999.00", "--id", txn, "--json")
     assert again.returncode == 1 and json.loads(again.stdout)["outcome"] == "aborted"
@@ -72,7 +72,7 @@ def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(de
 def test_a_client_killed_mid_send_pays_exactly_once(deployment):
     d = deployment(PAYMENT_TOPOLOGY)
     d.up()
-    before = balances(d.home)
+    before = settled(d.home)
     # the node dies after the gateway answered and before its outbox knows: the worst moment
     assert d.run("chaos", "--failpoint", "alice:after-send=crash").returncode == 0
     result = d.run("client", "alice", "pay", "bob", "4.00", "--wait", "60", "--json")
@@ -81,14 +81,14 @@ def test_a_client_killed_mid_send_pays_exactly_once(deployment):
     assert answer["outcome"] == "committed"
     assert d.node("alice")["restarts"] == 1
     assert gateway_payments(d.home, [answer["txn_id"]]) == [(answer["txn_id"], "COMMITTED")]
-    after = balances(d.home)
+    after = settled(d.home)
     assert after["alice"] == before["alice"] - 400 and after["bob"] == before["bob"] + 400
 
 
 def test_without_a_client_node_the_cli_delivers_on_its_next_call(deployment):
     d = deployment(PAYMENT_TOPOLOGY.replace('alice: {bank: bank1,', "alice: {restart: 'no', bank: bank1,"))
     d.up()
-    before = balances(d.home)
+    before = settled(d.home)
     d.run("chaos", "--kill", "alice")
     wait_for(lambda: d.node("alice")["state"] == "EXITED", what="alice's node gone")
     d.run("chaos", "--pause", "gateway")

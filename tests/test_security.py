@@ -9,14 +9,14 @@ from strife.gateway_client import GatewayClient, load_deployment
 from strife.launcher import certs, topology
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import cl_gw_pb2_grpc, gw_bank_pb2, gw_bank_pb2_grpc
-from tests.conftest import SMALL_TOPOLOGY, balances
+from tests.conftest import SMALL_TOPOLOGY, balances, settled
 
 
 @pytest.fixture(autouse=True)
 def nothing_changes(live):
-    before = balances(live.home)
+    before = settled(live.home)
     yield
-    after = balances(live.home)
+    after = settled(live.home)
     assert {name: after[name] for name in before} == before
     assert sum(after.values()) == sum(before.values())  # new users here open with 0
 

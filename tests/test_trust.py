@@ -16,7 +16,7 @@ from strife import decisions, discovery, tls
 from strife.gateway_client import load_deployment
 from strife.launcher import certs
 from strife.rpc import admin_pb2, admin_pb2_grpc, gw_bank_pb2 as gb, gw_bank_pb2_grpc
-from tests.conftest import balances, wait_for
+from tests.conftest import settled, wait_for
 
 
 def health(home, identity, node, trust=(certs.INFRA,)):
@@ -152,7 +152,7 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
     """The operator (or anyone who could write there) points bank1's key at a server holding another
     identity's certificate: bank2's (right authority, wrong name) or a user's (wrong authority)."""
     home = live.home
-    before = balances(home)
+    before = settled(home)
     key = discovery.BANKS_PREFIX + "bank1"
     assert live.run("chaos", "--pause", "bank1").returncode == 0  # so it does not write its key back at once
     fake = FakeBank()
@@ -176,7 +176,7 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
         assert live.run("chaos", "--resume", "bank1").returncode == 0
     assert result.returncode == 1 and "bank unavailable" in result.stderr, result.stdout + result.stderr
     assert fake.calls == 0
-    assert balances(home) == before
+    assert settled(home) == before
     t = load_deployment(home)
     wait_for(lambda: etcd_as(home, certs.OPERATOR, lambda etcd: etcd.kv.get(key)).kvs[0].value.decode()
              == t.node("bank1").address, timeout=15, what="bank1 registered again after its resume")

@@ -288,12 +288,18 @@ class Supervisor:
                 await channel.close()
 
     async def _pump(self, proc):
-        """In the foreground: copy the node's output to logs/<node>.log and, split into lines that
-        carry the node's name, to the terminal. (Detached, the node writes its log file itself.)"""
+        """In the foreground: the node's output, split into lines that carry the node's name, to
+        the terminal. Strife's nodes write logs/<node>.log themselves (strife/log_setup.py);
+        etcd's output is appended to logs/etcd.log here."""
         stream = proc.proc.stdout
         if stream is None:
             return
-        with open(self.layout.log(proc.name), "ab", buffering=0) as log:
+        log = open(self.layout.log(proc.name), "ab", buffering=0) if proc.spec.kind == "etcd" else None
+        try:
             while raw := await stream.readline():
-                log.write(raw)
-                self.printer.line(proc.name, raw.decode(errors="replace").rstrip("\n"))
+                if log:
+                    log.write(raw)
+                self.printer.relay(proc.name, raw.decode(errors="replace").rstrip("\n"))
+        finally:
+            if log:
+                log.close()

@@ -11,20 +11,18 @@ import logging
 import os
 import resource
 import signal
-import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from strife import tls
+from strife import log_setup, tls
 from strife.failpoints import Failpoints
 from strife.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
 from strife.launcher import topology as topology_model
 from strife.layout import Layout
 from strife.nodes.admin import NodeAdmin
 from strife.rpc import admin_pb2_grpc
-from strife.untrusted import escape
 
 MAX_MESSAGE = 64 * 1024  # no Strife request is near this; anything larger is refused unread
 # Connections (issue 10, item 7): the channel arguments are grpc-core's (grpc_types.h), checked in 1.85.
@@ -48,32 +46,19 @@ class Context:
         self.log = logging.getLogger(spec.name)
 
 
-class OneLineFormatter(logging.Formatter):
-    """A record is one line whatever its message or traceback holds: the safety net under the
-    escaping of each client-chosen field (backslashes are left alone so those are not doubled)."""
-
-    def format(self, record):
-        return escape(super().format(record), backslash=False)
-
-
 def main(node_class, argv=None):
     os.umask(0o077)  # databases, logs and directories this node creates are its owner's alone
     parser = argparse.ArgumentParser(description=f"Strife {node_class.KIND} node (started by `strife up`)")
     parser.add_argument("--home", required=True, help="deployment directory (holds certs/, state/, logs/)")
     parser.add_argument("--name", required=True, help="this node's name in the topology")
     args = parser.parse_args(argv)
-    # A log line per call is on the hot path: skip what our format never shows (the logging
-    # docs' "Optimization" section): caller frames, thread, process and multiprocessing names.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("grpc").setLevel(logging.WARNING)
     raise_open_file_limit()
-    topology = topology_model.load(Layout(args.home).resolved, home=args.home)
+    layout = Layout(args.home)
+    topology = topology_model.load(layout.resolved, home=args.home)
     spec = topology.node(args.name)
-    asyncio.run(serve(node_class, topology, spec))
+    # the node writes logs/<node>.log itself (rotated), detached or not; see strife/log_setup.py
+    with log_setup.process_log(layout.log(spec.name), spec.name, topology.settings):
+        asyncio.run(serve(node_class, topology, spec))
 
 
 def raise_open_file_limit():
@@ -130,3 +115,4 @@ async def serve(node_class, topology, spec):
     await health.enter_graceful_shutdown()
     await server.stop(grace=min(2.0, topology.settings.stop_grace / 2))
     await node.stop()
+

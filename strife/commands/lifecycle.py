@@ -39,10 +39,14 @@ def register(sub):
     p.add_argument("node")
     p.set_defaults(run=restart)
 
-    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log); -f follows")
+    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log, with rotated files); -f follows",
+                       description="The last lines of the nodes' logs (and of their rotated files), all "
+                                   "merged in time order with each node's name in front; or one node's "
+                                   "(`supervisor` for the supervisor's own log). -f keeps following, "
+                                   "across rotations.")
     # -f means follow here, as in tail -f; the topology file is --file
     p.add_argument("--file", metavar="TOPOLOGY", help="the deployment's topology file (default: ./topology.yaml)")
-    p.add_argument("node", nargs="?", help="one node (default: all, prefixed with their names)")
+    p.add_argument("node", nargs="?", help="one node, or supervisor (default: all, prefixed with their names)")
     p.add_argument("-n", "--lines", type=int, default=50, help="lines from the end of each log (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
     p.set_defaults(run=show_logs)
@@ -167,23 +171,33 @@ def restart(args):
     return OK
 
 
+SUPERVISOR_LOG = "supervisor"  # `strife logs supervisor`: the detached supervisor's own log
+
+
 def show_logs(args):
     topology = _load(args)
     layout = Layout(topology.home)
-    names = [n.name for n in topology.nodes]
+    names = [n.name for n in topology.nodes] + [SUPERVISOR_LOG]
     if args.node and args.node not in names:
         raise UserError(f"no node named {args.node!r} (nodes: {', '.join(names)})")
+    if args.lines < 0:
+        raise UserError("--lines must be 0 or more")
     chosen = [args.node] if args.node else names
+    opened = [logs.Log(name, layout.supervisor_log if name == SUPERVISOR_LOG else layout.log(name))
+              for name in chosen]
     printer = Printer(width=max(len(n) for n in chosen))
-    emit = (lambda name, line: print(line)) if args.node else printer.line
-    for name in chosen:
-        for line in logs.tail(layout.log(name), args.lines):
+    emit = (lambda name, line: print(line)) if args.node else printer.relay
+    try:
+        for name, line in logs.merged_tail(opened, args.lines):
             emit(name, line)
-    if args.follow:
-        try:
-            logs.follow({name: layout.log(name) for name in chosen}, emit)
-        except KeyboardInterrupt:
-            pass
+        if args.follow:
+            sys.stdout.flush()
+            logs.follow(opened, emit)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for log in opened:
+            log.close()
     return OK
 
 

@@ -46,7 +46,7 @@ def process_log(path, name, settings):
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException:  # noqa: BLE001 (whatever ends the process is in its log, on one line)
-        logger.opt(exception=True).critical("stopped by an unexpected error")
+        logger.bind(logger=name).opt(exception=True).critical("stopped by an unexpected error")
         raise SystemExit(1) from None
     finally:
         relay.finish()

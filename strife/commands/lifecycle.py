@@ -192,7 +192,11 @@ def show_logs(args):
             emit(name, line)
         if args.follow:
             sys.stdout.flush()
-            logs.follow(opened, emit)
+
+            def emit_now(name, line):  # a pipe's reader gets each line as it comes
+                emit(name, line)
+                sys.stdout.flush()
+            logs.follow(opened, emit_now)
     except KeyboardInterrupt:
         pass
     finally:

@@ -13,6 +13,7 @@ import functools
 import glob
 import heapq
 import os
+import pathlib
 import re
 import time
 
@@ -33,7 +34,7 @@ def rotated(path):
         match = ROTATED.fullmatch(name)
         if match:
             found.append((match.group(1), int(match.group(2) or 1), candidate))
-    return [candidate for *_, candidate in sorted(found)]
+    return [pathlib.Path(candidate) for *_, candidate in sorted(found)]
 
 
 def line_time(line):
@@ -138,12 +139,19 @@ class Log:
             if self._file is None:
                 return []
         data = self._pending + self._read()
-        if self._replaced():  # rotated: the rest of the old file, then the new one from its start
-            data += self._read()
-            if data and not data.endswith(b"\n"):
-                data += b"\n"  # the old file is finished: its last line is complete
+        if self._replaced():  # rotated: the rest of the old file, any rotated since, the new one
+            data = _finished(data + self._read())
+            old = os.fstat(self._file.fileno())
             self._file.close()
             self._open(at_end=False)
+            new = os.fstat(self._file.fileno()) if self._file else None
+            for between in rotated(self.path):
+                try:
+                    info = between.stat()
+                    if info.st_mtime_ns >= old.st_mtime_ns and not _same(info, old) and not _same(info, new):
+                        data += _finished(between.read_bytes())
+                except FileNotFoundError:  # removed by retention meanwhile: those lines are gone
+                    continue
             if self._file:
                 data += self._read()
         *lines, self._pending = data.split(b"\n")
@@ -177,6 +185,15 @@ class Log:
         if self._file:
             self._file.close()
             self._file = None
+
+
+def _finished(data):
+    """A finished file's bytes: its last line is complete even without a newline."""
+    return data + b"\n" if data and not data.endswith(b"\n") else data
+
+
+def _same(a, b):
+    return b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def merged_tail(logs, count):

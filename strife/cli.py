@@ -3,10 +3,11 @@ import argparse
 import os
 import select
 import signal
+import sqlite3
 import sys
 
-from strife import __version__
-from strife.commands import BAD_INPUT, UserError, bench, chaos, client, lifecycle, torture, verify
+from strife import __version__, storage
+from strife.commands import BAD_INPUT, FAILED, UserError, bench, chaos, client, lifecycle, torture, verify
 
 GROUPS = [lifecycle, client, chaos, verify, torture, bench]
 
@@ -51,6 +52,14 @@ def _run(argv):
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except (sqlite3.Error, OSError) as exc:
+        why = storage.problem(exc)
+        if why is None:
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"strife {args.command}: {storage.plainly(why)}{where}; stopped there. Free some space "
+              f"and run it again", file=sys.stderr)
+        return FAILED
 
 
 def _reader_gone():

@@ -5,6 +5,7 @@ import sys
 
 import psutil
 
+from strife import health
 from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
 from strife.launcher import certs, control, credentials, deploy, detach, etcd, logs
 from strife.launcher import topology as topology_model
@@ -142,14 +143,17 @@ def status(args):
             print(f"Strife is not running in {layout.home}")
         return NOT_RUNNING
     answer.pop("ok", None)
+    for n in answer["nodes"]:  # 'NOT_SERVING: disk full: ...' from the probe: the reason apart
+        n["health"], n["health_reason"] = health.split(n["health"])
     if args.json:
         print(json.dumps({"running": True, **answer}, indent=2))
         return OK
     print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  ADDRESS")
     for n in answer["nodes"]:
         uptime = _duration(n["uptime"]) if n["uptime"] is not None else "-"
+        why = f"  ({n['health_reason']})" if n["health_reason"] else ""
         print(f"{n['name']:<10} {n['kind']:<8} {n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
-              f"{n['restarts']:>8}  {uptime:>8}  {n['address']}")
+              f"{n['restarts']:>8}  {uptime:>8}  {n['address']}{why}")
     return OK if all(n["state"] == "RUNNING" for n in answer["nodes"]) else FAILED
 
 

@@ -14,7 +14,6 @@ import signal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
 from strife import log_setup, tls
 from strife.failpoints import Failpoints
@@ -22,6 +21,7 @@ from strife.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
 from strife.launcher import topology as topology_model
 from strife.layout import Layout
 from strife.nodes.admin import NodeAdmin
+from strife.nodes.health import DiskWatch, NodeHealth
 from strife.rpc import admin_pb2_grpc
 
 MAX_MESSAGE = 64 * 1024  # no Strife request is near this; anything larger is refused unread
@@ -96,13 +96,14 @@ async def serve(node_class, topology, spec):
     access = AccessInterceptor(policy)
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     server = grpc.aio.server(interceptors=[CallLogInterceptor(spec.name), access], options=server_options(open_files))
-    health = HealthServicer()
+    health = NodeHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
     node = node_class(Context(topology, spec, server, failpoints))
     access.authenticate = getattr(node, "authenticate", None)
     server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name, node_class.ACCEPT))
     await server.start()
+    disk = watch_disk(health, topology, spec)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -113,6 +114,13 @@ async def serve(node_class, topology, spec):
     await stopping.wait()
     logging.getLogger(spec.name).info("stopping")
     await health.enter_graceful_shutdown()
+    await disk.stop()
     await server.stop(grace=min(2.0, topology.settings.stop_grace / 2))
     await node.stop()
 
+
+def watch_disk(health, topology, spec):
+    """NOT_SERVING, with the reason, while this node cannot write (strife/nodes/health.py)."""
+    disk = DiskWatch(health, Layout(topology.home).data(spec.name), topology.home)
+    disk.start()
+    return disk

@@ -131,11 +131,13 @@ def write_lines(path, stamps_and_texts):
 
 def test_several_logs_merge_in_time_order(tmp_path):
     write_lines(tmp_path / "a.log", [("2026-01-01 10:00:00,100", "a1"), ("2026-01-01 10:00:00,300", "a2")])
-    (tmp_path / "a.log").open("a").write("Traceback (no time of its own)\n")
+    with (tmp_path / "a.log").open("a") as f:
+        f.write("Traceback (no time of its own)\n9999-99-99 99:99:99,000 INFO x: no such time\n")
     write_lines(tmp_path / "b.log", [("2026-01-01 10:00:00,200", "b1"), ("2026-01-01 10:00:00,400", "b2")])
     opened = [logs.Log("a", tmp_path / "a.log"), logs.Log("b", tmp_path / "b.log")]
     shown = [(name, line.split(": ")[-1]) for name, line in logs.merged_tail(opened, 10)]
-    assert shown == [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "Traceback (no time of its own)"), ("b", "b2")]
+    assert shown == [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "Traceback (no time of its own)"),
+                     ("a", "no such time"), ("b", "b2")]
 
 
 def test_reading_spans_rotated_files_and_following_moves_on_after_a_rotation(tmp_path):

@@ -41,13 +41,14 @@ def line_time(line):
     """Seconds since the epoch of the time a log line starts with (or its JSON time), else None."""
     match = TEXT_TIME.match(line)
     if match:
-        return _local_second(match.group(1)) + int(match.group(2)) / 1000
+        second = _local_second(match.group(1))
+        return None if second is None else second + int(match.group(2)) / 1000
     if line.startswith("{"):
         match = JSON_TIME.search(line)
         if match:
             try:
                 return datetime.datetime.fromisoformat(match.group(1)).timestamp()
-            except ValueError:
+            except (ValueError, OverflowError):
                 return None
     match = GO_TIME.match(line)
     if match:
@@ -57,8 +58,11 @@ def line_time(line):
 
 @functools.lru_cache(maxsize=4096)
 def _local_second(text):
-    """'2026-11-26 01:16:34' in local time, in seconds since the epoch."""
-    return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+    """'2026-11-26 01:16:34' in local time, in seconds since the epoch (None if no such time)."""
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def last_lines(path_or_file, count, end=None):

@@ -15,6 +15,8 @@ import os
 import sqlite3
 import time
 
+from strife import storage
+
 
 def connect(path, readonly=False):
     if readonly:
@@ -32,6 +34,7 @@ class GroupCommit:
 
     def __init__(self, db, flush_every=1.0):
         self.db = db
+        self.path = db.execute("PRAGMA database_list").fetchone()[2]  # for reports of failed writes
         self.flush_every = flush_every
         self._queue = []
         self._wakeup = asyncio.Event()  # bound to a loop only when first awaited
@@ -72,7 +75,8 @@ class GroupCommit:
             if self._unsynced:  # relaxed commits wait at most flush_every for their fsync, busy or not
                 left = self._unsynced_since + self.flush_every - time.monotonic()
                 if left <= 0:
-                    await asyncio.to_thread(self._flush)
+                    if not await asyncio.to_thread(self._flush_or_report):
+                        await asyncio.sleep(self.flush_every)  # the commits stand; the fsync is tried again
                     continue
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), left)
@@ -100,9 +104,18 @@ class GroupCommit:
             self.db.execute(f"PRAGMA synchronous={mode}")
             self._synchronous = mode
 
+    def _flush_or_report(self):
+        """_flush; False when the disk refused it (reported for the node's health)."""
+        try:
+            self._flush()
+            return True
+        except OSError as exc:
+            storage.report(self.path, exc)
+            return False
+
     def _flush(self):
         """fsync what relaxed commits left in the WAL (a durable commit does it on the way)."""
-        path = self.db.execute("PRAGMA database_list").fetchone()[2] + "-wal"
+        path = self.path + "-wal"
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)  # flushes the file, whichever descriptor wrote it
@@ -125,6 +138,8 @@ class GroupCommit:
                     db.execute("ROLLBACK TO op")
                     db.execute("RELEASE op")
                     outcomes.append(_Outcome(error=exc))
+                    if isinstance(exc, sqlite3.Error):
+                        storage.report(self.path, exc)
             db.execute("COMMIT")
             if durable:
                 self._unsynced = False  # the fsync covered every earlier frame too
@@ -133,6 +148,7 @@ class GroupCommit:
         except sqlite3.Error as exc:  # the batch itself failed (disk full, I/O error): nobody succeeded
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            storage.report(self.path, exc)  # a disk problem makes the node NOT_SERVING
             return [_Outcome(error=exc) for _ in ops]
         return outcomes
 

@@ -2,12 +2,28 @@
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# A node that is NOT_SERVING says why in the answer's trailing metadata (strife/nodes/health.py).
+REASON_KEY = "strife-health-reason"
+
 
 async def probe(channel, timeout=1.0):
-    """'SERVING', 'NOT_SERVING', 'UNKNOWN' or 'UNREACHABLE'."""
+    """'SERVING', 'NOT_SERVING', 'UNKNOWN' or 'UNREACHABLE'; 'NOT_SERVING: <why>' when the node
+    gives a reason."""
     stub = health_pb2_grpc.HealthStub(channel)
     try:
-        answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        call = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        answer = await call
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+        if status != "SERVING":
+            reason = dict(await call.trailing_metadata() or ()).get(REASON_KEY)
+            if reason:
+                return f"{status}: {reason}"
+        return status
     except grpc.aio.AioRpcError:
         return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+
+def split(health):
+    """('NOT_SERVING', 'disk full: ...') from what `probe` answered; the reason may be None."""
+    status, _, reason = health.partition(": ")
+    return status, reason or None

@@ -8,13 +8,13 @@
 Both rebuild each handler with `_wrap`, which also makes request decoding tolerant: bytes that are
 not the method's message reach the handler as `_Malformed` and are answered INVALID_ARGUMENT there.
 """
-import logging
 import time
 
 import grpc
+from loguru import logger
 
 from strife import tls
-from strife.untrusted import MAX_FIELD, field, pair
+from strife.untrusted import MAX_FIELD, field
 
 EVERYONE = frozenset({"etcd", "bank", "gateway", "client", "admin", "operator"})
 LOGGED_FIELDS = ("txn_id", "amount_minor", "payee", "account", "username")
@@ -22,7 +22,9 @@ LEG_LISTS = ("legs", "prepare")               # batches of legs: txn:account:amo
 ID_LISTS = ("txn_ids", "commit", "abort")     # batches of transaction ids
 MAX_LISTED = 256                              # a batch's ids logged (a bank accepts no more)
 
-log = logging.getLogger("strife.calls")
+# loguru directly, not the stdlib: no LogRecord on the hot path, and the fields stay keys for
+# JSON lines (strife/log_format.py renders them; strife/log_setup.py configures the sinks)
+log = logger.bind(logger="strife.calls")
 
 
 class _Malformed:
@@ -102,19 +104,37 @@ def _wrap(handler, around):
 
 
 def _fields(request):
-    """The loggable fields of a request: chosen names only, batches as comma-joined ids. Every value
-    is client-chosen: escaped and bounded (untrusted.field), and a batch lists at most MAX_LISTED."""
-    parts = [pair(f, getattr(request, f)) for f in LOGGED_FIELDS if getattr(request, f, None) not in (None, "", 0)]
-    for name in LEG_LISTS:
-        legs = getattr(request, name, None)
+    """The loggable fields of a request as (name, value): chosen names only, amounts as integers,
+    batches as comma-joined ids. Every text is client-chosen: escaped and bounded (untrusted.field),
+    and a batch lists at most MAX_LISTED."""
+    fields = []
+    logged, leg_lists, id_lists = _plan(request)
+    for name in logged:
+        value = getattr(request, name)
+        if value not in (None, "", 0):
+            fields.append((name, value if type(value) is int else field(value)))
+    for name in leg_lists:
+        legs = getattr(request, name)
         if legs:
-            parts.append(pair(name, _listed([f"{leg.txn_id}:{leg.account}:{leg.amount_minor}"
-                                             for leg in legs[:MAX_LISTED]], len(legs)), limit=None))
-    for name in ID_LISTS:
-        txn_ids = getattr(request, name, None)
+            fields.append((name, field(_listed([f"{leg.txn_id}:{leg.account}:{leg.amount_minor}"
+                                                for leg in legs[:MAX_LISTED]], len(legs)), limit=None)))
+    for name in id_lists:
+        txn_ids = getattr(request, name)
         if txn_ids:
-            parts.append(pair(name, _listed(txn_ids[:MAX_LISTED], len(txn_ids)), limit=None))
-    return " ".join(parts)
+            fields.append((name, field(_listed(txn_ids[:MAX_LISTED], len(txn_ids)), limit=None)))
+    return fields
+
+
+_PLANS = {}  # request class -> the logged names it has: looking up absent ones costs per call
+
+
+def _plan(request):
+    kind = type(request)
+    plan = _PLANS.get(kind)
+    if plan is None:
+        plan = _PLANS[kind] = tuple([name for name in names if hasattr(request, name)]
+                                    for names in (LOGGED_FIELDS, LEG_LISTS, ID_LISTS))
+    return plan
 
 
 def _listed(items, total):
@@ -199,8 +219,10 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 identity = tls.peer_identity(context)
-                log.info("call node=%s method=%s caller=%s %s code=%s ms=%.1f", self.node, name,
-                         field(identity.name) if identity else "-", _fields(request), code,
-                         (time.perf_counter() - began) * 1000)
+                call = {"node": self.node, "method": name, "caller": field(identity.name) if identity else "-"}
+                call.update(_fields(request))
+                call["code"] = code
+                call["ms"] = round((time.perf_counter() - began) * 1000, 1)
+                log.info("call", call=call)  # a constant message: nothing in `call` is formatted
 
         return logged

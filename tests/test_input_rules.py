@@ -1,8 +1,8 @@
 """The rules for hostile input, without processes: names, amounts, passwords, log escaping,
 control requests, file modes and the control socket's peer check."""
 import asyncio
+import io
 import json
-import logging
 import os
 import pathlib
 import shutil
@@ -12,13 +12,13 @@ import subprocess
 import tempfile
 
 import pytest
+from loguru import logger
 
-from strife import names, passwords
+from strife import log_format, names, passwords
 from strife.interceptors import _fields
 from strife.launcher import control, logs, topology
 from strife.layout import Layout
 from strife.money import AmountError, parse_amount
-from strife.nodes.runtime import OneLineFormatter
 from strife.rpc import cl_gw_pb2 as cl
 from strife.rpc import gw_bank_pb2 as gb
 from strife.untrusted import escape, field, pair, shown
@@ -159,24 +159,56 @@ HOSTILE = ["bob\n2024-01-01 00:00:00,000 INFO strife.calls: call node=gateway me
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_call_log_fields_stay_on_one_bounded_line(hostile):
-    line = _fields(cl.InitiateTransactionRequest(txn_id=hostile, payee=hostile, amount_minor=5))
+    fields = _fields(cl.InitiateTransactionRequest(txn_id=hostile, payee=hostile, amount_minor=5))
+    assert dict(fields)["amount_minor"] == 5  # a number stays a number (a JSON key's value)
+    line = log_format.call_text(dict(fields))
     assert len(line) < 2 * (128 + 40) + 50
     assert all(0x20 <= ord(c) < 0x7f for c in line), line
-    batch = _fields(gb.DecisionRequest(txn_ids=[hostile] * 1000))
+    batch = log_format.call_text(dict(_fields(gb.DecisionRequest(txn_ids=[hostile] * 1000))))
     assert batch.endswith('...[+744 more]"') and all(0x20 <= ord(c) < 0x7f for c in batch)
 
 
-def test_the_node_formatter_keeps_a_record_on_one_line():
-    formatter = OneLineFormatter("%(levelname)s %(name)s: %(message)s")
-    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "payment %s stopped", ("a\nb\u2028c",), None)
-    assert formatter.format(record) == "WARNING x: payment a\\nb\\u2028c stopped"
+def formatted(format_function, log):
+    """What `format_function` makes of the records `log(logger)` writes, as written by loguru."""
+    out, marker = io.StringIO(), object()
+    handler = logger.add(out, format=format_function, filter=lambda record: record["extra"].get("t") is marker)
     try:
-        raise ValueError("boom\nINFO forged line")
-    except ValueError:
-        import sys
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
-    out = formatter.format(record)
-    assert "\n" not in out and "Traceback" in out and "boom\\nINFO forged line" in out
+        log(logger.bind(t=marker, logger="x"))
+    finally:
+        logger.remove(handler)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("line", [log_format.text_line, log_format.json_line, log_format.console_line])
+def test_the_node_formats_keep_a_record_on_one_line(line):
+    def log(bound):
+        bound.warning("payment a\nb\u2028c\x85{x}<red> stopped")
+        try:
+            raise ValueError("boom\nINFO forged line")
+        except ValueError:
+            bound.exception("failed")
+    out = formatted(line, log)
+    records = out.split("\n")
+    assert len(records) == 3 and records[-1] == "", out
+    for invisible in ("\u2028", "\x85", "\r"):
+        assert invisible not in out
+    if line is log_format.json_line:
+        first, second = (json.loads(record) for record in records[:2])
+        assert first["message"] == "payment a\\nb\\u2028c\\x85{x}<red> stopped" and first["level"] == "WARNING"
+        assert "Traceback" in second["message"] and "boom\\nINFO forged line" in second["message"]
+    else:
+        assert "WARNING" in records[0] and "x: payment a\\nb\\u2028c\\x85{x}<red> stopped" in records[0]
+        assert "Traceback" in records[1] and "boom\\nINFO forged line" in records[1]
+
+
+def test_a_call_record_is_a_line_of_pairs_or_json_keys():
+    call = {"node": "gateway", "method": "InitiateTransaction", "caller": "alice", "txn_id": "t 1",
+            "amount_minor": 250, "payee": "bob", "code": "OK", "ms": 1.25}
+    text = formatted(log_format.text_line, lambda bound: bound.info("call", call=call))
+    assert text.endswith(" INFO x: call node=gateway method=InitiateTransaction caller=alice "
+                         'txn_id="t 1" amount_minor=250 payee=bob code=OK ms=1.2\n'), text
+    record = json.loads(formatted(log_format.json_line, lambda bound: bound.info("call", call=call)))
+    assert {k: record[k] for k in call} == call and record["message"] == "call"
 
 
 def test_strife_logs_shows_old_raw_lines_escaped(tmp_path):
@@ -185,6 +217,7 @@ def test_strife_logs_shows_old_raw_lines_escaped(tmp_path):
     assert logs.tail(path, 10) == ["one \\x1b[31mred\\x00", "two\\u2028three\\x85", "four\\rfive"]
     assert logs.tail(tmp_path / "empty.log", 10) == []
     seen, appended = [], []
+    log = logs.Log("g", path)
 
     def stop():  # append one line after follow has noted the size, then stop once it is seen
         if not appended:
@@ -192,7 +225,7 @@ def test_strife_logs_shows_old_raw_lines_escaped(tmp_path):
                 appended.append(f.write(b"new\x1b]0;title\x07\n"))
         return bool(seen)
 
-    logs.follow({"g": path}, lambda name, line: seen.append(line), poll=0.01, stop=stop)
+    logs.follow([log], lambda name, line: seen.append(line), poll=0.01, stop=stop)
     assert seen == ["new\\x1b]0;title\\x07"]
 
 

@@ -29,9 +29,21 @@ def test_the_small_and_default_topologies_are_valid(tmp_path):
     assert len(repo_default.of_kind("bank")) >= 2 and any(c.role == "admin" for c in repo_default.of_kind("client"))
 
 
+def test_log_settings_take_sizes_with_units_and_have_sane_defaults(tmp_path):
+    path = tmp_path / "topology.yaml"
+    path.write_text(SMALL_TOPOLOGY)
+    default = topology.load(path).settings
+    assert (default.log_max_bytes, default.log_keep, default.log_format) == (10 * 1024 * 1024, 4, "text")
+    for size, expected in (("512KB", 512 * 1024), ("10 MB", 10 * 1024 * 1024), (65536, 65536), ("1.5m", 1572864)):
+        path.write_text(SMALL_TOPOLOGY.replace("backoff: 200ms", f"backoff: 200ms\n  log_max_bytes: {size}"))
+        assert topology.load(path).settings.log_max_bytes == expected
+
+
 def test_resolved_form_round_trips(tmp_path):
     path = tmp_path / "topology.yaml"
-    path.write_text(SMALL_TOPOLOGY.replace("bank1: {}", "bank1: {port: 7101, failpoints: {prepare: 'delay:1s'}}"))
+    path.write_text(SMALL_TOPOLOGY.replace("bank1: {}", "bank1: {port: 7101, failpoints: {prepare: 'delay:1s'}}")
+                    .replace("backoff: 200ms", "backoff: 200ms\n  log_max_bytes: 64KB\n  log_keep: 2\n"
+                                               "  log_format: json"))
     original = topology.load(path)
     again = tmp_path / "again.yaml"
     again.write_text(original.to_yaml())
@@ -58,6 +70,12 @@ def test_resolved_form_round_trips(tmp_path):
     (("admin: {bank: bank1, role: admin}", "admin: {bank: bank1, role: root}"), "clients.admin.role"),
     (("alice: {bank: bank1,", "Alice!: {bank: bank1,"), "is not a usable name"),
     (("bob: {bank: bank2, ", "bob: {"), "clients.bob.bank: is required"),
+    (("backoff: 200ms", "backoff: 200ms\n  log_max_bytes: lots"), "settings.log_max_bytes: 'lots' is not a size"),
+    (("backoff: 200ms", "backoff: 200ms\n  log_max_bytes: 100"), "settings.log_max_bytes: 100 is out of range 4KB..1GB"),
+    (("backoff: 200ms", "backoff: 200ms\n  log_max_bytes: 2GB"), "settings.log_max_bytes: 2GB is out of range"),
+    (("backoff: 200ms", "backoff: 200ms\n  log_keep: -1"), "settings.log_keep: -1 is out of range 0..1000"),
+    (("backoff: 200ms", "backoff: 200ms\n  log_keep: two"), "settings.log_keep: 'two' is not a whole number"),
+    (("backoff: 200ms", "backoff: 200ms\n  log_format: xml"), "settings.log_format: 'xml' is not one of text, json"),
 ])
 def test_each_problem_names_the_field_and_why(tmp_path, change, expected):
     old, new = change

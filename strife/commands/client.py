@@ -3,13 +3,14 @@ import asyncio
 import datetime
 import json
 import secrets
+import sqlite3
 import sys
 import time
 import uuid
 
 import grpc
 
-from strife import names, passwords
+from strife import names, passwords, storage
 from strife.commands import (BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, bounded_option,
                              deployment, topology_path)
 from strife.gateway_client import ClientSetupError, GatewayClient, user_password
@@ -134,7 +135,15 @@ def _run(args, work):
 
 async def _drain_if_no_node(topology, name, client):
     """With no client node delivering, this command delivers what earlier commands queued."""
-    outbox = Outbox(Layout(topology.home).outbox(name))
+    path = Layout(topology.home).outbox(name)
+    try:
+        outbox = Outbox(path)
+    except (sqlite3.Error, OSError) as exc:
+        why = storage.problem(exc, path)
+        if why is None:
+            raise
+        print(f"the outbox of {name} cannot be opened ({why}); queued payments wait", file=sys.stderr)
+        return
     if not outbox.pending():
         return
     lock = SenderLock(Layout(topology.home).sender_lock(name))
@@ -174,14 +183,32 @@ def pay(args):
     if why:
         raise UserError(f"txn_id: {why}")
     _require_identity(topology, args.name)
-    layout = Layout(topology.home)
-    outbox = Outbox(layout.outbox(args.name))
+    path = Layout(topology.home).outbox(args.name)
     try:
+        outbox = Outbox(path)
         entry = outbox.add(txn_id, args.payee, amount)
     except DuplicateId as exc:
         raise UserError(f"refused: txn_id: idempotency_error: {exc}") from None
-    entry = asyncio.run(_deliver_or_wait(topology, args.name, outbox, entry, args.wait))
-    return _report_payment(args, entry)
+    except (sqlite3.Error, OSError) as exc:
+        raise UserError(f"{storage.plainly(_disk_problem(exc, path))} ({path}): the payment was NOT queued "
+                        f"and nothing was sent; free some space and pay again", FAILED) from None
+    try:
+        entry = asyncio.run(_deliver_or_wait(topology, args.name, outbox, entry, args.wait))
+    except (sqlite3.Error, OSError) as exc:  # the outbox took the payment, not what happened to it since
+        why = f"{storage.plainly(_disk_problem(exc, path))}: what happened to it could not be recorded"
+        return _report_payment(args, outbox.get(txn_id), why)
+    why = None
+    if entry.pending and storage.is_full(path):
+        why = "the disk is full: it is delivered once there is space"
+    return _report_payment(args, entry, why)
+
+
+def _disk_problem(exc, path):
+    """What the disk said ('disk full') when it refused a write to `path`; else `exc` goes on."""
+    why = storage.problem(exc, path)
+    if why is None:
+        raise exc
+    return why
 
 
 async def _deliver_or_wait(topology, name, outbox, entry, wait):
@@ -215,14 +242,15 @@ async def _deliver_or_wait(topology, name, outbox, entry, wait):
         lock.release()
 
 
-def _report_payment(args, entry):
+def _report_payment(args, entry, why=None):
+    """`why`: a reason it is still queued, shown instead of the last delivery error."""
     outcome = {"COMMITTED": "committed", "ABORTED": "aborted"}.get(entry.status, "queued")
     if entry.reason == "REJECTED":  # the gateway refused the request itself: bad input, nothing happened
         outcome = "rejected"
     if args.json:
         _print_json({"txn_id": entry.txn_id, "outcome": outcome, "payer": args.name, "payee": entry.payee,
                      "amount_minor": entry.amount_minor, "reason": entry.reason.lower(), "detail": entry.detail,
-                     "last_error": entry.last_error})
+                     "last_error": why or entry.last_error})
     elif outcome == "committed":
         print(f"committed: {args.name} paid {entry.payee} {format_minor(entry.amount_minor)} (txn {entry.txn_id})")
     elif outcome == "rejected":
@@ -231,7 +259,7 @@ def _report_payment(args, entry):
         print(f"aborted: {entry.reason.lower().replace('_', ' ')}: {entry.detail} (txn {entry.txn_id})",
               file=sys.stderr)
     else:
-        why = f" ({entry.last_error})" if entry.last_error else ""
+        why = f" ({why or entry.last_error})" if why or entry.last_error else ""
         print(f"queued: {args.name} -> {entry.payee} {format_minor(entry.amount_minor)} (txn {entry.txn_id}); "
               f"not delivered yet{why}. It will be sent with the same id; see `strife client {args.name} "
               f"outbox` and `history`", file=sys.stderr)

@@ -5,6 +5,7 @@ import sys
 
 import psutil
 
+from strife import health
 from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
 from strife.launcher import certs, control, credentials, deploy, detach, etcd, logs
 from strife.launcher import topology as topology_model
@@ -39,10 +40,14 @@ def register(sub):
     p.add_argument("node")
     p.set_defaults(run=restart)
 
-    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log); -f follows")
+    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log, with rotated files); -f follows",
+                       description="The last lines of the nodes' logs (and of their rotated files), all "
+                                   "merged in time order with each node's name in front; or one node's "
+                                   "(`supervisor` for the supervisor's own log). -f keeps following, "
+                                   "across rotations.")
     # -f means follow here, as in tail -f; the topology file is --file
     p.add_argument("--file", metavar="TOPOLOGY", help="the deployment's topology file (default: ./topology.yaml)")
-    p.add_argument("node", nargs="?", help="one node (default: all, prefixed with their names)")
+    p.add_argument("node", nargs="?", help="one node, or supervisor (default: all, prefixed with their names)")
     p.add_argument("-n", "--lines", type=int, default=50, help="lines from the end of each log (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
     p.set_defaults(run=show_logs)
@@ -138,14 +143,17 @@ def status(args):
             print(f"Strife is not running in {layout.home}")
         return NOT_RUNNING
     answer.pop("ok", None)
+    for n in answer["nodes"]:  # 'NOT_SERVING: disk full: ...' from the probe: the reason apart
+        n["health"], n["health_reason"] = health.split(n["health"])
     if args.json:
         print(json.dumps({"running": True, **answer}, indent=2))
         return OK
     print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  ADDRESS")
     for n in answer["nodes"]:
         uptime = _duration(n["uptime"]) if n["uptime"] is not None else "-"
+        why = f"  ({n['health_reason']})" if n["health_reason"] else ""
         print(f"{n['name']:<10} {n['kind']:<8} {n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
-              f"{n['restarts']:>8}  {uptime:>8}  {n['address']}")
+              f"{n['restarts']:>8}  {uptime:>8}  {n['address']}{why}")
     return OK if all(n["state"] == "RUNNING" for n in answer["nodes"]) else FAILED
 
 
@@ -167,23 +175,37 @@ def restart(args):
     return OK
 
 
+SUPERVISOR_LOG = "supervisor"  # `strife logs supervisor`: the detached supervisor's own log
+
+
 def show_logs(args):
     topology = _load(args)
     layout = Layout(topology.home)
-    names = [n.name for n in topology.nodes]
+    names = [n.name for n in topology.nodes] + [SUPERVISOR_LOG]
     if args.node and args.node not in names:
         raise UserError(f"no node named {args.node!r} (nodes: {', '.join(names)})")
+    if args.lines < 0:
+        raise UserError("--lines must be 0 or more")
     chosen = [args.node] if args.node else names
+    opened = [logs.Log(name, layout.supervisor_log if name == SUPERVISOR_LOG else layout.log(name))
+              for name in chosen]
     printer = Printer(width=max(len(n) for n in chosen))
-    emit = (lambda name, line: print(line)) if args.node else printer.line
-    for name in chosen:
-        for line in logs.tail(layout.log(name), args.lines):
+    emit = (lambda name, line: print(line)) if args.node else printer.relay
+    try:
+        for name, line in logs.merged_tail(opened, args.lines):
             emit(name, line)
-    if args.follow:
-        try:
-            logs.follow({name: layout.log(name) for name in chosen}, emit)
-        except KeyboardInterrupt:
-            pass
+        if args.follow:
+            sys.stdout.flush()
+
+            def emit_now(name, line):  # a pipe's reader gets each line as it comes
+                emit(name, line)
+                sys.stdout.flush()
+            logs.follow(opened, emit_now)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for log in opened:
+            log.close()
     return OK
 
 

@@ -4,12 +4,12 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 
+from strife import log_setup
 from strife.launcher import spawner
 from strife.launcher import topology as topology_model
 from strife.launcher.control import ControlServer
-from strife.launcher.printer import Printer
+from strife.launcher.printer import LogPrinter
 from strife.layout import Layout
 
 
@@ -34,7 +34,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     layout = Layout(args.home)
     topology = topology_model.load(layout.resolved, home=layout.home)
-    asyncio.run(serve(topology, Printer(sys.stdout, colour=False), echo_nodes=False))
+    with log_setup.process_log(layout.supervisor_log, "supervisor", topology.settings):  # rotated like a node's
+        asyncio.run(serve(topology, LogPrinter(), echo_nodes=False))
 
 
 if __name__ == "__main__":

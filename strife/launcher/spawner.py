@@ -191,8 +191,9 @@ class Spawner:
             ("grpc.initial_reconnect_backoff_ms", backoff[0]), ("grpc.max_reconnect_backoff_ms", backoff[1])])
 
     def _pump(self, name, proc):
-        """In the foreground: copy the node's output to logs/<node>.log and, split into lines that
-        carry the node's name, to the terminal. (Detached, the node writes its log file itself.)"""
+        """In the foreground: the node's output, split into lines that carry the node's name, to the
+        terminal. Strife's nodes write logs/<node>.log themselves (strife/log_setup.py), detached or
+        not; etcd's output is appended to logs/etcd.log here."""
         if proc.stdout is None:
             return None
         task = asyncio.create_task(self._copy(name, proc.stdout))
@@ -201,10 +202,16 @@ class Spawner:
         return task
 
     async def _copy(self, name, stream):
-        with open(self.layout.log(name), "ab", buffering=0) as log:
+        spec = self.topology.node(name)
+        log = open(self.layout.log(name), "ab", buffering=0) if spec.kind == "etcd" else None
+        try:
             while raw := await stream.readline():
-                log.write(raw)
-                self.printer.line(name, raw.decode(errors="replace").rstrip("\n"))
+                if log:
+                    log.write(raw)
+                self.printer.relay(name, raw.decode(errors="replace").rstrip("\n"))
+        finally:
+            if log:
+                log.close()
 
 
 class HealthWait:

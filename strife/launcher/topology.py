@@ -5,6 +5,7 @@ Every problem is reported at once, one line each, naming the field path and why
 """
 import dataclasses
 import pathlib
+import re
 
 import yaml
 
@@ -16,6 +17,12 @@ from strife.names import problem as name_problem
 
 KINDS = ("etcd", "bank", "gateway", "client")  # also the start order
 RESTART_POLICIES = ("always", "on-failure", "no")
+LOG_FORMATS = ("text", "json")
+MB = 1024 * 1024
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MB, "mb": MB, "mib": MB,
+              "g": 1024 * MB, "gb": 1024 * MB, "gib": 1024 * MB}
+SIZE = re.compile(r"(\d+(?:\.\d+)?) *([a-z]*)")
+MIN_LOG_BYTES, MAX_LOG_BYTES = 4096, 1024 * MB  # below a few records a file, a node would only rotate
 ROLES = ("client", "admin")
 
 
@@ -27,6 +34,13 @@ class TopologyError(Exception):
         self.problems = list(problems)
 
 
+def format_size(size):
+    for unit, factor in (("GB", 1024 * MB), ("MB", MB), ("KB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     prepare_timeout: float = 2.0
@@ -36,6 +50,9 @@ class Settings:
     stop_grace: float = 5.0           # SIGTERM -> SIGKILL
     backoff: float = 0.5              # first restart delay, doubled per consecutive failure
     max_restarts: int = 5             # consecutive failed starts before FATAL
+    log_max_bytes: int = 10 * MB      # a node's log file is rotated at this size ...
+    log_keep: int = 4                 # ... and this many rotated files are kept: 5 files at most
+    log_format: str = "text"          # or "json": one JSON object per line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +115,8 @@ class Topology:
         doc = {"settings": {
             "prepare_timeout": f"{s.prepare_timeout}s", "hold_timeout": f"{s.hold_timeout}s",
             "max_amount": format_minor(s.max_amount_minor), "start_timeout": f"{s.start_timeout}s",
-            "stop_grace": f"{s.stop_grace}s", "backoff": f"{s.backoff}s", "max_restarts": s.max_restarts}}
+            "stop_grace": f"{s.stop_grace}s", "backoff": f"{s.backoff}s", "max_restarts": s.max_restarts,
+            "log_max_bytes": s.log_max_bytes, "log_keep": s.log_keep, "log_format": s.log_format}}
         members = self.of_kind("etcd")
         etcd = {"members": self.etcd.members, "tls": self.etcd.tls}
         if self.etcd.binary:
@@ -223,7 +241,8 @@ class _Validator:
 
     def settings(self, raw):
         raw = self.mapping(raw, "settings", {"prepare_timeout", "hold_timeout", "max_amount", "start_timeout",
-                                             "stop_grace", "backoff", "max_restarts"})
+                                             "stop_grace", "backoff", "max_restarts", "log_max_bytes",
+                                             "log_keep", "log_format"})
         d = Settings()
         max_minor = d.max_amount_minor
         if "max_amount" in raw:
@@ -239,7 +258,25 @@ class _Validator:
             stop_grace=self.duration(raw.get("stop_grace"), "settings.stop_grace", d.stop_grace),
             backoff=self.duration(raw.get("backoff"), "settings.backoff", d.backoff),
             max_restarts=self.integer(raw.get("max_restarts", d.max_restarts), "settings.max_restarts", 0, 100),
+            log_max_bytes=self.size(raw.get("log_max_bytes"), "settings.log_max_bytes", d.log_max_bytes,
+                                    MIN_LOG_BYTES, MAX_LOG_BYTES),
+            log_keep=self.integer(raw.get("log_keep", d.log_keep), "settings.log_keep", 0, 1000),
+            log_format=self.choice(raw.get("log_format"), "settings.log_format", LOG_FORMATS, d.log_format),
         )
+
+    def size(self, value, where, default, low, high):
+        """Bytes: a whole number, or with a unit (`10MB`, `512 KiB`; K, M and G count 1024s)."""
+        if value is None:
+            return default
+        match = None if isinstance(value, bool) else SIZE.fullmatch(str(value).strip().lower())
+        if not match or match.group(2) not in SIZE_UNITS:
+            self.bad(where, f"{value!r} is not a size (e.g. 10MB, 512KB or 1048576)")
+            return default
+        size = int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
+        if not low <= size <= high:
+            self.bad(where, f"{value} is out of range {format_size(low)}..{format_size(high)}")
+            return default
+        return size
 
     def etcd(self, raw):
         raw = self.mapping(raw, "etcd", {"members", "port", "ports", "host", "binary", "endpoints", "tls",

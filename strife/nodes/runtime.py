@@ -11,21 +11,19 @@ import logging
 import os
 import resource
 import signal
-import sys
 import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
-from strife import lifeline, tls
+from strife import lifeline, log_setup, tls
 from strife.failpoints import Failpoints
 from strife.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
 from strife.launcher import topology as topology_model
 from strife.layout import Layout
 from strife.nodes.admin import NodeAdmin
+from strife.nodes.health import DiskWatch, NodeHealth
 from strife.rpc import admin_pb2_grpc
-from strife.untrusted import escape
 
 MAX_MESSAGE = 64 * 1024  # no Strife request is near this; anything larger is refused unread
 # Connections (issue 10, item 7): the channel arguments are grpc-core's (grpc_types.h), checked in 1.85.
@@ -49,14 +47,6 @@ class Context:
         self.log = logging.getLogger(spec.name)
 
 
-class OneLineFormatter(logging.Formatter):
-    """A record is one line whatever its message or traceback holds: the safety net under the
-    escaping of each client-chosen field (backslashes are left alone so those are not doubled)."""
-
-    def format(self, record):
-        return escape(super().format(record), backslash=False)
-
-
 def main(node_class, argv=None):
     lifeline.hold()  # first: a node never outlives its supervisor
     imported = time.time()
@@ -69,18 +59,13 @@ def main(node_class, argv=None):
     name, stages = _wait_for_go(args.name, imported)
     if not name:
         parser.error("--name is required")
-    # A log line per call is on the hot path: skip what our format never shows (the logging
-    # docs' "Optimization" section): caller frames, thread, process and multiprocessing names.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("grpc").setLevel(logging.WARNING)
     raise_open_file_limit()
-    topology = topology_model.load(Layout(args.home).resolved, home=args.home)
+    layout = Layout(args.home)
+    topology = topology_model.load(layout.resolved, home=args.home)
     spec = topology.node(name)
-    asyncio.run(serve(node_class, topology, spec, stages))
+    # the node writes logs/<node>.log itself (rotated), detached or not; see strife/log_setup.py
+    with log_setup.process_log(layout.log(spec.name), spec.name, topology.settings):
+        asyncio.run(serve(node_class, topology, spec, stages))
 
 
 def raise_open_file_limit():
@@ -125,7 +110,7 @@ async def serve(node_class, topology, spec, stages=None):
     access = AccessInterceptor(policy)
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     server = grpc.aio.server(interceptors=[CallLogInterceptor(spec.name), access], options=server_options(open_files))
-    health = HealthServicer()
+    health = NodeHealth()
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # until start() returns
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
@@ -134,6 +119,7 @@ async def serve(node_class, topology, spec, stages=None):
     server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name, node_class.ACCEPT))
     await server.start()
     listening = time.time()
+    disk = watch_disk(health, topology, spec)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -145,5 +131,13 @@ async def serve(node_class, topology, spec, stages=None):
     await stopping.wait()
     logging.getLogger(spec.name).info("stopping")
     await health.enter_graceful_shutdown()
+    await disk.stop()
     await server.stop(grace=min(2.0, topology.settings.stop_grace / 2))
     await node.stop()
+
+
+def watch_disk(health, topology, spec):
+    """NOT_SERVING, with the reason, while this node cannot write (strife/nodes/health.py)."""
+    disk = DiskWatch(health, Layout(topology.home).data(spec.name), topology.home)
+    disk.start()
+    return disk

@@ -1,10 +1,14 @@
 """The outbox in SQLite (state/<client>/outbox.db): one row per payment the user asked for.
 
 QUEUED (not yet definite) -> COMMITTED | ABORTED. Rows are sent strictly in `seq` order.
+A write that fails for the disk (full, failing) raises sqlite3.Error as SQLite does, and is
+reported first (strife/storage.py), so a client node says NOT_SERVING and why.
 """
 import dataclasses
 import sqlite3
 import time
+
+from strife import storage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -52,11 +56,19 @@ class Entry:
 
 class Outbox:
     def __init__(self, path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=10)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.path = path
+        self.db = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=10)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            storage.report(path, exc)
+            if self.db is not None:
+                self.db.close()
+            raise
 
     def close(self):
         self.db.close()
@@ -72,9 +84,16 @@ class Outbox:
                 raise DuplicateId(f"transaction id {txn_id} is already in the outbox for another payment")
             return existing
         now = time.time()
-        self.db.execute("INSERT INTO outbox (txn_id, payee, amount_minor, status, created_at, updated_at) "
-                        "VALUES (?, ?, ?, 'QUEUED', ?, ?)", (txn_id, payee, amount_minor, now, now))
+        self._write("INSERT INTO outbox (txn_id, payee, amount_minor, status, created_at, updated_at) "
+                    "VALUES (?, ?, ?, 'QUEUED', ?, ?)", (txn_id, payee, amount_minor, now, now))
         return self.get(txn_id)
+
+    def _write(self, sql, args):
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            storage.report(self.path, exc)
+            raise
 
     def get(self, txn_id):
         rows = self._entries("WHERE txn_id = ?", (txn_id,))
@@ -92,13 +111,13 @@ class Outbox:
         return self._entries("ORDER BY seq DESC LIMIT ?", (limit,))
 
     def sending(self, txn_id):
-        self.db.execute("UPDATE outbox SET status = 'SENDING', attempts = attempts + 1, updated_at = ? "
-                        "WHERE txn_id = ?", (time.time(), txn_id))
+        self._write("UPDATE outbox SET status = 'SENDING', attempts = attempts + 1, updated_at = ? "
+                    "WHERE txn_id = ?", (time.time(), txn_id))
 
     def settle(self, txn_id, status, reason="", detail=""):
-        self.db.execute("UPDATE outbox SET status = ?, reason = ?, detail = ?, last_error = '', updated_at = ? "
-                        "WHERE txn_id = ?", (status, reason, detail, time.time(), txn_id))
+        self._write("UPDATE outbox SET status = ?, reason = ?, detail = ?, last_error = '', updated_at = ? "
+                    "WHERE txn_id = ?", (status, reason, detail, time.time(), txn_id))
 
     def retry_later(self, txn_id, error, at):
-        self.db.execute("UPDATE outbox SET status = 'QUEUED', last_error = ?, next_attempt_at = ?, updated_at = ? "
-                        "WHERE txn_id = ?", (error, at, time.time(), txn_id))
+        self._write("UPDATE outbox SET status = 'QUEUED', last_error = ?, next_attempt_at = ?, updated_at = ? "
+                    "WHERE txn_id = ?", (error, at, time.time(), txn_id))

@@ -6,8 +6,9 @@ import signal
 import sqlite3
 import sys
 
-from strife import __version__, storage
+from strife import __version__
 from strife.commands import BAD_INPUT, FAILED, UserError, bench, chaos, client, lifecycle, torture, verify
+from strife.core import storage
 
 GROUPS = [lifecycle, client, chaos, verify, torture, bench]
 

@@ -8,7 +8,7 @@ import textwrap
 
 import yaml
 
-from strife.launcher import topology as topology_model
+from strife.deployment import topology as topology_model
 from strife.launcher.supervisor import Supervisor
 
 TOPOLOGY = """

@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.measure_logging [calls]
 
 A record per RPC is on every node's hot path. This times the CallLogInterceptor's wrapping of a
-handler that does nothing, with the node's real log configuration (strife/log_setup.py) writing
+handler that does nothing, with the node's real log configuration (strife/core/log_setup.py) writing
 to a file, in text and in JSON, against the same wrapping without a log line. CPU time of the
 process (user + system), best of five rounds, in microseconds per call; each format runs in a
 fresh process.
@@ -28,9 +28,9 @@ class _Context:
 
 
 def measure(fmt, calls):
-    from strife import log_setup
-    from strife.interceptors import CallLogInterceptor
-    from strife.launcher.topology import MAX_LOG_BYTES, Settings
+    from strife.core import log_setup
+    from strife.deployment.topology import MAX_LOG_BYTES, Settings
+    from strife.nodes.interceptors import CallLogInterceptor
     from strife.rpc import cl_gw_pb2 as cl
 
     with tempfile.TemporaryDirectory() as directory:

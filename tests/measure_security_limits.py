@@ -27,11 +27,9 @@ from pathlib import Path
 import grpc
 import psutil
 
-from strife import tls
-from strife.gateway_client import load_deployment
-from strife.launcher import credentials
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import cl_gw_pb2_grpc
+from strife.client.gateway_client import load_deployment
+from strife.deployment import credentials, tls
+from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
 from tests.conftest import SMALL_TOPOLOGY, Deployment
 
 # (attempts, concurrency, attempts per second or 0 for as fast as answered): the pace

@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-from strife.batching import Batcher
+from strife.nodes.gateway.batching import Batcher
 
 
 async def first_in_flight(batcher, item):

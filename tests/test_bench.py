@@ -5,7 +5,7 @@ import re
 import subprocess
 import textwrap
 
-from tests.conftest import SMALL_TOPOLOGY, STRIFE, settled, processes_of
+from tests.conftest import SMALL_TOPOLOGY, STRIFE, processes_of, settled
 
 
 def test_bench_reports_every_figure(live):
@@ -75,8 +75,9 @@ def test_bench_with_nothing_running_starts_and_removes_its_own_deployment(tmp_pa
 
 
 def test_windowed_percentiles_follow_the_ok_samples_over_time():
-    from strife.bench.load import Sample
-    from strife.bench.report import windowed_percentiles
+    from strife.checks.bench.load import Sample
+    from strife.checks.bench.report import windowed_percentiles
+
     # first second: 10 ms answers; second second: 100 ms; one slow abort that must not count
     samples = [Sample(i / 100, 0.010, "ok") for i in range(100)] + \
               [Sample(1 + i / 100, 0.100, "ok") for i in range(100)] + [Sample(0.5, 5.0, "aborted")]

@@ -3,7 +3,7 @@ import stat
 
 from cryptography import x509
 
-from strife.launcher import certs, topology
+from strife.deployment import certs, topology
 from tests.conftest import SMALL_TOPOLOGY
 
 

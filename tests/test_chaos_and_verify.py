@@ -2,7 +2,7 @@
 import json
 import sqlite3
 
-from tests.conftest import PAYMENT_TOPOLOGY, balances, settled, ledger_rows, prepared_holds, wait_for
+from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, settled, wait_for
 
 
 def test_pause_shows_paused_and_for_resumes_by_itself(live):
@@ -44,8 +44,8 @@ def test_only_the_operator_may_set_failpoints(live):
 
     import grpc
 
-    from strife import tls
-    from strife.gateway_client import load_deployment
+    from strife.client.gateway_client import load_deployment
+    from strife.deployment import tls
     from strife.rpc import admin_pb2, admin_pb2_grpc
 
     t = load_deployment(live.home)
@@ -111,8 +111,8 @@ def test_a_short_seeded_torture_run_ends_clean(deployment):
         assert figures["count"] >= 1 and figures["healthy_max"] >= figures["healthy_p50"], (name, figures)
     assert 0 < report["recovery"]["longest_commit_gap_s"] < 12
     # the schedule is a function of the seed: the same seed plans the same faults
-    from strife.gateway_client import load_deployment
-    from strife.torture import schedule
+    from strife.checks.torture import schedule
+    from strife.client.gateway_client import load_deployment
     t = load_deployment(d.home)
     assert [f.describe() for f in schedule.plan(42, 12, t, "alice")] == report["schedule"]
     assert [f.describe() for f in schedule.plan(43, 12, t, "alice")] != report["schedule"]
@@ -123,9 +123,9 @@ def test_verify_reads_more_decisions_than_one_grpc_message_holds(deployment):
     they outgrow gRPC's 4 MB message, so the audit reads them page by page."""
     import asyncio
 
-    from strife import decisions, discovery
-    from strife.launcher import certs, topology
-    from strife.layout import Layout
+    from strife.core import decisions
+    from strife.deployment import certs, discovery, topology
+    from strife.deployment.layout import Layout
     d = deployment()
     d.up()
     t = topology.load(Layout(d.home).resolved, home=d.home)

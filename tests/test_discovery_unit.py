@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-from strife import discovery
+from strife.deployment import discovery
 
 
 def test_when_one_fails_the_other_is_cancelled_too():

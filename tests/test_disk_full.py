@@ -14,10 +14,10 @@ import textwrap
 import pytest
 from grpc_health.v1 import health_pb2
 
-from strife import storage
-from strife.health import REASON_KEY
+from strife.client.outbox import Outbox
+from strife.core import storage
+from strife.core.headers import HEALTH_REASON
 from strife.nodes.health import NodeHealth
-from strife.outbox.store import Outbox
 from tests.conftest import SMALL_TOPOLOGY, Deployment, wait_for
 
 SIZE = "100m"
@@ -139,7 +139,7 @@ def test_health_says_not_serving_with_the_reason_until_the_problem_is_gone():
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
         assert await check(health) == ("SERVING", {})
         await health.set_problem("disk full: cannot write state/bank1/ledger.db")
-        assert await check(health) == ("NOT_SERVING", {REASON_KEY: "disk full: cannot write state/bank1/ledger.db"})
+        assert await check(health) == ("NOT_SERVING", {HEALTH_REASON: "disk full: cannot write state/bank1/ledger.db"})
         await health.set("", health_pb2.HealthCheckResponse.SERVING)  # the node is ready: the disk still says no
         assert (await check(health))[0] == "NOT_SERVING"
         await health.set_problem(None)

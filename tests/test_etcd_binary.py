@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from strife.launcher import etcd, topology
+from strife.deployment import topology
+from strife.launcher import etcd
 from tests.conftest import SMALL_TOPOLOGY
 
 

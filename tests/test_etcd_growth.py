@@ -5,9 +5,10 @@ import json
 
 from etcd3aio import prefix_range_end
 
-from strife import decisions, discovery
-from strife.gateway_client import load_deployment
-from strife.launcher import certs, etcd_upkeep
+from strife.client.gateway_client import load_deployment
+from strife.core import decisions
+from strife.deployment import certs, discovery
+from strife.launcher import etcd_upkeep
 from tests.conftest import PAYMENT_TOPOLOGY, ledger_rows, wait_for
 
 

@@ -16,16 +16,14 @@ import etcd3aio
 import grpc
 import pytest
 
-from strife import decisions
-from strife.failpoints import FailpointFired, Failpoints
-from strife.gateway_client import GatewayClient, load_deployment
-from strife.launcher import chaos
-from strife.launcher import etcd as etcd_launcher
+from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.core import decisions
+from strife.core.failpoints import FailpointFired, Failpoints
+from strife.launcher import chaos, etcd as etcd_launcher
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.nodes.gateway.coordinator import Coordinator
 from strife.nodes.gateway.store import Payment, Store, fingerprint
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import gw_bank_pb2 as gb
+from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
 from tests.conftest import PAYMENT_TOPOLOGY, prepared_holds, wait_for
 
 

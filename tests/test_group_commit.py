@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from strife import group_commit
+from strife.nodes import group_commit
 
 
 def test_a_failing_operation_is_rolled_back_alone(tmp_path):

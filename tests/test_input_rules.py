@@ -14,14 +14,14 @@ import tempfile
 import pytest
 from loguru import logger
 
-from strife import log_format, names, passwords
-from strife.interceptors import _fields
-from strife.launcher import control, logs, topology
-from strife.layout import Layout
-from strife.money import AmountError, parse_amount
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import gw_bank_pb2 as gb
-from strife.untrusted import escape, field, pair, shown
+from strife.core import log_format, names, passwords
+from strife.core.money import AmountError, parse_amount
+from strife.core.untrusted import escape, field, pair, shown
+from strife.deployment import topology
+from strife.deployment.layout import Layout
+from strife.launcher import control, logs
+from strife.nodes.interceptors import _fields
+from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
 from tests.conftest import SMALL_TOPOLOGY
 
 # ---- names ----

@@ -11,10 +11,9 @@ import time
 
 import psutil
 
-from strife import discovery
-from strife.gateway_client import GatewayClient, load_deployment
-from strife.launcher import certs, topology
-from strife.layout import Layout
+from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.deployment import certs, discovery, topology
+from strife.deployment.layout import Layout
 from tests.conftest import SMALL_TOPOLOGY, STRIFE, processes_of, wait_for
 
 

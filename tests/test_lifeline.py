@@ -6,7 +6,7 @@ import sys
 
 import psutil
 
-from strife import lifeline
+from strife.core import lifeline
 from tests.conftest import wait_for
 
 LIFELINE = [sys.executable, "-I", "-S", lifeline.__file__, "--"]  # as etcd is started

@@ -7,13 +7,12 @@ import threading
 import grpc
 import pytest
 
-from strife import passwords, tls
-from strife.gateway_client import load_deployment
-from strife.launcher import credentials
+from strife.client.gateway_client import load_deployment
+from strife.core import passwords
+from strife.deployment import credentials, tls
 from strife.nodes.gateway.login_limits import LoginLimiter
 from strife.nodes.gateway.users import TooManyAttempts, Users, limit_keys, source_address
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import cl_gw_pb2_grpc
+from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
 from tests.conftest import wait_for
 
 

@@ -12,9 +12,9 @@ import threading
 
 import pytest
 
-from strife.gateway_client import GatewayClient, load_deployment
+from strife.client.gateway_client import GatewayClient, load_deployment
 from strife.launcher import logs
-from tests.conftest import STRIFE, SMALL_TOPOLOGY, Deployment, wait_for
+from tests.conftest import SMALL_TOPOLOGY, STRIFE, Deployment, wait_for
 
 ROTATED_NAME = re.compile(r"n\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}(\.\d+)?\.log")
 
@@ -24,8 +24,8 @@ def run_logging(tmp_path, body, max_bytes=4096, keep=2, fmt="text"):
     script = textwrap.dedent(f"""
         import logging, os, pathlib, sys
         from loguru import logger
-        from strife import log_setup
-        from strife.launcher.topology import Settings
+        from strife.core import log_setup
+        from strife.deployment.topology import Settings
         settings = Settings(log_max_bytes={max_bytes}, log_keep={keep}, log_format={fmt!r})
         with log_setup.process_log(pathlib.Path({str(tmp_path / "n.log")!r}), "bank1", settings):
         """) + textwrap.indent(textwrap.dedent(body), "    ")
@@ -69,7 +69,7 @@ HOSTILE = "bob\n2030-01-01 00:00:00,000 INFO strife.calls: call forged\u2028\x85
 def test_json_lines_carry_the_call_fields_as_keys(tmp_path):
     done = run_logging(tmp_path, f"""
         import asyncio
-        from strife.interceptors import CallLogInterceptor
+        from strife.nodes.interceptors import CallLogInterceptor
         from strife.rpc import cl_gw_pb2 as cl
 
         class Context:
@@ -145,8 +145,8 @@ def test_reading_spans_rotated_files_and_following_moves_on_after_a_rotation(tmp
     record exactly once and in order, across several rotations; looking back spans the files."""
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import logging, pathlib, sys, time
-        from strife import log_setup
-        from strife.launcher.topology import Settings
+        from strife.core import log_setup
+        from strife.deployment.topology import Settings
         with log_setup.process_log(pathlib.Path({str(tmp_path / "n.log")!r}), "n",
                                    Settings(log_max_bytes=4096, log_keep=50)):
             for i in range(600):

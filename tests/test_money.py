@@ -1,6 +1,6 @@
 import pytest
 
-from strife.money import AmountError, format_minor, parse_amount
+from strife.core.money import AmountError, format_minor, parse_amount
 
 
 @pytest.mark.parametrize("text, minor", [("50", 5000), ("50.5", 5050), ("50.25", 5025), ("0.01", 1),

@@ -6,8 +6,8 @@ import signal
 import time
 import uuid
 
-from strife.gateway_client import GatewayClient, load_deployment
-from tests.conftest import settled, ledger_rows, prepared_holds, wait_for
+from strife.client.gateway_client import GatewayClient, load_deployment
+from tests.conftest import ledger_rows, prepared_holds, settled, wait_for
 from tests.test_recovery import decision_of
 
 

@@ -6,12 +6,12 @@ import signal
 
 import grpc
 
-from strife import decisions, discovery
-from strife.gateway_client import GatewayClient, load_deployment
-from strife.launcher import certs, topology
-from strife.layout import Layout
+from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.core import decisions
+from strife.deployment import certs, discovery, topology
+from strife.deployment.layout import Layout
 from strife.rpc import cl_gw_pb2 as cl
-from tests.conftest import PAYMENT_TOPOLOGY, balances, settled, ledger_rows, prepared_holds, wait_for
+from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, settled, wait_for
 
 
 def decision_of(home, txn_id):

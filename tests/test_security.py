@@ -4,11 +4,9 @@ import asyncio
 import grpc
 import pytest
 
-from strife import tls
-from strife.gateway_client import GatewayClient, load_deployment
-from strife.launcher import certs, topology
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import cl_gw_pb2_grpc, gw_bank_pb2, gw_bank_pb2_grpc
+from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.deployment import certs, tls, topology
+from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc, gw_bank_pb2, gw_bank_pb2_grpc
 from tests.conftest import SMALL_TOPOLOGY, balances, settled
 
 

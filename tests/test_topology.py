@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from strife.launcher import topology
+from strife.deployment import topology
 from tests.conftest import SMALL_TOPOLOGY, processes_of
 
 
@@ -106,6 +106,7 @@ def test_cli_refuses_a_bad_topology_with_exit_2_and_starts_nothing(deployment):
 
 def test_missing_topology_is_a_clear_error(tmp_path):
     import subprocess
+
     from tests.conftest import STRIFE
     result = subprocess.run([*STRIFE, "status"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "no topology file" in result.stderr

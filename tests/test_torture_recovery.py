@@ -3,9 +3,9 @@ import asyncio
 
 import pytest
 
-from strife.torture import recovery
-from strife.torture.schedule import Fault
-from strife.torture.workload import Sent
+from strife.checks.torture import recovery
+from strife.checks.torture.schedule import Fault
+from strife.checks.torture.workload import Sent
 from tests.fake_supervision import topology
 
 

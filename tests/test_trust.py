@@ -12,9 +12,9 @@ from cryptography.x509.oid import NameOID
 from etcd3aio.errors import EtcdPermissionDeniedError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from strife import decisions, discovery, tls
-from strife.gateway_client import load_deployment
-from strife.launcher import certs
+from strife.client.gateway_client import load_deployment
+from strife.core import decisions
+from strife.deployment import certs, discovery, tls
 from strife.rpc import admin_pb2, admin_pb2_grpc, gw_bank_pb2 as gb, gw_bank_pb2_grpc
 from tests.conftest import settled, wait_for
 

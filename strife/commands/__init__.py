@@ -30,7 +30,7 @@ def add_file_option(parser):
 
 
 def duration_option(text, option):
-    from strife.durations import DurationError, parse_duration
+    from strife.core.durations import DurationError, parse_duration
     try:
         return parse_duration(text)
     except DurationError as exc:
@@ -45,9 +45,9 @@ def bounded_option(value, option, low, high):
 
 def deployment(args, must_run=False):
     """The topology as running (ports filled in) of the deployment these args name."""
-    from strife.gateway_client import ClientSetupError, load_deployment
+    from strife.client.gateway_client import ClientSetupError, load_deployment
+    from strife.deployment.layout import Layout
     from strife.launcher import control
-    from strife.layout import Layout
     home = topology_path(args).parent
     if must_run and not control.is_running(Layout(home).socket):
         raise UserError(f"Strife is not running in {home} (start it with `strife up -d`)", NOT_RUNNING)

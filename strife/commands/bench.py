@@ -1,18 +1,17 @@
 """`strife bench`: how fast Strife moves money, next to what gRPC on this machine allows."""
 import asyncio
 import json
-import shutil
 import pathlib
+import shutil
 import sys
 import tempfile
 
-from strife.bench import report
-from strife.bench.run import Bench
-from strife.commands import (FAILED, OK, UserError, add_file_option, bounded_option, duration_option,
-                             topology_path)
-from strife.gateway_client import load_deployment
+from strife.checks.bench import report
+from strife.checks.bench.run import Bench
+from strife.client.gateway_client import load_deployment
+from strife.commands import FAILED, OK, UserError, add_file_option, bounded_option, duration_option, topology_path
+from strife.deployment.layout import Layout
 from strife.launcher import control, deploy, detach
-from strife.layout import Layout
 
 
 def register(sub):

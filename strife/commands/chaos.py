@@ -6,10 +6,10 @@ import json
 import grpc
 
 from strife.commands import FAILED, OK, UserError, add_file_option, deployment
-from strife.durations import DurationError, parse_duration
-from strife.failpoints import FailpointError
+from strife.core.durations import DurationError, parse_duration
+from strife.core.failpoints import FailpointError
+from strife.deployment.layout import Layout
 from strife.launcher import chaos, control
-from strife.layout import Layout
 
 
 def register(sub):

@@ -10,15 +10,15 @@ import uuid
 
 import grpc
 
-from strife import names, passwords, storage
+from strife.client.delivery import ATTEMPT_TIMEOUT, SenderLock, send_head
+from strife.client.gateway_client import ClientSetupError, GatewayClient, user_password
+from strife.client.outbox import DuplicateId, Outbox
 from strife.commands import (BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, bounded_option,
                              deployment, topology_path)
-from strife.gateway_client import ClientSetupError, GatewayClient, user_password
-from strife.launcher import certs, credentials
-from strife.layout import Layout
-from strife.money import AmountError, format_minor, parse_amount
-from strife.outbox.sender import ATTEMPT_TIMEOUT, SenderLock, send_head
-from strife.outbox.store import DuplicateId, Outbox
+from strife.core import names, passwords, storage
+from strife.core.money import AmountError, format_minor, parse_amount
+from strife.deployment import certs, credentials
+from strife.deployment.layout import Layout
 from strife.rpc import cl_gw_pb2 as cl
 
 ABORTED, QUEUED = 1, 4   # exit codes of `pay` besides OK (committed)

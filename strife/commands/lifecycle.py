@@ -5,13 +5,12 @@ import sys
 
 import psutil
 
-from strife import health
 from strife.commands import FAILED, NOT_RUNNING, OK, UserError, add_file_option, topology_path
-from strife.launcher import certs, control, credentials, deploy, detach, etcd, logs
-from strife.launcher import topology as topology_model
+from strife.deployment import certs, credentials, topology as topology_model
+from strife.deployment.layout import Layout
+from strife.launcher import control, deploy, detach, etcd, health, logs
 from strife.launcher.daemon import serve
 from strife.launcher.printer import Printer
-from strife.layout import Layout
 
 
 def register(sub):

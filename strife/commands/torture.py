@@ -4,8 +4,8 @@ import json
 import random
 import sys
 
+from strife.checks.torture.run import Torture
 from strife.commands import FAILED, OK, UserError, add_file_option, bounded_option, deployment, duration_option
-from strife.torture.run import Torture
 
 
 def register(sub):

@@ -1,9 +1,9 @@
 """`strife verify`: audit the ledgers against the decision records; exit 0 only when all holds."""
 import json
 
-from strife.audit import audit
+from strife.checks.audit import audit
 from strife.commands import FAILED, OK, UserError, add_file_option, deployment
-from strife.money import format_minor
+from strife.core.money import format_minor
 
 
 def register(sub):

@@ -1,1 +1,2 @@
-"""The launcher: topology, certificates, supervision, control socket, chaos."""
+"""The launcher: supervising a deployment's processes, its control socket, chaos and etcd's upkeep.
+Nodes and clients never import it."""

@@ -1,9 +1,9 @@
 """Failpoints of running nodes, set through each node's NodeAdmin service with the operator's
 certificate (the only role allowed to call it)."""
 
-from strife import tls
-from strife.failpoints import STEPS, FailpointError, parse_action
-from strife.launcher.certs import OPERATOR
+from strife.core.failpoints import STEPS, FailpointError, parse_action
+from strife.deployment import tls
+from strife.deployment.certs import OPERATOR
 from strife.rpc import admin_pb2, admin_pb2_grpc
 
 

@@ -5,12 +5,12 @@ import asyncio
 import os
 import signal
 
-from strife import log_setup
+from strife.core import log_setup
+from strife.deployment import topology as topology_model
+from strife.deployment.layout import Layout
 from strife.launcher import spawner
-from strife.launcher import topology as topology_model
 from strife.launcher.control import ControlServer
 from strife.launcher.printer import LogPrinter
-from strife.layout import Layout
 
 
 async def serve(topology, printer, echo_nodes):

@@ -4,10 +4,9 @@ Everything that can fail because of the user's input fails here, before any proc
 """
 import contextlib
 
-from strife.launcher import certs, control, credentials, etcd, ports
-from strife.launcher import topology as topology_model
-from strife.layout import Layout
-
+from strife.deployment import certs, credentials, topology as topology_model
+from strife.deployment.layout import Layout
+from strife.launcher import control, etcd, ports
 
 MAX_SOCKET_PATH = 104  # sun_path is 108 bytes on Linux (104 on some BSDs)
 

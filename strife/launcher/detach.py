@@ -3,8 +3,8 @@ import subprocess
 import sys
 import time
 
+from strife.deployment.layout import Layout
 from strife.launcher import control, logs
-from strife.layout import Layout
 
 
 class StartFailed(Exception):

@@ -4,7 +4,7 @@ import os
 import pathlib
 import shutil
 
-from strife.launcher import certs
+from strife.deployment import certs
 
 
 class EtcdNotFound(RuntimeError):
@@ -39,7 +39,7 @@ def find_binary(topology):
 # heartbeats, so it can be shorter still: it elects itself that much sooner at every start.
 TIMING_MS = {1: (10, 100)}  # members -> (heartbeat interval, election timeout)
 CLUSTER_TIMING_MS = (25, 250)
-KEEPALIVE_MIN_TIME = "1s"  # clients may ping this often (strife/discovery.py: every 2 s)
+KEEPALIVE_MIN_TIME = "1s"  # clients may ping this often (strife/deployment/discovery.py: every 2 s)
 
 
 def command(topology, member, binary):

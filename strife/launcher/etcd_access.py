@@ -17,8 +17,9 @@ import logging
 
 from etcd3aio import PermissionType, prefix_range_end
 
-from strife import decisions, discovery
-from strife.launcher.certs import OPERATOR
+from strife.core import decisions
+from strife.deployment import discovery
+from strife.deployment.certs import OPERATOR
 
 log = logging.getLogger(__name__)
 ROOT = "root"  # etcd refuses to enable authentication before a user of this name exists

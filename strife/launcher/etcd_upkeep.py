@@ -9,8 +9,8 @@ free and that is worth a pause (etcd's default quota is 2 GB; a full quota refus
 import asyncio
 import logging
 
-from strife import discovery
-from strife.launcher.certs import OPERATOR
+from strife.deployment import discovery
+from strife.deployment.certs import OPERATOR
 
 log = logging.getLogger(__name__)
 

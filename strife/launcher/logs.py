@@ -2,7 +2,7 @@
 logs merged in time order.
 
 loguru rotates logs/bank1.log by renaming it logs/bank1.<its creation time>.log and starting a
-new one (strife/log_setup.py): looking back spans those files, following moves on to the new one.
+new one (strife/core/log_setup.py): looking back spans those files, following moves on to the new one.
 Lines are ordered by the time they carry (Strife's text and JSON records, etcd's JSON); a line
 without one (a traceback written before logging began) keeps its place after the line before it.
 A line is shown with its control characters escaped: a file written by a process that does not
@@ -17,7 +17,7 @@ import pathlib
 import re
 import time
 
-from strife.untrusted import escape
+from strife.core.untrusted import escape
 
 ROTATED = re.compile(r"\.(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6})(?:\.(\d+))?\.log")  # after the stem
 TEXT_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")

@@ -10,7 +10,7 @@ import sys
 
 from loguru import logger
 
-from strife.untrusted import escape
+from strife.core.untrusted import escape
 
 COLOURS = [36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96]
 COLOUR_CODE = re.compile(r"(\x1b\[[0-9;]*m)")  # SGR only: colours and bold, nothing that moves
@@ -48,7 +48,7 @@ class Printer:
 
 
 class LogPrinter:
-    """The detached supervisor's lines as records of its log (strife/log_setup.py configures it):
+    """The detached supervisor's lines as records of its log (strife/core/log_setup.py configures it):
     logs/supervisor.log, with the nodes' format, rotation and retention."""
 
     def line(self, name, text):

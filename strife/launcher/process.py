@@ -1,6 +1,6 @@
 """One node's OS process: how it is spawned, signalled and reaped. Policy lives in the supervisor.
 
-Spawned from the supervisor's event-loop thread: the node's parent-death signal (strife/lifeline.py)
+Spawned from the supervisor's event-loop thread: the node's parent-death signal (strife/core/lifeline.py)
 is tied to the thread that forked it, so spawning from a worker thread would kill the node when
 that thread ends.
 """
@@ -59,7 +59,7 @@ async def spawn(argv, env, log_path=None, pass_fds=()):
             stderr=asyncio.subprocess.STDOUT, env=env, limit=1 << 20, pass_fds=pass_fds,
             # Its own process group: signals reach the node and its children. No preexec_fn: no
             # Python runs between fork and exec (the child ties its life to ours itself, see
-            # strife/lifeline.py), so subprocess uses vfork and no gRPC fork handler ever runs.
+            # strife/core/lifeline.py), so subprocess uses vfork and no gRPC fork handler ever runs.
             start_new_session=True)
     finally:
         if log:
@@ -67,7 +67,7 @@ async def spawn(argv, env, log_path=None, pass_fds=()):
 
 
 class Lifeline:
-    """Our end of the socket pair a node gets (strife/lifeline.py has the other end): we say go
+    """Our end of the socket pair a node gets (strife/core/lifeline.py has the other end): we say go
     down it, the node says ready up it."""
 
     def __init__(self):

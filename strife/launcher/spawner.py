@@ -19,11 +19,12 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from strife import health, lifeline, tls
-from strife.launcher import certs, etcd, etcd_access, etcd_upkeep, process
+from strife.core import lifeline
+from strife.deployment import certs, tls
+from strife.deployment.layout import Layout
+from strife.launcher import etcd, etcd_access, etcd_upkeep, health, process
 from strife.launcher.printer import Printer
 from strife.launcher.supervisor import Supervisor
-from strife.layout import Layout
 
 SPARE_AFTER = 0.3  # seconds after a spare is used before the next is made: first let the node start
 
@@ -192,7 +193,7 @@ class Spawner:
 
     def _pump(self, name, proc):
         """In the foreground: the node's output, split into lines that carry the node's name, to the
-        terminal. Strife's nodes write logs/<node>.log themselves (strife/log_setup.py), detached or
+        terminal. Strife's nodes write logs/<node>.log themselves (strife/core/log_setup.py), detached or
         not; etcd's output is appended to logs/etcd.log here."""
         if proc.stdout is None:
             return None

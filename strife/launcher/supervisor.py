@@ -10,12 +10,12 @@ import asyncio
 import os
 import signal
 
-from strife import tasks
+from strife.core import tasks
+from strife.deployment.topology import KINDS
 from strife.launcher.clock import Clock
 from strife.launcher.node import NodeProcess
 from strife.launcher.printer import Printer
 from strife.launcher.states import ALIVE, State
-from strife.launcher.topology import KINDS
 
 STABLE_AFTER = 10.0      # a run healthy this long resets the consecutive-failure count
 MAX_BACKOFF = 30.0

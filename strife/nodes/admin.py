@@ -1,7 +1,7 @@
 """NodeAdmin: failpoints of a running node, for operators (chaos)."""
 import grpc
 
-from strife.failpoints import FailpointError
+from strife.core.failpoints import FailpointError
 from strife.rpc import admin_pb2, admin_pb2_grpc
 
 

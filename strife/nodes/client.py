@@ -6,12 +6,12 @@ and waits while it runs. Failpoints: `send` (before the RPC), `after-send` (answ
 import asyncio
 import sqlite3
 
-from strife import tasks
-from strife.gateway_client import GatewayClient
-from strife.launcher import certs
+from strife.client.delivery import SenderLock, send_head
+from strife.client.gateway_client import GatewayClient
+from strife.client.outbox import Outbox
+from strife.core import tasks
+from strife.deployment import certs
 from strife.nodes import runtime
-from strife.outbox.sender import SenderLock, send_head
-from strife.outbox.store import Outbox
 
 POLL = 0.05  # how often an idle sender looks for a new payment in the outbox
 

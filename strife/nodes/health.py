@@ -2,11 +2,11 @@
 the node cannot write; SERVING again by itself once it can.
 
 Writes that fail for the disk are reported from wherever they happen, from any thread
-(strife/storage.py: group commit, the outbox). Every PROBE_EVERY seconds the node also writes and
+(strife/core/storage.py: group commit, the outbox). Every PROBE_EVERY seconds the node also writes and
 removes a probe file of PROBE_BYTES in its data directory: that notices a full disk before a
 payment fails on it, and it is what says the disk takes writes again (no real write may come
 while the node is NOT_SERVING). The reason travels in the Check answer's trailing metadata
-(REASON_KEY), which the supervisor's probe reads for `strife status` (strife/health.py).
+(HEALTH_REASON), which the supervisor's probe reads for `strife status` (strife/launcher/health.py).
 """
 import asyncio
 import logging
@@ -15,9 +15,9 @@ import os
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from strife import storage
-from strife.health import REASON_KEY
-from strife.untrusted import escape
+from strife.core import storage
+from strife.core.headers import HEALTH_REASON
+from strife.core.untrusted import escape
 
 PROBE_EVERY = 1.0
 PROBE_BYTES = 64 * 1024  # a write of this size must fit: SQLite's next commit needs some room too
@@ -56,7 +56,7 @@ class NodeHealth(HealthServicer):
         problem = self.problem
         if problem:
             value = escape(problem).encode("ascii", "backslashreplace").decode()  # metadata is ASCII
-            context.set_trailing_metadata(((REASON_KEY, value),))
+            context.set_trailing_metadata(((HEALTH_REASON, value),))
         return await super().Check(request, context)
 
 

@@ -16,13 +16,13 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from strife import lifeline, log_setup, tls
-from strife.failpoints import Failpoints
-from strife.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
-from strife.launcher import topology as topology_model
-from strife.layout import Layout
+from strife.core import lifeline, log_setup
+from strife.core.failpoints import Failpoints
+from strife.deployment import tls, topology as topology_model
+from strife.deployment.layout import Layout
 from strife.nodes.admin import NodeAdmin
 from strife.nodes.health import DiskWatch, NodeHealth
+from strife.nodes.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
 from strife.rpc import admin_pb2_grpc
 
 MAX_MESSAGE = 64 * 1024  # no Strife request is near this; anything larger is refused unread
@@ -63,7 +63,7 @@ def main(node_class, argv=None):
     layout = Layout(args.home)
     topology = topology_model.load(layout.resolved, home=args.home)
     spec = topology.node(name)
-    # the node writes logs/<node>.log itself (rotated), detached or not; see strife/log_setup.py
+    # the node writes logs/<node>.log itself (rotated), detached or not; see strife/core/log_setup.py
     with log_setup.process_log(layout.log(spec.name), spec.name, topology.settings):
         asyncio.run(serve(node_class, topology, spec, stages))
 

@@ -2,8 +2,8 @@
 import asyncio
 import functools
 
-from strife import discovery, tasks
-from strife.launcher import certs
+from strife.core import tasks
+from strife.deployment import certs, discovery
 from strife.nodes import runtime
 from strife.nodes.bank import resolver
 from strife.nodes.bank.ledger import Ledger

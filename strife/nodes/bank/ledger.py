@@ -10,8 +10,8 @@ amounts are integer minor units; the schema refuses negative balances.
 """
 import time
 
-from strife import group_commit
-from strife.money import format_minor
+from strife.core.money import format_minor
+from strife.nodes import group_commit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (

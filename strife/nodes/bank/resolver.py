@@ -1,12 +1,12 @@
 """In-doubt resolution: a hold PREPARED longer than hold_timeout is settled from etcd's decision
 record; with no decision yet, the bank records its own ABORT (only while no decision exists, see
-strife/decisions.py) and releases it."""
+strife/core/decisions.py) and releases it."""
 import asyncio
 import logging
 import time
 
-from strife import decisions
-from strife.untrusted import field
+from strife.core import decisions
+from strife.core.untrusted import field
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,9 @@ import asyncio
 
 import grpc
 
-from strife.failpoints import FailpointFired
+from strife.core.failpoints import FailpointFired
 from strife.nodes.bank import ledger as L
-from strife.rpc import gw_bank_pb2 as pb
-from strife.rpc import gw_bank_pb2_grpc
+from strife.rpc import gw_bank_pb2 as pb, gw_bank_pb2_grpc
 
 MAX_NAME = 64
 MAX_BATCH = 256

@@ -3,8 +3,8 @@ import asyncio
 
 import grpc
 
-from strife import discovery, tasks
-from strife.launcher import certs, credentials
+from strife.core import tasks
+from strife.deployment import certs, credentials, discovery
 from strife.nodes import runtime
 from strife.nodes.gateway.banks import BankDirectory
 from strife.nodes.gateway.coordinator import Coordinator

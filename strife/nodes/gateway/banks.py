@@ -6,11 +6,9 @@ No etcd read per request; a bank that re-registers at another address gets a new
 """
 import asyncio
 
-
-from strife import discovery, tls
-from strife.batching import Batcher
-from strife.rpc import gw_bank_pb2 as gb
-from strife.rpc import gw_bank_pb2_grpc
+from strife.deployment import discovery, tls
+from strife.nodes.gateway.batching import Batcher
+from strife.rpc import gw_bank_pb2 as gb, gw_bank_pb2_grpc
 
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
 PHASE2_TIMEOUT = 2.0

@@ -20,12 +20,11 @@ import time
 
 import grpc
 
-from strife import decisions
-from strife.batching import Batcher
+from strife.core import decisions
+from strife.core.untrusted import field
 from strife.nodes.gateway.banks import PhaseTwoRefused
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import gw_bank_pb2 as gb
-from strife.untrusted import field
+from strife.nodes.gateway.batching import Batcher
+from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
 
 log = logging.getLogger(__name__)
 

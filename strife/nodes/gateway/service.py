@@ -1,12 +1,11 @@
 """The gateway's gRPC face to clients (cl_gw.proto): validation here, 2PC in the coordinator."""
 import grpc
 
-from strife import headers, names, passwords, tls
+from strife.core import headers, names, passwords
+from strife.deployment import tls
 from strife.nodes.gateway.coordinator import IdempotencyMismatch
 from strife.nodes.gateway.store import Payment, fingerprint
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import cl_gw_pb2_grpc
-from strife.rpc import gw_bank_pb2 as gb
+from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc, gw_bank_pb2 as gb
 
 MAX_FULL_NAME = 200
 MAX_NAME = 64  # a payee longer than any user name is refused before it is looked up

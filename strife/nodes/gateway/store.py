@@ -3,12 +3,12 @@ idempotency record (id -> fingerprint, status, result) and the history.
 
 Users are written durably. Payment rows are not waited for on disk (WAL, synchronous=NORMAL): a
 process crash loses nothing, and after an OS crash the answers are in etcd beside their decisions
-(strife/decisions.py) and same-bank payments in the bank's ledger, where recovery finds them."""
+(strife/core/decisions.py) and same-bank payments in the bank's ledger, where recovery finds them."""
 import dataclasses
 import hashlib
 import time
 
-from strife import group_commit
+from strife.nodes import group_commit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (

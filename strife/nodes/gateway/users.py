@@ -13,7 +13,7 @@ import math
 
 import grpc
 
-from strife import headers, passwords
+from strife.core import headers, passwords
 from strife.nodes.gateway.fair_scheduler import FairScheduler, QueueFull
 from strife.nodes.gateway.login_limits import LoginLimiter
 

@@ -2,7 +2,7 @@
 
 Whatever a record holds (client-chosen text, a traceback, a line gRPC wrote to stderr), it is one
 line: every character that could end, split or repaint a line is escaped (strife.untrusted).
-The call log (a record per RPC, strife/interceptors.py) carries its fields in extra["call"]:
+The call log (a record per RPC, strife/nodes/interceptors.py) carries its fields in extra["call"]:
 the text formats show them as `call node=... method=... code=OK ms=1.9`, JSON as keys.
 
 These are loguru format functions: each stores its finished line in the record's extra and
@@ -11,7 +11,7 @@ returns a constant template naming it, so loguru never reads braces or markup in
 import json
 import traceback
 
-from strife.untrusted import escape, quoted
+from strife.core.untrusted import escape, quoted
 
 TEXT = "{extra[_text]}\n"
 JSON = "{extra[_json]}\n"

@@ -10,8 +10,8 @@ import functools
 import grpc
 from cryptography import x509
 
-from strife.launcher.certs import (ETCD_SERVER_NAME, INFRA, ROLES, USERS, ca_path, domain_of_issuer, paths,
-                                   subject_name, subject_role)
+from strife.deployment.certs import (ETCD_SERVER_NAME, INFRA, ROLES, USERS, ca_path, domain_of_issuer, paths,
+                                     subject_name, subject_role)
 
 
 class Identity:

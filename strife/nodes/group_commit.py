@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 
-from strife import storage
+from strife.core import storage
 
 
 def connect(path, readonly=False):

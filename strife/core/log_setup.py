@@ -6,7 +6,7 @@ Decision, stdlib logging: modules keep `logging.getLogger(__name__)` and an Inte
 (loguru's documented recipe) hands their records to loguru. Converting them would make loguru's
 default handler print their INFO lines on stderr in every CLI command that imports them (the
 outbox sender, etcd access), where the stdlib stays quiet unless configured. The call log, a record
-per RPC on the hot path, uses loguru directly (strife/interceptors.py): no stdlib record on the way,
+per RPC on the hot path, uses loguru directly (strife/nodes/interceptors.py): no stdlib record on the way,
 and its fields travel as keys for JSON.
 
 gRPC's C core writes its own lines to file descriptor 2 behind Python's back. Descriptors 1 and 2
@@ -23,7 +23,7 @@ import threading
 
 from loguru import logger
 
-from strife import log_format
+from strife.core import log_format
 
 STDLIB_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARNING",
                  logging.ERROR: "ERROR", logging.CRITICAL: "CRITICAL"}

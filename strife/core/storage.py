@@ -1,8 +1,8 @@
 """When a write fails because of the disk (full, read-only, failing), say so in a few words, and
-tell whoever watches this process's health (a node's runtime: strife/storage_health.py).
+tell whoever watches this process's health (a node's runtime: strife/nodes/health.py).
 
-Databases and outboxes report their failed writes here (strife/group_commit.py,
-strife/outbox/store.py); what is not a disk problem (a constraint, a busy database) is ignored.
+Databases and outboxes report their failed writes here (strife/nodes/group_commit.py,
+strife/client/outbox.py); what is not a disk problem (a constraint, a busy database) is ignored.
 """
 import errno
 import shutil

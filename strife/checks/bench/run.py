@@ -12,15 +12,14 @@ import uuid
 import grpc
 import psutil
 
-from strife import tls
-from strife.bench import report
-from strife.bench.cpu import CpuMeter
-from strife.bench.load import closed_loop
-from strife.gateway_client import GatewayClient
-from strife.launcher import certs, control, credentials
-from strife.layout import Layout
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import echo_pb2, echo_pb2_grpc
+from strife.checks.bench import report
+from strife.checks.bench.cpu import CpuMeter
+from strife.checks.bench.load import closed_loop
+from strife.client.gateway_client import GatewayClient
+from strife.deployment import certs, credentials, tls
+from strife.deployment.layout import Layout
+from strife.launcher import control
+from strife.rpc import cl_gw_pb2 as cl, echo_pb2, echo_pb2_grpc
 
 RPCS_PER_PAYMENT = 6  # client->gateway, two prepares, the decision write, two commits
 SAME_BANK, CROSS_BANK = "same-bank", "cross-bank"
@@ -114,7 +113,7 @@ class Bench:
 
     async def _echo(self, concurrency, seconds, label, cpu=None):
         """Closed-loop echo calls; with `cpu` (a dict), also fills in CPU ms per call by process."""
-        server = subprocess.Popen([sys.executable, "-P", "-m", "strife.bench.echo", "--home", str(self.home)],
+        server = subprocess.Popen([sys.executable, "-P", "-m", "strife.checks.bench.echo", "--home", str(self.home)],
                                   stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline())

@@ -7,7 +7,8 @@ import etcd3aio
 import grpc.aio
 from etcd3aio import prefix_range_end
 
-from strife import tasks, tls
+from strife.core import tasks
+from strife.deployment import tls
 
 log = logging.getLogger(__name__)
 

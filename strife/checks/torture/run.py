@@ -6,12 +6,12 @@ import uuid
 
 import grpc
 
-from strife import audit as audit_module
+from strife.checks import audit as audit_module
+from strife.checks.torture import recovery, schedule
+from strife.checks.torture.workload import Workload
+from strife.client.outbox import Outbox
+from strife.deployment.layout import Layout
 from strife.launcher import chaos, control
-from strife.layout import Layout
-from strife.outbox.store import Outbox
-from strife.torture import recovery, schedule
-from strife.torture.workload import Workload
 
 OUTBOX_EVERY = 0.5   # seconds between payments queued through the outbox client
 

@@ -2,13 +2,13 @@
 
 QUEUED (not yet definite) -> COMMITTED | ABORTED. Rows are sent strictly in `seq` order.
 A write that fails for the disk (full, failing) raises sqlite3.Error as SQLite does, and is
-reported first (strife/storage.py), so a client node says NOT_SERVING and why.
+reported first (strife/core/storage.py), so a client node says NOT_SERVING and why.
 """
 import dataclasses
 import sqlite3
 import time
 
-from strife import storage
+from strife.core import storage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

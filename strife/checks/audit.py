@@ -17,10 +17,11 @@ import dataclasses
 import sqlite3
 import time
 
-from strife import decisions, discovery
-from strife.launcher.certs import OPERATOR
-from strife.layout import Layout
-from strife.money import format_minor
+from strife.core import decisions
+from strife.core.money import format_minor
+from strife.deployment import discovery
+from strife.deployment.certs import OPERATOR
+from strife.deployment.layout import Layout
 
 
 @dataclasses.dataclass

@@ -2,8 +2,7 @@
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-# A node that is NOT_SERVING says why in the answer's trailing metadata (strife/nodes/health.py).
-REASON_KEY = "strife-health-reason"
+from strife.core.headers import HEALTH_REASON
 
 
 async def probe(channel, timeout=1.0):
@@ -15,7 +14,7 @@ async def probe(channel, timeout=1.0):
         answer = await call
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
         if status != "SERVING":
-            reason = dict(await call.trailing_metadata() or ()).get(REASON_KEY)
+            reason = dict(await call.trailing_metadata() or ()).get(HEALTH_REASON)
             if reason:
                 return f"{status}: {reason}"
         return status

@@ -10,8 +10,8 @@ import sys
 
 import grpc
 
-from strife import tls
-from strife.launcher.certs import OPERATOR
+from strife.deployment import tls
+from strife.deployment.certs import OPERATOR
 from strife.rpc import echo_pb2_grpc
 
 

@@ -6,7 +6,7 @@ operator, an etcd member, a certificate authority, or a file kept under certs/, 
 """
 import re
 
-from strife.untrusted import shown
+from strife.core.untrusted import shown
 
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 TXN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -13,8 +13,8 @@ import time
 import grpc
 from loguru import logger
 
-from strife import tls
-from strife.untrusted import MAX_FIELD, field
+from strife.core.untrusted import MAX_FIELD, field
+from strife.deployment import tls
 
 EVERYONE = frozenset({"etcd", "bank", "gateway", "client", "admin", "operator"})
 LOGGED_FIELDS = ("txn_id", "amount_minor", "payee", "account", "username")
@@ -23,7 +23,7 @@ ID_LISTS = ("txn_ids", "commit", "abort")     # batches of transaction ids
 MAX_LISTED = 256                              # a batch's ids logged (a bank accepts no more)
 
 # loguru directly, not the stdlib: no LogRecord on the hot path, and the fields stay keys for
-# JSON lines (strife/log_format.py renders them; strife/log_setup.py configures the sinks)
+# JSON lines (strife/core/log_format.py renders them; strife/core/log_setup.py configures the sinks)
 log = logger.bind(logger="strife.calls")
 
 

@@ -4,7 +4,7 @@ import json
 import os
 import secrets
 
-from strife.layout import Layout
+from strife.deployment.layout import Layout
 
 
 def _path(home):

@@ -12,8 +12,8 @@ import time
 
 import grpc
 
-from strife.money import format_minor
-from strife.untrusted import field
+from strife.core.money import format_minor
+from strife.core.untrusted import field
 from strife.rpc import cl_gw_pb2 as cl
 
 log = logging.getLogger(__name__)

@@ -3,13 +3,10 @@
 Used by the `strife client` commands and by the client node's outbox sender.
 """
 
-from strife import headers, passwords, tls
-from strife.launcher import credentials
-from strife.launcher import topology as topology_model
-from strife.layout import Layout
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import cl_gw_pb2_grpc
-
+from strife.core import headers, passwords
+from strife.deployment import credentials, tls, topology as topology_model
+from strife.deployment.layout import Layout
+from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
 
 
 class ClientSetupError(Exception):

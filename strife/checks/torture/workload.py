@@ -6,7 +6,7 @@ import time
 
 import grpc
 
-from strife.gateway_client import GatewayClient
+from strife.client.gateway_client import GatewayClient
 from strife.rpc import cl_gw_pb2 as cl
 
 

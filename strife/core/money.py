@@ -1,7 +1,7 @@
 """Money is an integer count of minor units (cents). Text in, int out; no float ever."""
 import re
 
-from strife.untrusted import shown
+from strife.core.untrusted import shown
 
 # ASCII digits only (\d would take ١, １ or 𝟏), optionally a point and one or two decimals.
 # No sign, exponent, nan or inf.

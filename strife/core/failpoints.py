@@ -7,7 +7,7 @@ Actions: pause (wait until cleared), delay:DURATION, error (raise FailpointFired
 import asyncio
 import os
 
-from strife.durations import DurationError, parse_duration
+from strife.core.durations import DurationError, parse_duration
 
 ACTIONS = ("pause", "delay", "error", "crash")
 # The named steps each kind of node stops at; `start` is before a node opens its port, the

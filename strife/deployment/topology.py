@@ -9,11 +9,11 @@ import re
 
 import yaml
 
-from strife.durations import DurationError, parse_duration
-from strife.failpoints import STEPS, FailpointError, parse_action
-from strife.launcher import yaml_loader
-from strife.money import AmountError, format_minor, parse_amount
-from strife.names import problem as name_problem
+from strife.core.durations import DurationError, parse_duration
+from strife.core.failpoints import STEPS, FailpointError, parse_action
+from strife.core.money import AmountError, format_minor, parse_amount
+from strife.core.names import problem as name_problem
+from strife.deployment import yaml_loader
 
 KINDS = ("etcd", "bank", "gateway", "client")  # also the start order
 RESTART_POLICIES = ("always", "on-failure", "no")

@@ -1,0 +1,1 @@
+"""A user's side: talking to the gateway, the durable outbox, and the one loop that delivers it."""

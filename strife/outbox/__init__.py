@@ -1,1 +1,0 @@
-"""The client's durable outbox: a payment is written here, with its id, before anything is sent."""

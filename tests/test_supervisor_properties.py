@@ -3,8 +3,7 @@ whatever happens, no exception, only allowed transitions, no dead pid shown as a
 always ends with every node STOPPED and no process left."""
 import asyncio
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from strife.launcher.states import ALIVE, ALLOWED, State
 from tests.fake_supervision import settle, supervisor

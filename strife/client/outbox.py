@@ -1,14 +1,18 @@
 """The outbox in SQLite (state/<client>/outbox.db): one row per payment the user asked for.
 
-QUEUED (not yet definite) -> COMMITTED | ABORTED. Rows are sent strictly in `seq` order.
+QUEUED (not yet definite; SENDING while an attempt is out) -> COMMITTED | ABORTED. Rows are sent
+strictly in `seq` order. A payment the gateway refused outright (Outcome.REJECTED) is written as
+ABORTED with the reason REJECTED, as it always was on disk.
 A write that fails for the disk (full, failing) raises sqlite3.Error as SQLite does, and is
 reported first (strife/core/storage.py), so a client node says NOT_SERVING and why.
 """
+import asyncio
 import dataclasses
 import sqlite3
 import time
 
 from strife.core import storage
+from strife.core.outcomes import AbortReason, Outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -27,7 +31,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, seq);
 """
+LOOK_EVERY = 0.02  # seconds between two looks for another process's write (a cheap PRAGMA, no table read)
 PENDING = ("QUEUED", "SENDING")
+REJECTED = "REJECTED"  # the reason column of a payment the gateway refused outright
 
 
 class DuplicateId(Exception):
@@ -50,8 +56,15 @@ class Entry:
     next_attempt_at: float
 
     @property
-    def pending(self):
+    def pending(self) -> bool:
         return self.status in PENDING
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The definite outcome, or None while it has none."""
+        if self.pending:
+            return None
+        return Outcome.REJECTED if self.reason == REJECTED else Outcome(self.status)
 
 
 class Outbox:
@@ -72,6 +85,19 @@ class Outbox:
 
     def close(self):
         self.db.close()
+
+    def _version(self) -> int:
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    async def changed(self, within: float) -> bool:
+        """Wait until another connection has written to the outbox (a CLI queued a payment, the
+        client node settled one), at most `within` seconds; whether it did."""
+        before, deadline = self._version(), time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(LOOK_EVERY, left))
+            if self._version() != before:
+                return True
+        return False
 
     def _entries(self, where, args=()):
         return [Entry(*row) for row in self.db.execute(f"SELECT * FROM outbox {where}", args)]
@@ -114,9 +140,10 @@ class Outbox:
         self._write("UPDATE outbox SET status = 'SENDING', attempts = attempts + 1, updated_at = ? "
                     "WHERE txn_id = ?", (time.time(), txn_id))
 
-    def settle(self, txn_id, status, reason="", detail=""):
+    def settle(self, txn_id, outcome: Outcome, reason: AbortReason = AbortReason.NONE, detail=""):
+        status, reason_text = (Outcome.ABORTED, REJECTED) if outcome is Outcome.REJECTED else (outcome, reason)
         self._write("UPDATE outbox SET status = ?, reason = ?, detail = ?, last_error = '', updated_at = ? "
-                    "WHERE txn_id = ?", (status, reason, detail, time.time(), txn_id))
+                    "WHERE txn_id = ?", (str(status), str(reason_text), detail, time.time(), txn_id))
 
     def retry_later(self, txn_id, error, at):
         self._write("UPDATE outbox SET status = 'QUEUED', last_error = ?, next_attempt_at = ?, updated_at = ? "

@@ -10,24 +10,25 @@ import uuid
 
 import grpc
 
-from strife.client.delivery import ATTEMPT_TIMEOUT, SenderLock, send_head
+from strife.client import delivery
+from strife.client.delivery import SenderLock
 from strife.client.gateway_client import ClientSetupError, GatewayClient, user_password
 from strife.client.outbox import DuplicateId, Outbox
 from strife.commands import (BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, bounded_option,
                              deployment, topology_path)
 from strife.core import names, passwords, storage
+from strife.core.limits import MAX_HISTORY
 from strife.core.money import AmountError, format_minor, parse_amount
+from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
 from strife.deployment import certs, credentials
 from strife.deployment.layout import Layout
-from strife.rpc import cl_gw_pb2 as cl
 
 ABORTED, QUEUED = 1, 4   # exit codes of `pay` besides OK (committed)
 MAX_WAIT = 3600.0
-MAX_HISTORY = 1000       # what the gateway answers at most
-# gRPC codes that mean "your request is wrong" rather than "the system is down"
-_REQUEST_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
-                   grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-                   grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}
+# What a refusal from the gateway (strife/core/outcomes.py) means for this command: a wrong
+# request, wrong credentials or a lockout is the user's to fix (2); no answer, Strife is not up (3).
+_EXIT = {Refusal.REQUEST: BAD_INPUT, Refusal.CREDENTIALS: BAD_INPUT, Refusal.BUSY: BAD_INPUT,
+         Refusal.UNREACHABLE: NOT_RUNNING}
 
 
 def register(sub):
@@ -125,9 +126,10 @@ def _run(args, work):
     try:
         return asyncio.run(go())
     except grpc.aio.AioRpcError as exc:
-        if exc.code() in _REQUEST_ERRORS:
+        code = _EXIT.get(refusal(exc.code()), FAILED)
+        if code == BAD_INPUT:
             raise UserError(f"refused: {exc.details()}", BAD_INPUT) from None
-        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if code == NOT_RUNNING:
             raise UserError(f"the gateway at {address} is not reachable ({exc.code().name.lower()}); "
                             f"is Strife up? (`strife status`)", NOT_RUNNING) from None
         raise UserError(f"{exc.code().name}: {exc.details()}", FAILED) from None
@@ -146,19 +148,16 @@ async def _drain_if_no_node(topology, name, client):
         return
     if not outbox.pending():
         return
-    lock = SenderLock(Layout(topology.home).sender_lock(name))
-    if not lock.try_acquire():
-        return  # the client node is on it
-    try:
+    with SenderLock.held(Layout(topology.home).sender_lock(name)) as sender:
+        if not sender:
+            return  # the client node is on it
         print(f"no client node is running for {name}: delivering {len(outbox.pending())} queued payment(s)",
               file=sys.stderr)
-        while (entry := await send_head(outbox, client)) is not None and not entry.pending:
-            print(f"  {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}: {entry.status.lower()}",
-                  file=sys.stderr)
+        await delivery.deliver(outbox, client, until=delivery.until_idle_or_failed, on_settled=lambda entry: print(
+            f"  {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}: {entry.status.lower()}",
+            file=sys.stderr))
         if outbox.pending():
             print(f"  {len(outbox.pending())} still queued (the gateway is not answering)", file=sys.stderr)
-    finally:
-        lock.release()
 
 
 def _print_json(obj):
@@ -214,39 +213,23 @@ def _disk_problem(exc, path):
 async def _deliver_or_wait(topology, name, outbox, entry, wait):
     """Until `entry` is settled, it has failed to reach the gateway once, or `wait` seconds pass."""
     deadline = time.monotonic() + wait
-    lock = SenderLock(Layout(topology.home).sender_lock(name))
-    if not lock.try_acquire():  # the client node is delivering: watch our row
-        tried = entry.attempts
-        while time.monotonic() < deadline:
-            entry = outbox.get(entry.txn_id)
-            failed_again = entry.status == "QUEUED" and entry.attempts > tried and entry.last_error
-            if not entry.pending or failed_again:
-                return entry
-            await asyncio.sleep(0.05)
-        return outbox.get(entry.txn_id)
-    try:
+    with SenderLock.held(Layout(topology.home).sender_lock(name)) as sender:
+        if not sender:  # the client node is delivering: watch our row
+            return await delivery.await_outcome(outbox, entry, deadline)
         earlier = [e for e in outbox.pending() if e.seq < entry.seq]
         if earlier:
             print(f"no client node is running for {name}: delivering {len(earlier)} earlier queued "
                   f"payment(s) first", file=sys.stderr)
         async with GatewayClient(topology, name) as client:
-            while (left := deadline - time.monotonic()) > 0:
-                attempted = await send_head(outbox, client, timeout=min(ATTEMPT_TIMEOUT, max(0.5, left)))
-                entry = outbox.get(entry.txn_id)
-                if not entry.pending or (attempted is not None and attempted.pending):
-                    return entry  # ours is settled, or the gateway cannot be reached now
-                if attempted is None:  # the head waits for its next attempt
-                    await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-        return entry
-    finally:
-        lock.release()
+            await delivery.deliver(outbox, client, until=delivery.until_settled_or_failed(outbox, entry.txn_id),
+                                   deadline=deadline)
+        return outbox.get(entry.txn_id)
 
 
 def _report_payment(args, entry, why=None):
     """`why`: a reason it is still queued, shown instead of the last delivery error."""
-    outcome = {"COMMITTED": "committed", "ABORTED": "aborted"}.get(entry.status, "queued")
-    if entry.reason == "REJECTED":  # the gateway refused the request itself: bad input, nothing happened
-        outcome = "rejected"
+    # the gateway refused the request itself (rejected): bad input, nothing happened
+    outcome = entry.outcome.word if entry.outcome else "queued"
     if args.json:
         _print_json({"txn_id": entry.txn_id, "outcome": outcome, "payer": args.name, "payee": entry.payee,
                      "amount_minor": entry.amount_minor, "reason": entry.reason.lower(), "detail": entry.detail,
@@ -279,6 +262,10 @@ def show_outbox(args):
         print(f"{_when(r['created_at'])}  {r['status']:<9} -{format_minor(r['amount_minor']):>10}  to "
               f"{r['payee']:<10} {r['txn_id']}  attempts {r['attempts']}, {retry}  {r['last_error']}")
     return OK
+
+
+def _status_word(outcome):
+    return "in-flight" if outcome is Outcome.IN_PROGRESS else outcome.word
 
 
 def _entry_row(e):
@@ -324,8 +311,8 @@ def history(args):
         print(f"{exc}\nshowing only this client's outbox", file=sys.stderr)
         remote, code = [], NOT_RUNNING
     rows = [{"txn_id": p.txn_id, "payer": p.payer, "payee": p.payee, "amount_minor": p.amount_minor,
-             "status": {cl.IN_PROGRESS: "in-flight"}.get(p.outcome, cl.Outcome.Name(p.outcome).lower()),
-             "reason": cl.AbortReason.Name(p.reason).lower() if p.reason else "",
+             "status": _status_word(Outcome.of_number(p.outcome)),
+             "reason": AbortReason.of_number(p.reason).word,
              # when the user asked (the outbox), not when the gateway first heard of it
              "created_at": local[p.txn_id].created_at if p.txn_id in local else p.created_at,
              "decided_at": p.decided_at or None} for p in remote]

@@ -15,6 +15,8 @@ import json
 
 from etcd3aio import prefix_range_end
 
+from strife.core.outcomes import AbortReason, Outcome
+
 COMMIT, ABORT = "COMMIT", "ABORT"
 PREFIX = "/strife/txn/"
 SUFFIX = "/decision"
@@ -22,7 +24,7 @@ ANSWER = "/answer"
 ABORTS = "/strife/aborts/"
 PAGE = 5000  # keys per read: a deployment can hold many decisions, far past gRPC's 4 MB
 # The answer when a bank's in-doubt resolver aborted the payment before the coordinator decided.
-RESOLVED_BY_BANK = {"outcome": "ABORTED", "reason": "RECOVERED_ABORT",
+RESOLVED_BY_BANK = {"outcome": Outcome.ABORTED, "reason": AbortReason.RECOVERED_ABORT,
                     "detail": "aborted by in-doubt resolution before the gateway decided"}
 
 

@@ -12,9 +12,14 @@ from strife.core.durations import DurationError, parse_duration
 ACTIONS = ("pause", "delay", "error", "crash")
 # The named steps each kind of node stops at; `start` is before a node opens its port, the
 # gateway's `before-banks` after it opened its port and before it read the list of banks.
+# The steps of two-phase commit itself (what `strife torture` arms at random).
+TWO_PHASE = {
+    "bank": ("before-prepare", "prepare", "commit", "abort"),
+    "gateway": ("after-prepare", "after-decision", "before-commit"),
+}
 STEPS = {
-    "bank": ("start", "before-prepare", "prepare", "commit", "abort", "transfer"),
-    "gateway": ("start", "before-banks", "after-prepare", "after-decision", "before-commit"),
+    "bank": ("start", *TWO_PHASE["bank"], "transfer"),
+    "gateway": ("start", "before-banks", *TWO_PHASE["gateway"]),
     "client": ("start", "send", "after-send"),
     "etcd": (),
 }

@@ -6,14 +6,15 @@ and waits while it runs. Failpoints: `send` (before the RPC), `after-send` (answ
 import asyncio
 import sqlite3
 
-from strife.client.delivery import SenderLock, send_head
+from strife.client import delivery
+from strife.client.delivery import SenderLock
 from strife.client.gateway_client import GatewayClient
 from strife.client.outbox import Outbox
 from strife.core import tasks
 from strife.deployment import certs
 from strife.nodes import runtime
 
-POLL = 0.05  # how often an idle sender looks for a new payment in the outbox
+POLL = 0.05  # how often the node asks for the sender lock while a CLI holds it
 
 
 class Client:
@@ -38,8 +39,7 @@ class Client:
         async with GatewayClient(self.ctx.topology, self.ctx.spec.name) as client:
             while True:
                 try:
-                    if await send_head(self.outbox, client, self.ctx.failpoints) is None:
-                        await asyncio.sleep(POLL)
+                    await delivery.deliver(self.outbox, client, failpoints=self.ctx.failpoints)
                 except (OSError, sqlite3.Error) as exc:  # e.g. the outbox busy a moment: keep delivering
                     self.ctx.log.warning("outbox delivery interrupted: %s; retrying", exc)
                     await asyncio.sleep(1.0)

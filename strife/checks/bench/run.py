@@ -85,7 +85,7 @@ class Bench:
             payer = payers[worker % len(payers)]
             payee = rng.choice(self._payees(payer, kind))
             answer = await clients[payer].pay(payee, 1, str(uuid.uuid4()), timeout=10)
-            outcome = {cl.COMMITTED: "ok", cl.ABORTED: "aborted"}.get(answer.outcome, "error")
+            outcome = {Outcome.COMMITTED: "ok", Outcome.ABORTED: "aborted"}.get(Outcome.of_number(answer.outcome), "error")
             return outcome, SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
         try:
             return await closed_loop(pay, concurrency, seconds, self._progress(label))

@@ -2,8 +2,7 @@
 import dataclasses
 import random
 
-BANK_STEPS = ("before-prepare", "prepare", "commit", "abort")
-GATEWAY_STEPS = ("after-prepare", "after-decision", "before-commit")
+from strife.core.failpoints import TWO_PHASE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +29,10 @@ def plan(seed, seconds, topology, outbox_client):
         lambda at: Fault(at, "pause", rng.choice(banks), duration=rng.uniform(0.5, 2.5)),
         lambda at: Fault(at, "kill", rng.choice(banks)),
         lambda at: Fault(at, "failpoint", rng.choice(banks),
-                         f"{rng.choice(BANK_STEPS)}={rng.choice(['pause', 'delay:400ms', 'error', 'crash'])}",
+                         f"{rng.choice(TWO_PHASE['bank'])}={rng.choice(['pause', 'delay:400ms', 'error', 'crash'])}",
                          duration=rng.uniform(0.5, 2.0)),
         lambda at: Fault(at, "failpoint", gateway,
-                         f"{rng.choice(GATEWAY_STEPS)}={rng.choice(['crash', 'delay:400ms', 'error'])}",
+                         f"{rng.choice(TWO_PHASE['gateway'])}={rng.choice(['crash', 'delay:400ms', 'error'])}",
                          duration=rng.uniform(0.5, 2.0)),
         lambda at: Fault(at, "kill", gateway),
         lambda at: Fault(at, "kill", outbox_client),

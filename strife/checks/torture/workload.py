@@ -7,7 +7,7 @@ import time
 import grpc
 
 from strife.client.gateway_client import GatewayClient
-from strife.rpc import cl_gw_pb2 as cl
+from strife.core.outcomes import Outcome
 
 
 @dataclasses.dataclass
@@ -56,10 +56,9 @@ class Workload:
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.05)  # the gateway is away: do not spin
             return
-        if answer.outcome == cl.COMMITTED:
-            sent.outcome = "committed"
-        elif answer.outcome == cl.ABORTED:
-            sent.outcome = "aborted"
+        outcome = Outcome.of_number(answer.outcome)
+        if outcome in (Outcome.COMMITTED, Outcome.ABORTED):
+            sent.outcome = outcome.word
         if sent.outcome != "unknown" and sent.answered_at is None:
             sent.answered_at = time.monotonic()
 

@@ -11,6 +11,7 @@ amounts are integer minor units; the schema refuses negative balances.
 import time
 
 from strife.core.money import format_minor
+from strife.core.outcomes import NoReason, Outcome
 from strife.nodes import group_commit
 
 SCHEMA = """
@@ -58,9 +59,9 @@ CREATE INDEX IF NOT EXISTS transfers_payee ON transfers (payee, created_at);
 """
 
 YES, NO = "YES", "NO"
-COMMITTED, ABORTED = "COMMITTED", "ABORTED"
+COMMITTED, ABORTED = Outcome.COMMITTED, Outcome.ABORTED
 INSUFFICIENT_FUNDS, ACCOUNT_UNKNOWN, ALREADY_DECIDED, CONFLICT = (
-    "INSUFFICIENT_FUNDS", "ACCOUNT_UNKNOWN", "ALREADY_DECIDED", "CONFLICT")
+    NoReason.INSUFFICIENT_FUNDS, NoReason.ACCOUNT_UNKNOWN, NoReason.ALREADY_DECIDED, NoReason.CONFLICT)
 
 
 class UnknownAccount(LookupError):
@@ -130,7 +131,7 @@ class Ledger:
         return await self.writer.run(lambda db: _prepare(db, txn_id, account, amount_minor, direction))
 
     async def commit(self, txn_id):
-        """Apply every PREPARED hold of the transaction. Idempotent; returns 'COMMITTED'."""
+        """Apply every PREPARED hold of the transaction. Idempotent; returns Outcome.COMMITTED."""
         return await self.writer.run(lambda db: _commit(db, txn_id), durable=False)
 
     async def abort(self, txn_id):
@@ -185,11 +186,12 @@ def _transfer(db, txn_id, payer, payee, amount_minor):
     if known is not None:
         if known[:3] != (payer, payee, amount_minor):
             return ABORTED, CONFLICT, f"{txn_id} was used for another payment"
-        return known[3:]
+        outcome, reason, detail = known[3:]
+        return Outcome(outcome), NoReason(reason), detail
     if db.execute("SELECT 1 FROM holds WHERE txn_id = ? UNION SELECT 1 FROM outcomes WHERE txn_id = ?",
                   (txn_id, txn_id)).fetchone():
         return ABORTED, CONFLICT, f"{txn_id} was used for another payment"
-    outcome, reason, detail = COMMITTED, "", ""
+    outcome, reason, detail = COMMITTED, NoReason.NONE, ""
     rows = dict(db.execute("SELECT name, balance_minor FROM accounts WHERE name IN (?, ?)", (payer, payee)).fetchall())
     missing = [a for a in (payer, payee) if a not in rows]
     if missing:
@@ -217,7 +219,7 @@ def _prepare(db, txn_id, account, amount_minor, direction):
             return NO, CONFLICT, f"{txn_id} {direction} was prepared for another account or amount"
         if existing[2] == "ABORTED":
             return NO, ALREADY_DECIDED, f"{txn_id} was aborted"
-        return YES, None, ""
+        return YES, NoReason.NONE, ""
     decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
     if decided is not None:
         return NO, ALREADY_DECIDED, f"{txn_id} was already {decided[0].lower()}"
@@ -231,15 +233,15 @@ def _prepare(db, txn_id, account, amount_minor, direction):
                                             f"needs {format_minor(amount_minor)}")
     db.execute("INSERT INTO holds (txn_id, direction, account, amount_minor, state, created_at) "
                "VALUES (?, ?, ?, ?, 'PREPARED', ?)", (txn_id, direction, account, amount_minor, time.time()))
-    return YES, None, ""
+    return YES, NoReason.NONE, ""
 
 
 def _commit(db, txn_id):
     decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
     if decided is not None:
-        if decided[0] != "COMMITTED":
+        if decided[0] != COMMITTED:
             raise DecisionConflict(f"{txn_id} was aborted here; cannot commit it")
-        return "COMMITTED"
+        return COMMITTED
     holds = db.execute("SELECT direction, account, amount_minor FROM holds "
                        "WHERE txn_id = ? AND +state = 'PREPARED'", (txn_id,)).fetchall()
     if not holds:
@@ -251,17 +253,17 @@ def _commit(db, txn_id):
     db.execute("UPDATE holds SET state = 'COMMITTED', decided_at = ? WHERE txn_id = ? AND +state = 'PREPARED'",
                (now, txn_id))
     db.execute("INSERT INTO outcomes (txn_id, outcome, decided_at) VALUES (?, 'COMMITTED', ?)", (txn_id, now))
-    return "COMMITTED"
+    return COMMITTED
 
 
 def _abort(db, txn_id):
     decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
     if decided is not None:
-        if decided[0] != "ABORTED":
+        if decided[0] != ABORTED:
             raise DecisionConflict(f"{txn_id} was committed here; cannot abort it")
-        return "ABORTED"
+        return ABORTED
     now = time.time()
     db.execute("UPDATE holds SET state = 'ABORTED', decided_at = ? WHERE txn_id = ? AND +state = 'PREPARED'",
                (now, txn_id))
     db.execute("INSERT INTO outcomes (txn_id, outcome, decided_at) VALUES (?, 'ABORTED', ?)", (txn_id, now))
-    return "ABORTED"
+    return ABORTED

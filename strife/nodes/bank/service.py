@@ -8,16 +8,17 @@ import asyncio
 import grpc
 
 from strife.core.failpoints import FailpointFired
+from strife.core.limits import MAX_FULL_NAME, MAX_NAME
 from strife.nodes.bank import ledger as L
 from strife.rpc import gw_bank_pb2 as pb, gw_bank_pb2_grpc
 
-MAX_NAME = 64
 MAX_BATCH = 256
-MAX_FULL_NAME = 200
 _DIRECTIONS = {pb.DEBIT: "DEBIT", pb.CREDIT: "CREDIT"}
-_REASONS = {L.INSUFFICIENT_FUNDS: pb.INSUFFICIENT_FUNDS, L.ACCOUNT_UNKNOWN: pb.ACCOUNT_UNKNOWN,
-            L.ALREADY_DECIDED: pb.ALREADY_DECIDED, L.CONFLICT: pb.CONFLICT}
-_STATES = {"COMMITTED": pb.COMMITTED, "ABORTED": pb.ABORTED}
+
+
+def _state(outcome):
+    """A transaction's state on the wire, from the ledger's outcome (COMMITTED or ABORTED)."""
+    return pb.TxnState.Value(outcome)
 
 
 def _info(account, row):
@@ -139,8 +140,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         await self._failpoint("transfer", context)
         answers = await asyncio.gather(*(self.ledger.transfer(t.txn_id, t.payer, t.payee, t.amount_minor)
                                          for t in transfers))
-        return [pb.TransferResult(state=_STATES[outcome], reason=_REASONS.get(reason, pb.NO_REASON_UNSPECIFIED),
-                                  detail=detail) for outcome, reason, detail in answers]
+        return [pb.TransferResult(state=_state(outcome), reason=reason.number, detail=detail) for outcome, reason, detail in answers]
 
     async def _prepare(self, legs, context):
         if not legs:
@@ -151,7 +151,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         if any(vote == L.YES for vote, _, _ in votes):
             await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
         return [pb.VoteResult(vote=pb.YES) if vote == L.YES
-                else pb.VoteResult(vote=pb.NO, reason=_REASONS[reason], detail=detail)
+                else pb.VoteResult(vote=pb.NO, reason=reason.number, detail=detail)
                 for vote, reason, detail in votes]
 
     async def _decide(self, txn_ids, context, step, apply):
@@ -166,7 +166,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                results.append(pb.TxnResult(state=_STATES[outcome]))
+                results.append(pb.TxnResult(state=_state(outcome)))
         return results
 
     async def _failpoint(self, step, context):

@@ -21,6 +21,7 @@ import time
 import grpc
 
 from strife.core import decisions
+from strife.core.outcomes import AbortReason, NoReason, Outcome
 from strife.core.untrusted import field
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.nodes.gateway.batching import Batcher
@@ -35,19 +36,25 @@ TRANSFER_TIMEOUT = 5.0
 FORGET_AFTER = 10.0
 FORGET_EVERY = 2.0
 FORGET_BATCH = 30          # 4 deletes each: under etcd's 128 operations per transaction
-_NO_REASONS = {gb.INSUFFICIENT_FUNDS: "INSUFFICIENT_FUNDS", gb.ACCOUNT_UNKNOWN: "ACCOUNT_UNKNOWN"}
-GATEWAY_STOPPED = {"outcome": "ABORTED", "reason": "RECOVERED_ABORT", "detail": "the gateway stopped before deciding"}
+GATEWAY_STOPPED = {"outcome": Outcome.ABORTED, "reason": AbortReason.RECOVERED_ABORT,
+                   "detail": "the gateway stopped before deciding"}
 
 
-def _answer(outcome, reason="", detail=""):
+def _answer(outcome, reason=AbortReason.NONE, detail=""):
+    """The answer recorded in etcd beside a decision (names: strife/core/outcomes.py)."""
     return {"outcome": outcome, "reason": reason, "detail": detail}
+
+
+def _refusal(bank, answer):
+    """(reason, detail) for the payer when `bank` said no (a vote or a transfer)."""
+    return NoReason.of_number(answer.reason).for_the_payer(), f"bank {bank}: {answer.detail}"
 
 
 def _answer_for(standing):
     """The answer recorded with a decision, or (a decision written before answers were) derived."""
     if standing.answer is not None:
         return standing.answer
-    return _answer("COMMITTED") if standing.outcome == decisions.COMMIT else GATEWAY_STOPPED
+    return _answer(Outcome.COMMITTED) if standing.outcome == decisions.COMMIT else GATEWAY_STOPPED
 
 
 class IdempotencyMismatch(Exception):
@@ -57,19 +64,21 @@ class IdempotencyMismatch(Exception):
 class Result:
     __slots__ = ("txn_id", "outcome", "reason", "detail", "stages")
 
-    def __init__(self, txn_id, outcome, reason="", detail="", stages=None):
-        self.txn_id, self.outcome, self.reason, self.detail = txn_id, outcome, reason, detail
+    def __init__(self, txn_id, outcome, reason=AbortReason.NONE, detail="", stages=None):
+        self.txn_id, self.outcome, self.reason, self.detail = txn_id, Outcome(outcome), AbortReason(reason), detail
         self.stages = stages  # {stage: seconds} of the execution that gave this answer, if it was this one
 
     @classmethod
     def of(cls, payment, stages=None):
-        return cls(payment.txn_id, payment.status, payment.reason, payment.detail, stages)
+        return cls(payment.txn_id, payment.outcome, payment.abort_reason, payment.detail, stages)
+
+    @classmethod
+    def pending(cls, txn_id, detail):
+        return cls(txn_id, Outcome.IN_PROGRESS, detail=detail)
 
     def to_proto(self):
-        outcome = {"COMMITTED": cl.COMMITTED, "ABORTED": cl.ABORTED}.get(self.outcome, cl.IN_PROGRESS)
-        return cl.InitiateTransactionResponse(txn_id=self.txn_id, outcome=outcome,
-                                              reason=cl.AbortReason.Value(self.reason or "REASON_UNSPECIFIED"),
-                                              detail=self.detail)
+        return cl.InitiateTransactionResponse(txn_id=self.txn_id, outcome=self.outcome.number,
+                                              reason=self.reason.number, detail=self.detail)
 
 
 class Coordinator:
@@ -94,7 +103,7 @@ class Coordinator:
                 return await asyncio.shield(running)
             if existing.final:
                 return Result.of(existing)
-            return Result(payment.txn_id, "PENDING", detail="being recovered; ask again with the same id")
+            return Result.pending(payment.txn_id, "being recovered; ask again with the same id")
         return await asyncio.shield(self._claim(payment, self._begin_and_execute(payment)))
 
     def _claim(self, payment, execution):
@@ -125,7 +134,7 @@ class Coordinator:
         bank = payment.payer_bank
         link = self.banks.link(bank)
         if link is None:  # nothing was sent: aborting is safe
-            await self.store.finish(payment, "ABORTED", "BANK_UNAVAILABLE", f"bank {bank} is not available",
+            await self.store.finish(payment, Outcome.ABORTED, AbortReason.BANK_UNAVAILABLE, f"bank {bank} is not available",
                                     phase2_done=True)
             return Result.of(payment)
         try:
@@ -135,16 +144,15 @@ class Coordinator:
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "no answer in time"
             log.warning("transfer %s at %s not answered: %s", field(payment.txn_id), bank, why)
-            return Result(payment.txn_id, "PENDING", detail=f"bank {bank} has not answered yet; "
+            return Result.pending(payment.txn_id, f"bank {bank} has not answered yet; "
                                                             "ask again with the same id")
         if answer.reason == gb.CONFLICT:  # the bank knows this id for another payment
             await self.store.discard(payment.txn_id)
             raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
         if answer.state == gb.COMMITTED:
-            await self.store.finish(payment, "COMMITTED", "", "", phase2_done=True)
+            await self.store.finish(payment, Outcome.COMMITTED, AbortReason.NONE, "", phase2_done=True)
         else:
-            await self.store.finish(payment, "ABORTED", _NO_REASONS.get(answer.reason, "REFUSED"),
-                                    f"bank {bank}: {answer.detail}", phase2_done=True)
+            await self.store.finish(payment, Outcome.ABORTED, *_refusal(bank, answer), phase2_done=True)
         return Result.of(payment)
 
     async def _execute(self, payment):
@@ -152,13 +160,13 @@ class Coordinator:
         want, reason, detail, contacted, _ = await self._prepare_all(payment)
         prepared = time.perf_counter()
         await self.failpoints.hit("after-prepare")
-        proposed = _answer("COMMITTED") if want == decisions.COMMIT else _answer("ABORTED", reason, detail)
+        proposed = _answer(Outcome.COMMITTED) if want == decisions.COMMIT else _answer(Outcome.ABORTED, reason, detail)
         try:
             standing = await self.decider.submit(
                 (payment.txn_id, want, (payment.payer_bank, payment.payee_bank), proposed))
         except Exception as exc:  # no decision recorded: banks and recovery will settle it
             log.warning("decision for %s not recorded: %s", field(payment.txn_id), field(exc))
-            return Result(payment.txn_id, "PENDING", detail="the decision could not be recorded yet; "
+            return Result.pending(payment.txn_id, "the decision could not be recorded yet; "
                                                             "ask again with the same id")
         decided = time.perf_counter()
         await self.failpoints.hit("after-decision")
@@ -183,12 +191,12 @@ class Coordinator:
         finally:
             for task in tasks:
                 task.cancel()
-        return decisions.COMMIT, "", "", contacted, unreachable
+        return decisions.COMMIT, AbortReason.NONE, "", contacted, unreachable
 
     async def _prepare(self, txn_id, bank, direction, account, amount_minor, contacted, unreachable):
         link = self.banks.link(bank)
         if link is None:
-            return False, "BANK_UNAVAILABLE", f"bank {bank} is not available"
+            return False, AbortReason.BANK_UNAVAILABLE, f"bank {bank} is not available"
         contacted.add(bank)
         leg = gb.Leg(txn_id=txn_id, account=account, amount_minor=amount_minor,
                      direction=gb.Direction.Value(direction))
@@ -198,10 +206,10 @@ class Coordinator:
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             unreachable.add(bank)
             silent = isinstance(exc, TimeoutError) or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            return False, "BANK_UNAVAILABLE", f"bank {bank}: {'did not vote in time' if silent else exc.details()}"
+            return False, AbortReason.BANK_UNAVAILABLE, f"bank {bank}: {'did not vote in time' if silent else exc.details()}"
         if answer.vote == gb.YES:
             return True, "", ""
-        return False, _NO_REASONS.get(answer.reason, "REFUSED"), f"bank {bank}: {answer.detail}"
+        return False, *_refusal(bank, answer)
 
     async def _tell(self, bank, txn_id, decision):
         link = self.banks.link(bank)

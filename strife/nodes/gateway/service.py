@@ -2,16 +2,11 @@
 import grpc
 
 from strife.core import headers, names, passwords
+from strife.core.limits import MAX_FULL_NAME, MAX_HISTORY, MAX_NAME
 from strife.deployment import tls
 from strife.nodes.gateway.coordinator import IdempotencyMismatch
 from strife.nodes.gateway.store import Payment, fingerprint
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc, gw_bank_pb2 as gb
-
-MAX_FULL_NAME = 200
-MAX_NAME = 64  # a payee longer than any user name is refused before it is looked up
-MAX_HISTORY = 1000
-
-_STATUS = {"COMMITTED": cl.COMMITTED, "ABORTED": cl.ABORTED, "PENDING": cl.IN_PROGRESS}
 
 
 def _wants_stages(context):
@@ -135,6 +130,6 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         rows = self.store.history(caller(context), limit)
         return cl.ViewTransactionHistoryResponse(payments=[
             cl.Payment(txn_id=p.txn_id, payer=p.payer, payee=p.payee, amount_minor=p.amount_minor,
-                       outcome=_STATUS[p.status], reason=cl.AbortReason.Value(p.reason or "REASON_UNSPECIFIED"),
+                       outcome=p.outcome.number, reason=p.abort_reason.number,
                        detail=p.detail, created_at=p.created_at, decided_at=p.decided_at or 0.0)
             for p in rows])

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import time
 
+from strife.core.outcomes import AbortReason, Outcome
 from strife.nodes import group_commit
 
 SCHEMA = """
@@ -39,6 +40,7 @@ CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (phase2_done) WHERE p
 """
 # Applied to stores made before the column existed (CREATE TABLE IF NOT EXISTS leaves them as they are).
 MIGRATIONS = {"forgotten": "ALTER TABLE payments ADD COLUMN forgotten INTEGER NOT NULL DEFAULT 0"}
+PENDING = "PENDING"  # the status of a payment without its final answer: the wire's IN_PROGRESS
 REMEMBERED = "CREATE INDEX IF NOT EXISTS payments_remembered ON payments (decided_at) WHERE forgotten = 0 AND phase2_done = 1"
 
 
@@ -60,7 +62,7 @@ class Payment:
     payee: str
     payee_bank: str
     amount_minor: int
-    status: str = "PENDING"
+    status: str = PENDING   # PENDING, or the Outcome (COMMITTED, ABORTED) recorded
     reason: str = ""
     detail: str = ""
     phase2_done: int = 0
@@ -69,7 +71,15 @@ class Payment:
 
     @property
     def final(self):
-        return self.status != "PENDING"
+        return self.status != PENDING
+
+    @property
+    def outcome(self):
+        return Outcome.IN_PROGRESS if self.status == PENDING else Outcome(self.status)
+
+    @property
+    def abort_reason(self):
+        return AbortReason(self.reason)
 
     def legs(self):
         """(bank, direction, account) for each side."""

@@ -1,5 +1,12 @@
-"""The one entry point: `strife` (and `python -m strife`). Thin: parsing here, work in the library."""
+"""The one entry point: `strife` (and `python -m strife`).
+
+Parsing is here, and so is the one place where an error becomes an exit code (StrifeError and its
+kinds, strife/core/errors.py). The work is in strife/commands/, one module per group, imported
+only when its command runs: `strife --help` or `strife status` does not pay for gRPC,
+cryptography or the supervisor.
+"""
 import argparse
+import importlib
 import os
 import select
 import signal
@@ -7,10 +14,171 @@ import sqlite3
 import sys
 
 from strife import __version__
-from strife.commands import BAD_INPUT, FAILED, UserError, bench, chaos, client, lifecycle, torture, verify
 from strife.core import storage
+from strife.core.errors import Exit, StrifeError
 
-GROUPS = [lifecycle, client, chaos, verify, torture, bench]
+
+def _file_option(parser):
+    parser.add_argument("-f", "--file", metavar="TOPOLOGY",
+                        help="the deployment's topology file (default: ./topology.yaml or $STRIFE_TOPOLOGY)")
+
+
+def _lifecycle(sub):
+    p = sub.add_parser("up", help="start every node of a topology and supervise them",
+                       description="Validate the topology, make certificates, then start etcd, banks, "
+                                   "gateway and clients in order, each once the previous are healthy. "
+                                   "Foreground by default (Ctrl-C stops all); -d returns once all are healthy.")
+    p.add_argument("topology", nargs="?", help="topology file (default: ./topology.yaml)")
+    _file_option(p)
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run the supervisor in the background; exit 0 when all nodes are healthy, 1 if one is not")
+    p.add_argument("--timeout", type=float, default=120.0, help="with -d: seconds to wait for health (default 120)")
+    p.set_defaults(run="lifecycle:up")
+
+    p = sub.add_parser("down", help="stop every node (reverse order, SIGTERM then SIGKILL)")
+    _file_option(p)
+    p.set_defaults(run="lifecycle:down")
+
+    p = sub.add_parser("status", help="show each node: kind, pid, state, health, restarts, uptime, address")
+    _file_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run="lifecycle:status")
+
+    p = sub.add_parser("restart", help="stop one node and start it again")
+    _file_option(p)
+    p.add_argument("node")
+    p.set_defaults(run="lifecycle:restart")
+
+    p = sub.add_parser("logs", help="show nodes' logs (logs/<node>.log, with rotated files); -f follows",
+                       description="The last lines of the nodes' logs (and of their rotated files), all "
+                                   "merged in time order with each node's name in front; or one node's "
+                                   "(`supervisor` for the supervisor's own log). -f keeps following, "
+                                   "across rotations.")
+    # -f means follow here, as in tail -f; the topology file is --file
+    p.add_argument("--file", metavar="TOPOLOGY", help="the deployment's topology file (default: ./topology.yaml)")
+    p.add_argument("node", nargs="?", help="one node, or supervisor (default: all, prefixed with their names)")
+    p.add_argument("-n", "--lines", type=int, default=50, help="lines from the end of each log (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
+    p.set_defaults(run="lifecycle:show_logs")
+
+    p = sub.add_parser("certs", help="create the deployment's CA and certificates (renew with --force)")
+    _file_option(p)
+    p.add_argument("--force", action="store_true", help="renew every certificate, including the CA")
+    p.set_defaults(run="lifecycle:make_certs")
+
+
+def _client(sub):
+    p = sub.add_parser("client", help="act as a user: pay, balance, history, register (admin)",
+                       description="Act as one of the topology's users (their certificate and password are "
+                                   "under certs/ and state/credentials.json).")
+    _file_option(p)
+    p.add_argument("name", help="the user acting, e.g. alice")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 4 queued (sent later)",
+                           description="The payment gets its id and goes into this client's durable outbox "
+                                       "before anything is sent; it is delivered with that id, exactly once, "
+                                       "even if the gateway is down now (then: 'queued', exit 4).")
+    a.add_argument("payee")
+    a.add_argument("amount", help="e.g. 50, 50.5 or 50.25 (at most two decimals)")
+    a.add_argument("--id", dest="txn_id", help="transaction id (default: a new UUID); resending an id never pays twice")
+    a.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to wait for the outcome before answering 'queued' (default 5)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(run="client:pay")
+
+    a = actions.add_parser("outbox", help="payments queued here that have no definite outcome yet")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(run="client:show_outbox")
+
+    a = actions.add_parser("balance", help="balance and available amount (balance minus held payments)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(run="client:balance")
+
+    a = actions.add_parser("history", help="payments made and received, newest first")
+    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(run="client:history")
+
+    a = actions.add_parser("register", help="(admin) register a new user with an account at a bank")
+    a.add_argument("username")
+    a.add_argument("--bank", required=True)
+    a.add_argument("--deposit", default="0", help="opening deposit (default 0)")
+    a.add_argument("--full-name", default="")
+    a.add_argument("--password", help="default: a generated one, saved to state/credentials.json")
+    a.set_defaults(run="client:register_user")
+
+    a = actions.add_parser("passwd", help="change this user's password")
+    a.add_argument("--password", help="default: a generated one")
+    a.set_defaults(run="client:change_password")
+
+
+def _chaos(sub):
+    p = sub.add_parser(
+        "chaos", help="pause, kill or resume a node; arm failpoints at protocol steps",
+        description="Faults on request, to watch two-phase commit hold. Examples:\n"
+                    "  strife chaos --pause bank2 --for 5s     SIGSTOP bank2, SIGCONT after 5s\n"
+                    "  strife chaos --pause bank2 --at prepare bank2 freezes inside its next prepare\n"
+                    "  strife chaos --resume bank2             SIGCONT and clear its pause failpoints\n"
+                    "  strife chaos --kill bank2               SIGKILL; the supervisor restarts it\n"
+                    "  strife chaos --failpoint gateway:after-decision=crash\n"
+                    "  strife chaos --clear gateway            remove every failpoint of the gateway\n"
+                    "Failpoint actions: pause, delay:DURATION, error, crash.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _file_option(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pause", metavar="NODE", help="freeze a node (SIGSTOP of its process group)")
+    what.add_argument("--resume", metavar="NODE", help="unfreeze a node and clear its pause failpoints")
+    what.add_argument("--kill", metavar="NODE", help="SIGKILL a node; its restart policy applies")
+    what.add_argument("--restart", metavar="NODE", help="stop a node gracefully and start it again")
+    what.add_argument("--failpoint", metavar="NODE:STEP=ACTION", action="append",
+                      help="arm a failpoint (repeatable)")
+    what.add_argument("--clear", metavar="NODE[:STEP]", help="remove a node's failpoints (or one of them)")
+    what.add_argument("--list", action="store_true", help="show the armed failpoints of every node")
+    p.add_argument("--for", dest="duration", metavar="DURATION", help="with --pause: resume after this long")
+    p.add_argument("--at", metavar="STEP", help="with --pause: freeze inside this protocol step instead of now")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run="chaos:run")
+
+
+def _checks(sub):
+    p = sub.add_parser("verify", help="audit: money conserved, no negative balance, decisions applied, no stuck hold",
+                       description="Reads every bank's ledger (state/<bank>/ledger.db) and the commit decisions "
+                                   "in etcd. Exit 0 when every invariant holds, 1 with a report when one does not.")
+    _file_option(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run="verify:run")
+
+    p = sub.add_parser("torture", help="random payments under a seeded fault schedule, then verify",
+                       description="A Jepsen-style bank workload against the running deployment: concurrent "
+                                   "random payments among all clients (some through a client's outbox) while "
+                                   "a seeded schedule pauses and kills banks, arms failpoints at every 2PC "
+                                   "step, kills the gateway, restarts etcd and kills a client. Then it heals, "
+                                   "waits for in-doubt resolution and audits. The same seed replays the "
+                                   "same schedule. Exit 0 only when the audit is clean.")
+    _file_option(p)
+    p.add_argument("--seconds", default="30", help="how long faults are injected (default 30)")
+    p.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent payers (default 8)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (with, for every "
+                                                       "fault, the seconds until its node was healthy again "
+                                                       "and until the next commit through it)")
+    p.set_defaults(run="torture:run")
+
+    p = sub.add_parser("bench", help="payments/s and latency, with a raw gRPC echo as the reference",
+                       description="Closed-loop payments among many bench accounts from C concurrent callers "
+                                   "against the running deployment (or, if none runs here, one started in a "
+                                   "temporary directory from the topology). In the same run: a raw gRPC echo "
+                                   "over the same mTLS at the same concurrency. ratio = payments/s x 6 / echo/s "
+                                   "(a payment costs at least six RPCs). Also reports CPU milliseconds per "
+                                   "payment and per echo call by process, which explain the ratio on a busy "
+                                   "machine.")
+    _file_option(p)
+    p.add_argument("--seconds", default="10", help="length of each many-caller phase (default 10)")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent callers (default 32)")
+    p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
+    p.add_argument("--plot", metavar="FILE.png", help="write latency over time as a PNG (needs matplotlib)")
+    p.set_defaults(run="bench:run")
 
 
 def build_parser():
@@ -22,8 +190,8 @@ def build_parser():
                "and `strife verify`; `strife down` stops everything. Every command has --help.")
     parser.add_argument("--version", action="version", version=f"strife {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in GROUPS:
-        group.register(sub)
+    for group in (_lifecycle, _client, _chaos, _checks):
+        group(sub)
     return parser
 
 
@@ -40,17 +208,23 @@ def main(argv=None):
         return _end_quietly()
 
 
+def _command(spec):
+    """'client:pay' -> strife.commands.client.pay, imported now."""
+    module, _, function = spec.partition(":")
+    return getattr(importlib.import_module(f"strife.commands.{module}"), function)
+
+
 def _run(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
-        return BAD_INPUT
+        return Exit.BAD_INPUT
     try:
-        return args.run(args)
-    except UserError as exc:
+        return _command(args.run)(args)
+    except StrifeError as exc:
         print(f"strife {args.command}: {exc}", file=sys.stderr)
-        return exc.code
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except (sqlite3.Error, OSError) as exc:
@@ -60,7 +234,7 @@ def _run(argv):
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"strife {args.command}: {storage.plainly(why)}{where}; stopped there. Free some space "
               f"and run it again", file=sys.stderr)
-        return FAILED
+        return Exit.FAILED
 
 
 def _reader_gone():

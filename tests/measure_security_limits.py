@@ -27,8 +27,8 @@ from pathlib import Path
 import grpc
 import psutil
 
-from strife.client.gateway_client import load_deployment
 from strife.deployment import credentials, tls
+from strife.deployment.topology import load_deployment
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
 from tests.conftest import SMALL_TOPOLOGY, Deployment
 

@@ -5,8 +5,8 @@ import asyncio
 import grpc
 import pytest
 
-from strife.client.gateway_client import load_deployment
 from strife.deployment import tls
+from strife.deployment.topology import load_deployment
 from strife.rpc import gw_bank_pb2 as gb, gw_bank_pb2_grpc
 from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows
 

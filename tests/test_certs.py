@@ -3,7 +3,8 @@ import stat
 
 from cryptography import x509
 
-from strife.deployment import certs, topology
+from strife.deployment import certs, identities, topology
+from strife.deployment.layout import Layout
 from tests.conftest import SMALL_TOPOLOGY
 
 
@@ -20,17 +21,17 @@ def load_cert(path):
 def test_every_identity_has_a_cert_signed_by_the_ca_with_its_name_and_role(tmp_path):
     t = make(tmp_path, SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {host: bank2.example}"))
     issued = certs.ensure(t)
-    names = [n.name for n in t.nodes] + [certs.OPERATOR]
+    names = [n.name for n in t.nodes] + [identities.OPERATOR]
     assert set(issued) == {"infra-ca", "users-ca", *names}
     users = {"admin", "alice", "bob"}
     for name in names:
         cert = load_cert(tmp_path / "certs" / f"{name}.pem")
-        domain = certs.USERS if name in users else certs.INFRA
-        cert.verify_directly_issued_by(load_cert(certs.ca_path(tmp_path, domain)))  # raises if the chain is broken
+        domain = identities.USERS if name in users else identities.INFRA
+        cert.verify_directly_issued_by(load_cert(Layout(tmp_path).ca_cert(domain)))  # raises if the chain is broken
         assert certs.subject_name(cert) == name
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert name in san.get_values_for_type(x509.DNSName)  # what every caller verifies
-        if name != certs.OPERATOR:  # and the host it serves on
+        if name != identities.OPERATOR:  # and the host it serves on
             host = t.node(name).host
             assert host in [str(v) for v in san.get_values_for_type(x509.IPAddress) + san.get_values_for_type(x509.DNSName)]
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -72,7 +73,7 @@ def test_a_cert_from_another_ca_is_replaced(tmp_path):
     (tmp_path / "certs" / "alice.pem").write_bytes((other / "certs" / "alice.pem").read_bytes())
     (tmp_path / "certs" / "alice.key").write_bytes((other / "certs" / "alice.key").read_bytes())
     assert certs.ensure(t) == ["alice"]
-    load_cert(tmp_path / "certs" / "alice.pem").verify_directly_issued_by(load_cert(certs.ca_path(tmp_path, certs.USERS)))
+    load_cert(tmp_path / "certs" / "alice.pem").verify_directly_issued_by(load_cert(Layout(tmp_path).ca_cert(identities.USERS)))
 
 
 def test_renewal_reissues_users_registered_at_run_time_and_drops_the_old_single_ca(tmp_path):
@@ -82,4 +83,4 @@ def test_renewal_reissues_users_registered_at_run_time_and_drops_the_old_single_
     (tmp_path / "certs" / "ca.pem").write_text("an authority from an older layout")
     issued = certs.ensure(t, force=True, registered=[("dave", "client")])
     assert "dave" in issued and not (tmp_path / "certs" / "ca.pem").exists()
-    load_cert(tmp_path / "certs" / "dave.pem").verify_directly_issued_by(load_cert(certs.ca_path(tmp_path, certs.USERS)))
+    load_cert(tmp_path / "certs" / "dave.pem").verify_directly_issued_by(load_cert(Layout(tmp_path).ca_cert(identities.USERS)))

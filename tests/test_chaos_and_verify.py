@@ -44,8 +44,8 @@ def test_only_the_operator_may_set_failpoints(live):
 
     import grpc
 
-    from strife.client.gateway_client import load_deployment
     from strife.deployment import tls
+    from strife.deployment.topology import load_deployment
     from strife.rpc import admin_pb2, admin_pb2_grpc
 
     t = load_deployment(live.home)
@@ -112,7 +112,7 @@ def test_a_short_seeded_torture_run_ends_clean(deployment):
     assert 0 < report["recovery"]["longest_commit_gap_s"] < 12
     # the schedule is a function of the seed: the same seed plans the same faults
     from strife.checks.torture import schedule
-    from strife.client.gateway_client import load_deployment
+    from strife.deployment.topology import load_deployment
     t = load_deployment(d.home)
     assert [f.describe() for f in schedule.plan(42, 12, t, "alice")] == report["schedule"]
     assert [f.describe() for f in schedule.plan(43, 12, t, "alice")] != report["schedule"]
@@ -124,7 +124,7 @@ def test_verify_reads_more_decisions_than_one_grpc_message_holds(deployment):
     import asyncio
 
     from strife.core import decisions
-    from strife.deployment import certs, discovery, topology
+    from strife.deployment import discovery, identities, topology
     from strife.deployment.layout import Layout
     d = deployment()
     d.up()
@@ -133,7 +133,7 @@ def test_verify_reads_more_decisions_than_one_grpc_message_holds(deployment):
     wanted = {f"old-{i:05d}-{pad}": decisions.COMMIT if i % 3 else decisions.ABORT for i in range(45_000)}
 
     async def go():
-        async with discovery.client(t, certs.OPERATOR) as etcd:
+        async with discovery.client(t, identities.OPERATOR) as etcd:
             items = [(txn, outcome, (), None) for txn, outcome in wanted.items()]
             for i in range(0, len(items), 128):  # etcd takes at most 128 operations per transaction
                 await decisions.decide_many(etcd, items[i:i + 128], timeout=30)

@@ -5,9 +5,9 @@ import json
 
 from etcd3aio import prefix_range_end
 
-from strife.client.gateway_client import load_deployment
 from strife.core import decisions
-from strife.deployment import certs, discovery
+from strife.deployment import discovery, identities
+from strife.deployment.topology import load_deployment
 from strife.launcher import etcd_upkeep
 from tests.conftest import PAYMENT_TOPOLOGY, ledger_rows, wait_for
 
@@ -16,7 +16,7 @@ def etcd_keys(home, prefix):
     t = load_deployment(home)
 
     async def read():
-        async with discovery.client(t, certs.OPERATOR) as etcd:
+        async with discovery.client(t, identities.OPERATOR) as etcd:
             answer = await etcd.kv.get(prefix, range_end=prefix_range_end(prefix))
             return {kv.key.decode(): kv.value.decode() for kv in answer.kvs}
     return asyncio.run(read())
@@ -47,7 +47,7 @@ def test_defragmentation_gives_back_what_compaction_freed(deployment):
     member = t.of_kind("etcd")[0]
 
     async def churn_and_compact():
-        async with discovery.client(t, certs.OPERATOR) as etcd:
+        async with discovery.client(t, identities.OPERATOR) as etcd:
             blob = "x" * 10_000
             for i in range(0, 1500, 50):  # ~15 MB written, then deleted and compacted away
                 await asyncio.gather(*(etcd.kv.put(f"/strife/test/{j}", blob) for j in range(i, i + 50)))

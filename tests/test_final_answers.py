@@ -16,9 +16,10 @@ import etcd3aio
 import grpc
 import pytest
 
-from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.client.gateway_client import GatewayClient
 from strife.core import decisions
 from strife.core.failpoints import FailpointFired, Failpoints
+from strife.deployment.topology import load_deployment
 from strife.launcher import chaos, etcd as etcd_launcher
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.nodes.gateway.coordinator import Coordinator

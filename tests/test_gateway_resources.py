@@ -8,7 +8,7 @@ import subprocess
 import psutil
 import pytest
 
-from strife.client.gateway_client import load_deployment
+from strife.deployment.topology import load_deployment
 from strife.nodes import runtime
 from tests.conftest import STRIFE, wait_for
 

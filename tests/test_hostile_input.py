@@ -12,8 +12,8 @@ import grpc
 import psutil
 import pytest
 
-from strife.client.gateway_client import load_deployment
 from strife.deployment import tls
+from strife.deployment.topology import load_deployment
 from strife.launcher import control
 from strife.rpc import cl_gw_pb2 as cl
 from tests.conftest import settled, wait_for

@@ -329,8 +329,8 @@ def test_the_kernel_reports_another_users_connection_and_it_is_refused():
             return json.loads(out)
 
         answer, _ = _serve_and(path, os.getuid(), as_nobody)
-        assert answer == {"ok": False, "error": f"refused: user id 65534 may not control a supervisor run by "
-                                                f"user id {os.getuid()}"}
+        assert answer == {"ok": False, "code": "refused",
+                          "error": f"refused: user id 65534 may not control a supervisor run by user id {os.getuid()}"}
     finally:
         shutil.rmtree(directory)
 

@@ -7,9 +7,9 @@ import threading
 import grpc
 import pytest
 
-from strife.client.gateway_client import load_deployment
 from strife.core import passwords
 from strife.deployment import credentials, tls
+from strife.deployment.topology import load_deployment
 from strife.nodes.gateway.login_limits import LoginLimiter
 from strife.nodes.gateway.users import TooManyAttempts, Users, limit_keys, source_address
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc

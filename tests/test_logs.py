@@ -12,7 +12,8 @@ import threading
 
 import pytest
 
-from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.client.gateway_client import GatewayClient
+from strife.deployment.topology import load_deployment
 from strife.launcher import logs
 from tests.conftest import SMALL_TOPOLOGY, STRIFE, Deployment, wait_for
 

@@ -8,8 +8,7 @@ import pytest
 from strife.client import delivery
 from strife.client.outbox import Outbox
 from strife.core.outcomes import AbortReason, NoReason, Outcome, Refusal, refusal
-from strife.rpc import cl_gw_pb2 as cl
-from strife.rpc import gw_bank_pb2 as gb
+from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
 
 
 @pytest.mark.parametrize("ours, theirs, unspecified", [

@@ -6,7 +6,8 @@ import signal
 import time
 import uuid
 
-from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.client.gateway_client import GatewayClient
+from strife.deployment.topology import load_deployment
 from tests.conftest import ledger_rows, prepared_holds, settled, wait_for
 from tests.test_recovery import decision_of
 

@@ -6,10 +6,11 @@ import signal
 
 import grpc
 
-from strife.client.gateway_client import GatewayClient, load_deployment
+from strife.client.gateway_client import GatewayClient
 from strife.core import decisions
-from strife.deployment import certs, discovery, topology
+from strife.deployment import discovery, identities, topology
 from strife.deployment.layout import Layout
+from strife.deployment.topology import load_deployment
 from strife.rpc import cl_gw_pb2 as cl
 from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, settled, wait_for
 
@@ -18,7 +19,7 @@ def decision_of(home, txn_id):
     t = topology.load(Layout(home).resolved, home=home)
 
     async def read():
-        async with discovery.client(t, certs.OPERATOR) as etcd:
+        async with discovery.client(t, identities.OPERATOR) as etcd:
             return await decisions.read(etcd, txn_id, banks=[b.name for b in t.of_kind("bank")])
     return asyncio.run(read())
 

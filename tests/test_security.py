@@ -4,8 +4,10 @@ import asyncio
 import grpc
 import pytest
 
-from strife.client.gateway_client import GatewayClient, load_deployment
-from strife.deployment import certs, tls, topology
+from strife.client.gateway_client import GatewayClient
+from strife.deployment import certs, identities, tls, topology
+from strife.deployment.layout import Layout
+from strife.deployment.topology import load_deployment
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc, gw_bank_pb2, gw_bank_pb2_grpc
 from tests.conftest import SMALL_TOPOLOGY, balances, settled
 
@@ -92,7 +94,7 @@ def test_certificate_of_another_user(live):
 
 
 def test_no_client_certificate(live):
-    ca = certs.ca_path(live.home, certs.INFRA).read_bytes()
+    ca = Layout(live.home).ca_cert(identities.INFRA).read_bytes()
     code, _ = call(live.home, None, "alice", password_of(live.home, "alice"),
                    credentials=grpc.ssl_channel_credentials(root_certificates=ca))
     assert code == grpc.StatusCode.UNAVAILABLE  # the TLS handshake itself is refused
@@ -101,7 +103,7 @@ def test_no_client_certificate(live):
 def test_certificate_from_another_ca(live, tmp_path):
     (tmp_path / "topology.yaml").write_text(SMALL_TOPOLOGY)
     certs.ensure(topology.load(tmp_path / "topology.yaml"))
-    ca = certs.ca_path(live.home, certs.INFRA).read_bytes()  # trusts the server, but presents a foreign cert
+    ca = Layout(live.home).ca_cert(identities.INFRA).read_bytes()  # trusts the server, but presents a foreign cert
     foreign = grpc.ssl_channel_credentials(root_certificates=ca,
                                            private_key=(tmp_path / "certs" / "alice.key").read_bytes(),
                                            certificate_chain=(tmp_path / "certs" / "alice.pem").read_bytes())

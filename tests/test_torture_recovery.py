@@ -6,6 +6,7 @@ import pytest
 from strife.checks.torture import recovery
 from strife.checks.torture.schedule import Fault
 from strife.checks.torture.workload import Sent
+from strife.launcher.control import NodeStatus, Status
 from tests.fake_supervision import topology
 
 
@@ -32,7 +33,8 @@ def test_healthy_means_running_again_with_another_process_after_a_kill():
     answers = iter([[("RUNNING", 7)], [("STARTING", 8)], [("RUNNING", 8)]])
 
     async def status():
-        return {"nodes": [{"name": "bank1", "state": state, "pid": pid} for state, pid in next(answers)]}
+        return Status("ready", None, 1, "t.yaml", [NodeStatus("bank1", "bank", pid, state, "-", 0, None, "h:1", None)
+                                                   for state, pid in next(answers)])
 
     async def main():
         loop_start = asyncio.get_running_loop().time()

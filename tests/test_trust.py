@@ -12,18 +12,19 @@ from cryptography.x509.oid import NameOID
 from etcd3aio.errors import EtcdPermissionDeniedError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from strife.client.gateway_client import load_deployment
 from strife.core import decisions
-from strife.deployment import certs, discovery, tls
+from strife.deployment import certs, discovery, identities, tls
+from strife.deployment.layout import Layout
+from strife.deployment.topology import load_deployment
 from strife.rpc import admin_pb2, admin_pb2_grpc, gw_bank_pb2 as gb, gw_bank_pb2_grpc
 from tests.conftest import settled, wait_for
 
 
-def health(home, identity, node, trust=(certs.INFRA,)):
+def health(home, identity, node, trust=(identities.INFRA,)):
     """The health of `node` asked with `identity`'s certificate: SERVING, or the gRPC error code."""
     t = load_deployment(home)
     spec = t.node(node)
-    server_name = certs.ETCD_SERVER_NAME if spec.kind == "etcd" else spec.name
+    server_name = identities.ETCD_SERVER_NAME if spec.kind == "etcd" else spec.name
 
     async def ask():
         creds = tls.channel_credentials(home, identity, trust)
@@ -38,14 +39,14 @@ def health(home, identity, node, trust=(certs.INFRA,)):
 
 @pytest.mark.parametrize("node", ["etcd", "bank1", "bank2"])
 def test_a_users_certificate_is_refused_at_the_handshake_by_etcd_and_banks(live, node):
-    assert health(live.home, certs.OPERATOR, node) == "SERVING"  # the same call with an infrastructure cert
+    assert health(live.home, identities.OPERATOR, node) == "SERVING"  # the same call with an infrastructure cert
     assert health(live.home, "alice", node) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_the_gateway_accepts_users_from_their_own_authority_only(live):
     assert health(live.home, "alice", "gateway") == "SERVING"
     # a certificate that claims an infrastructure role but was signed by the users' authority is nobody
-    forge(live.home, "mallory", "operator", certs.USERS)
+    forge(live.home, "mallory", "operator", identities.USERS)
     t = load_deployment(live.home)
 
     async def list_failpoints():
@@ -61,8 +62,8 @@ def test_the_gateway_accepts_users_from_their_own_authority_only(live):
 
 def forge(home, name, role, domain):
     """A certificate for `name` with any role, signed by the deployment's `domain` authority."""
-    ca_key = serialization.load_pem_private_key((home / "certs" / f"{certs.CA_FILE[domain]}.key").read_bytes(), None)
-    ca_cert = x509.load_pem_x509_certificate(certs.ca_path(home, domain).read_bytes())
+    ca_key = serialization.load_pem_private_key((home / "certs" / f"{identities.CA_FILE[domain]}.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(Layout(home).ca_cert(domain).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = certs._leaf_certificate(name, role, {name}, key, ca_key, ca_cert)
     certs._write_key(home / "certs" / f"{name}.key", key)
@@ -129,9 +130,9 @@ def test_a_deleted_registration_is_written_again_by_its_bank(live):
     async def read(etcd):
         answer = await etcd.kv.get(key, timeout=5)
         return (answer.kvs[0].value.decode(), answer.kvs[0].lease) if answer.kvs else None
-    before = etcd_as(live.home, certs.OPERATOR, read)
-    etcd_as(live.home, certs.OPERATOR, lambda etcd: etcd.kv.delete(key))
-    assert wait_for(lambda: etcd_as(live.home, certs.OPERATOR, read), timeout=10, what="bank2 back in etcd") == before
+    before = etcd_as(live.home, identities.OPERATOR, read)
+    etcd_as(live.home, identities.OPERATOR, lambda etcd: etcd.kv.delete(key))
+    assert wait_for(lambda: etcd_as(live.home, identities.OPERATOR, read), timeout=10, what="bank2 back in etcd") == before
 
 
 class FakeBank(gw_bank_pb2_grpc.BankServicer):
@@ -160,11 +161,11 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
     async def scenario():
         server = grpc.aio.server()
         gw_bank_pb2_grpc.add_BankServicer_to_server(fake, server)
-        port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(home, impostor, (certs.INFRA,)))
+        port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(home, impostor, (identities.INFRA,)))
         await server.start()
         try:
             t = load_deployment(home)
-            async with discovery.client(t, certs.OPERATOR) as etcd:
+            async with discovery.client(t, identities.OPERATOR) as etcd:
                 await etcd.kv.put(key, f"127.0.0.1:{port}")
             result = await asyncio.to_thread(live.run, "client", "alice", "pay", "bob", "1", "--wait", "20")
             return result
@@ -178,7 +179,7 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
     assert fake.calls == 0
     assert settled(home) == before
     t = load_deployment(home)
-    wait_for(lambda: etcd_as(home, certs.OPERATOR, lambda etcd: etcd.kv.get(key)).kvs[0].value.decode()
+    wait_for(lambda: etcd_as(home, identities.OPERATOR, lambda etcd: etcd.kv.get(key)).kvs[0].value.decode()
              == t.node("bank1").address, timeout=15, what="bank1 registered again after its resume")
     paid = live.run("client", "alice", "pay", "bob", "1", "--wait", "20")
     assert paid.returncode == 0, paid.stdout + paid.stderr
@@ -186,12 +187,12 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
 
 def test_certificates_name_their_identity_and_come_from_their_domains_authority(live):
     home = live.home
-    for name, domain in (("bank1", certs.INFRA), ("gateway", certs.INFRA), (certs.OPERATOR, certs.INFRA),
-                         ("alice", certs.USERS), ("admin", certs.USERS)):
+    for name, domain in (("bank1", identities.INFRA), ("gateway", identities.INFRA), (identities.OPERATOR, identities.INFRA),
+                         ("alice", identities.USERS), ("admin", identities.USERS)):
         cert = x509.load_pem_x509_certificate((home / "certs" / f"{name}.pem").read_bytes())
-        authority = x509.load_pem_x509_certificate(certs.ca_path(home, domain).read_bytes())
+        authority = x509.load_pem_x509_certificate(Layout(home).ca_cert(domain).read_bytes())
         cert.verify_directly_issued_by(authority)
         assert name in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.DNSName)
         assert cert.not_valid_after_utc > datetime.datetime.now(datetime.timezone.utc)
-    assert cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == certs.CA_NAME[certs.USERS]
+    assert cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == identities.CA_NAME[identities.USERS]

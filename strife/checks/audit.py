@@ -20,7 +20,7 @@ import time
 from strife.core import decisions
 from strife.core.money import format_minor
 from strife.deployment import discovery
-from strife.deployment.certs import OPERATOR
+from strife.deployment.identities import OPERATOR
 from strife.deployment.layout import Layout
 
 
@@ -65,7 +65,7 @@ def _gateway_commits(home, topology):
     """{txn_id: (same bank?, decision forgotten in etcd?)} of every commit a gateway acknowledged."""
     found = {}
     for gateway in topology.of_kind("gateway"):
-        path = Layout(home).data(gateway.name) / "gateway.db"
+        path = Layout(home).gateway_db(gateway.name)
         if not path.exists():
             continue
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -95,7 +95,7 @@ async def audit_async(topology):
     legs = collections.defaultdict(list)  # txn -> [(bank, direction, account, amount, state, created)]
     transfers = {}                        # same-bank payments: txn -> outcome
     for bank in topology.of_kind("bank"):
-        path = Layout(home).data(bank.name) / "ledger.db"
+        path = Layout(home).ledger(bank.name)
         if not path.exists():
             problems.append(f"{bank.name}: no ledger at {path}")
             continue

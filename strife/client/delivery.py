@@ -9,7 +9,6 @@ an attempt has failed, or its --wait ends.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging

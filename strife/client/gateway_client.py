@@ -4,26 +4,20 @@ Used by the `strife client` commands and by the client node's outbox sender.
 """
 
 from strife.core import headers, passwords
-from strife.deployment import credentials, tls, topology as topology_model
+from strife.core.errors import BadInput
+from strife.deployment import credentials, tls
 from strife.deployment.layout import Layout
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
 
 
-class ClientSetupError(Exception):
+class ClientSetupError(BadInput):
     """This user cannot talk to the gateway from here (no deployment, no certificate, no password)."""
-
-
-def load_deployment(home):
-    layout = Layout(home)
-    if not layout.resolved.exists():
-        raise ClientSetupError(f"no deployment has been started in {layout.home} (run `strife up -d` first)")
-    return topology_model.load(layout.resolved, home=layout.home)
 
 
 def user_password(home, user, password=None):
     """The password (`password`, else the saved one) of a user who can act from here: who has a
     certificate and a password. Raises ClientSetupError otherwise. `user` must be a valid name."""
-    if not (Layout(home).certs / f"{user}.pem").exists():
+    if not Layout(home).cert(user).exists():
         raise ClientSetupError(f"no certificate for {user!r} in {Layout(home).certs} (is {user!r} a client "
                                f"of this topology, or registered with `strife client ADMIN register`?)")
     password = password if password is not None else credentials.password(home, user)

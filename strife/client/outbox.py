@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 from strife.core import storage
+from strife.core.errors import BadInput
 from strife.core.outcomes import AbortReason, Outcome
 
 SCHEMA = """
@@ -36,7 +37,7 @@ PENDING = ("QUEUED", "SENDING")
 REJECTED = "REJECTED"  # the reason column of a payment the gateway refused outright
 
 
-class DuplicateId(Exception):
+class DuplicateId(BadInput):
     """The id is already in this outbox for a different payment."""
 
 

@@ -1,17 +1,12 @@
-"""The `strife` subcommands, one module per group; strife/cli.py assembles them."""
+"""The work of the `strife` subcommands, one module per group; strife/cli.py parses their arguments
+and imports a module only when its command runs. A command returns its exit code, or raises one of
+the errors of strife/core/errors.py, which cli.py turns into a message and an exit code."""
 import os
 import pathlib
 
-# Exit codes shared by every command.
-OK, FAILED, BAD_INPUT, NOT_RUNNING = 0, 1, 2, 3
+from strife.core.errors import BadInput, Exit
 
-
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback. `code` is the exit code."""
-
-    def __init__(self, message, code=BAD_INPUT):
-        super().__init__(message)
-        self.code = code
+OK, FAILED, BAD_INPUT, NOT_RUNNING, QUEUED = Exit.OK, Exit.FAILED, Exit.BAD_INPUT, Exit.NOT_RUNNING, Exit.QUEUED
 
 
 def topology_path(args):
@@ -20,13 +15,8 @@ def topology_path(args):
     path = pathlib.Path(given or "topology.yaml")
     if not path.is_file():
         hint = "" if given else " (run in the directory of your topology.yaml, or pass -f FILE)"
-        raise UserError(f"no topology file at {path}{hint}")
+        raise BadInput(f"no topology file at {path}{hint}")
     return path.resolve()
-
-
-def add_file_option(parser):
-    parser.add_argument("-f", "--file", metavar="TOPOLOGY",
-                        help="the deployment's topology file (default: ./topology.yaml or $STRIFE_TOPOLOGY)")
 
 
 def duration_option(text, option):
@@ -34,24 +24,21 @@ def duration_option(text, option):
     try:
         return parse_duration(text)
     except DurationError as exc:
-        raise UserError(f"{option}: {exc}") from None
+        raise BadInput(f"{option}: {exc}") from None
 
 
 def bounded_option(value, option, low, high):
     if not low <= value <= high:
-        raise UserError(f"{option} must be between {low} and {high}")
+        raise BadInput(f"{option} must be between {low} and {high}")
     return value
 
 
 def deployment(args, must_run=False):
     """The topology as running (ports filled in) of the deployment these args name."""
-    from strife.client.gateway_client import ClientSetupError, load_deployment
     from strife.deployment.layout import Layout
-    from strife.launcher import control
+    from strife.deployment.topology import load_deployment
+    from strife.launcher.control import ControlClient, NotRunning
     home = topology_path(args).parent
-    if must_run and not control.is_running(Layout(home).socket):
-        raise UserError(f"Strife is not running in {home} (start it with `strife up -d`)", NOT_RUNNING)
-    try:
-        return load_deployment(home)
-    except ClientSetupError as exc:
-        raise UserError(str(exc)) from None
+    if must_run and not ControlClient(Layout(home)).is_running():
+        raise NotRunning(f"Strife is not running in {home} (start it with `strife up -d`)")
+    return load_deployment(home)

@@ -8,27 +8,12 @@ import tempfile
 
 from strife.checks.bench import report
 from strife.checks.bench.run import Bench
-from strife.client.gateway_client import load_deployment
-from strife.commands import FAILED, OK, UserError, add_file_option, bounded_option, duration_option, topology_path
+from strife.commands import OK, bounded_option, duration_option, topology_path
+from strife.core.errors import Failed
 from strife.deployment.layout import Layout
-from strife.launcher import control, deploy, detach
-
-
-def register(sub):
-    p = sub.add_parser("bench", help="payments/s and latency, with a raw gRPC echo as the reference",
-                       description="Closed-loop payments among many bench accounts from C concurrent callers "
-                                   "against the running deployment (or, if none runs here, one started in a "
-                                   "temporary directory from the topology). In the same run: a raw gRPC echo "
-                                   "over the same mTLS at the same concurrency. ratio = payments/s x 6 / echo/s "
-                                   "(a payment costs at least six RPCs). Also reports CPU milliseconds per "
-                                   "payment and per echo call by process, which explain the ratio on a busy "
-                                   "machine.")
-    add_file_option(p)
-    p.add_argument("--seconds", default="10", help="length of each many-caller phase (default 10)")
-    p.add_argument("--concurrency", type=int, default=32, help="concurrent callers (default 32)")
-    p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
-    p.add_argument("--plot", metavar="FILE.png", help="write latency over time as a PNG (needs matplotlib)")
-    p.set_defaults(run=run)
+from strife.deployment.topology import load_deployment
+from strife.launcher import deploy, detach
+from strife.launcher.control import ControlClient
 
 
 def _progress(text):
@@ -41,22 +26,22 @@ def run(args):
     bounded_option(args.concurrency, "--concurrency", 1, 512)
     path = topology_path(args)
     temporary = None
-    if not control.is_running(Layout(path.parent).socket):
+    if not ControlClient(Layout(path.parent)).is_running():
         temporary = pathlib.Path(tempfile.mkdtemp(prefix="strife-bench-"))
         shutil.copy(path, temporary / "topology.yaml")
         _progress(f"no deployment running in {path.parent}: starting one in {temporary}")
         try:
             detach.start(deploy.prepare(temporary / "topology.yaml"), progress=lambda text: None)
         except detach.StartFailed as exc:
-            raise UserError(f"could not start a deployment to measure:\n{exc}", FAILED) from None
+            raise Failed(f"could not start a deployment to measure:\n{exc}") from None
     try:
         topology = load_deployment(temporary or path.parent)
         figures, samples = asyncio.run(Bench(topology, seconds, args.concurrency, _progress).run())
     except ValueError as exc:
-        raise UserError(str(exc), FAILED) from None
+        raise Failed(str(exc)) from None
     finally:
         if temporary:
-            control.call(Layout(temporary).socket, {"cmd": "down"}, timeout=120)
+            ControlClient(Layout(temporary)).down(timeout=120)  # and waits for its supervisor to end
             shutil.rmtree(temporary, ignore_errors=True)
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -65,7 +50,7 @@ def run(args):
         try:
             report.plot(samples, args.plot, f"Strife payments, {args.concurrency} callers")
         except RuntimeError as exc:
-            raise UserError(str(exc), FAILED) from None
+            raise Failed(str(exc)) from None
         figures["plot"] = args.plot
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -1,81 +1,44 @@
 """`strife chaos`: inject faults into a running deployment and take them back."""
-import argparse
-import asyncio
 import json
 
-import grpc
-
-from strife.commands import FAILED, OK, UserError, add_file_option, deployment
-from strife.core.durations import DurationError, parse_duration
-from strife.core.failpoints import FailpointError
+from strife.commands import OK, deployment
+from strife.core.durations import parse_duration
+from strife.core.errors import BadInput, Failed
 from strife.deployment.layout import Layout
-from strife.launcher import chaos, control
-
-
-def register(sub):
-    p = sub.add_parser(
-        "chaos", help="pause, kill or resume a node; arm failpoints at protocol steps",
-        description="Faults on request, to watch two-phase commit hold. Examples:\n"
-                    "  strife chaos --pause bank2 --for 5s     SIGSTOP bank2, SIGCONT after 5s\n"
-                    "  strife chaos --pause bank2 --at prepare bank2 freezes inside its next prepare\n"
-                    "  strife chaos --resume bank2             SIGCONT and clear its pause failpoints\n"
-                    "  strife chaos --kill bank2               SIGKILL; the supervisor restarts it\n"
-                    "  strife chaos --failpoint gateway:after-decision=crash\n"
-                    "  strife chaos --clear gateway            remove every failpoint of the gateway\n"
-                    "Failpoint actions: pause, delay:DURATION, error, crash.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_file_option(p)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--pause", metavar="NODE", help="freeze a node (SIGSTOP of its process group)")
-    what.add_argument("--resume", metavar="NODE", help="unfreeze a node and clear its pause failpoints")
-    what.add_argument("--kill", metavar="NODE", help="SIGKILL a node; its restart policy applies")
-    what.add_argument("--restart", metavar="NODE", help="stop a node gracefully and start it again")
-    what.add_argument("--failpoint", metavar="NODE:STEP=ACTION", action="append",
-                      help="arm a failpoint (repeatable)")
-    what.add_argument("--clear", metavar="NODE[:STEP]", help="remove a node's failpoints (or one of them)")
-    what.add_argument("--list", action="store_true", help="show the armed failpoints of every node")
-    p.add_argument("--for", dest="duration", metavar="DURATION", help="with --pause: resume after this long")
-    p.add_argument("--at", metavar="STEP", help="with --pause: freeze inside this protocol step instead of now")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(run=run)
+from strife.launcher.control import ControlClient, Refused
 
 
 def _node(topology, name):
     try:
         return topology.node(name).name
     except KeyError:
-        raise UserError(f"no node named {name!r} (nodes: {', '.join(n.name for n in topology.nodes)})") from None
-
-
-def _supervisor(topology, request):
-    answer = control.call(Layout(topology.home).socket, request)
-    if not answer["ok"]:
-        raise UserError(answer["error"], FAILED)
-    return answer
+        raise BadInput(f"no node named {name!r} (nodes: {', '.join(n.name for n in topology.nodes)})") from None
 
 
 def _admin(topology, node, work):
+    """`work(admin)` against the node's NodeAdmin service (gRPC: imported only for failpoints)."""
+    import asyncio
+
+    import grpc
+
+    from strife.launcher.chaos import AdminClient
+
     async def go():
-        async with chaos.AdminClient(topology, node) as admin:
+        async with AdminClient(topology, node) as admin:
             return await work(admin)
     try:
         return asyncio.run(go())
     except grpc.aio.AioRpcError as exc:
-        raise UserError(f"{node} did not take it: {exc.code().name} {exc.details() or ''}", FAILED) from None
+        raise Failed(f"{node} did not take it: {exc.code().name} {exc.details() or ''}") from None
 
 
 def run(args):
     topology = deployment(args, must_run=True)
     if (args.duration or args.at) and not args.pause:
-        raise UserError("--for and --at go with --pause")
-    try:
-        return _dispatch(args, topology)
-    except (FailpointError, DurationError) as exc:
-        raise UserError(str(exc)) from None
-
-
-def _dispatch(args, topology):
+        raise BadInput("--for and --at go with --pause")
+    supervisor = ControlClient(Layout(topology.home))
     if args.pause and args.at:
+        from strife.launcher import chaos
         node = _node(topology, args.pause)
         chaos.check_step(topology, node, args.at)
         _admin(topology, node, lambda a: a.set(args.at, "pause"))
@@ -83,29 +46,34 @@ def _dispatch(args, topology):
     elif args.pause:
         node = _node(topology, args.pause)
         seconds = parse_duration(args.duration) if args.duration else None
-        _supervisor(topology, {"cmd": "pause", "node": node, "seconds": seconds})
+        supervisor.pause(node, seconds)
         print(f"{node} paused" + (f" for {args.duration}" if seconds else f" (`strife chaos --resume {node}`)"))
     elif args.resume:
         node = _node(topology, args.resume)
-        answer = control.call(Layout(topology.home).socket, {"cmd": "resume", "node": node})
+        try:
+            supervisor.resume(node)
+            refused = None
+        except Refused as exc:  # not paused by a signal; it may be frozen at a failpoint
+            refused = exc
         cleared = []
         if topology.node(node).kind != "etcd":
             armed = _admin(topology, node, lambda a: a.list())
             cleared = [step for step, action in armed if action == "pause"]
             for step in cleared:
                 _admin(topology, node, lambda a, s=step: a.clear(s))
-        if not answer["ok"] and not cleared:
-            raise UserError(answer["error"], FAILED)
+        if refused is not None and not cleared:
+            raise refused
         print(f"{node} resumed" + (f" (cleared pause at {', '.join(cleared)})" if cleared else ""))
     elif args.kill:
         node = _node(topology, args.kill)
-        _supervisor(topology, {"cmd": "kill", "node": node})
+        supervisor.kill(node)
         print(f"{node} killed; its restart policy ({topology.node(node).restart}) applies")
     elif args.restart:
         node = _node(topology, args.restart)
-        _supervisor(topology, {"cmd": "restart", "node": node})
+        supervisor.restart(node)
         print(f"{node} restarted")
     elif args.failpoint:
+        from strife.launcher import chaos
         for spec in args.failpoint:
             node, step, action = chaos.parse_spec(spec)
             node = _node(topology, node)

@@ -1,6 +1,7 @@
 """`strife client NAME ...`: what a user does: pay, balance, history; and the admin's register."""
 import asyncio
 import datetime
+import functools
 import json
 import secrets
 import sqlite3
@@ -14,16 +15,16 @@ from strife.client import delivery
 from strife.client.delivery import SenderLock
 from strife.client.gateway_client import ClientSetupError, GatewayClient, user_password
 from strife.client.outbox import DuplicateId, Outbox
-from strife.commands import (BAD_INPUT, FAILED, NOT_RUNNING, OK, UserError, add_file_option, bounded_option,
-                             deployment, topology_path)
+from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, QUEUED, bounded_option, deployment, topology_path
 from strife.core import names, passwords, storage
+from strife.core.errors import BadInput, Failed, NotRunning
 from strife.core.limits import MAX_HISTORY
 from strife.core.money import AmountError, format_minor, parse_amount
 from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
 from strife.deployment import certs, credentials
 from strife.deployment.layout import Layout
 
-ABORTED, QUEUED = 1, 4   # exit codes of `pay` besides OK (committed)
+ABORTED = FAILED  # the exit code of an aborted payment
 MAX_WAIT = 3600.0
 # What a refusal from the gateway (strife/core/outcomes.py) means for this command: a wrong
 # request, wrong credentials or a lockout is the user's to fix (2); no answer, Strife is not up (3).
@@ -31,56 +32,9 @@ _EXIT = {Refusal.REQUEST: BAD_INPUT, Refusal.CREDENTIALS: BAD_INPUT, Refusal.BUS
          Refusal.UNREACHABLE: NOT_RUNNING}
 
 
-def register(sub):
-    p = sub.add_parser("client", help="act as a user: pay, balance, history, register (admin)",
-                       description="Act as one of the topology's users (their certificate and password are "
-                                   "under certs/ and state/credentials.json).")
-    add_file_option(p)
-    p.add_argument("name", help="the user acting, e.g. alice")
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 4 queued (sent later)",
-                           description="The payment gets its id and goes into this client's durable outbox "
-                                       "before anything is sent; it is delivered with that id, exactly once, "
-                                       "even if the gateway is down now (then: 'queued', exit 4).")
-    a.add_argument("payee")
-    a.add_argument("amount", help="e.g. 50, 50.5 or 50.25 (at most two decimals)")
-    a.add_argument("--id", dest="txn_id", help="transaction id (default: a new UUID); resending an id never pays twice")
-    a.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
-                   help="how long to wait for the outcome before answering 'queued' (default 5)")
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(run=pay)
-
-    a = actions.add_parser("outbox", help="payments queued here that have no definite outcome yet")
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(run=show_outbox)
-
-    a = actions.add_parser("balance", help="balance and available amount (balance minus held payments)")
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(run=balance)
-
-    a = actions.add_parser("history", help="payments made and received, newest first")
-    a.add_argument("--limit", type=int, default=50)
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(run=history)
-
-    a = actions.add_parser("register", help="(admin) register a new user with an account at a bank")
-    a.add_argument("username")
-    a.add_argument("--bank", required=True)
-    a.add_argument("--deposit", default="0", help="opening deposit (default 0)")
-    a.add_argument("--full-name", default="")
-    a.add_argument("--password", help="default: a generated one, saved to state/credentials.json")
-    a.set_defaults(run=register_user)
-
-    a = actions.add_parser("passwd", help="change this user's password")
-    a.add_argument("--password", help="default: a generated one")
-    a.set_defaults(run=change_password)
-
-    for action in actions.choices.values():  # every action: the name is checked before any path is built
-        action.set_defaults(run=_as_valid_user(action.get_default("run")))
-
-
 def _as_valid_user(action):
+    """Every action: the acting user's name is checked before any path is built from it."""
+    @functools.wraps(action)
     def run(args):
         _check_name("name", args.name)
         _check_name("name", args.name, names.node_names(deployment(args)))
@@ -91,14 +45,14 @@ def _as_valid_user(action):
 def _check_name(what, name, nodes=()):
     why = names.problem(name, nodes)
     if why:
-        raise UserError(f"{what}: {why}")
+        raise BadInput(f"{what}: {why}")
 
 
 def _check_password(password):
     try:
         passwords.check_strength(password)
     except passwords.PasswordError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def _require_identity(topology, name):
@@ -107,7 +61,7 @@ def _require_identity(topology, name):
     try:
         user_password(topology.home, name)
     except ClientSetupError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def _run(args, work):
@@ -119,7 +73,7 @@ def _run(args, work):
         try:
             client = GatewayClient(topology, args.name)  # its channel belongs to this event loop
         except ClientSetupError as exc:
-            raise UserError(str(exc)) from None
+            raise BadInput(str(exc)) from None
         async with client:
             await _drain_if_no_node(topology, args.name, client)
             return await work(topology, client)
@@ -128,11 +82,11 @@ def _run(args, work):
     except grpc.aio.AioRpcError as exc:
         code = _EXIT.get(refusal(exc.code()), FAILED)
         if code == BAD_INPUT:
-            raise UserError(f"refused: {exc.details()}", BAD_INPUT) from None
+            raise BadInput(f"refused: {exc.details()}") from None
         if code == NOT_RUNNING:
-            raise UserError(f"the gateway at {address} is not reachable ({exc.code().name.lower()}); "
-                            f"is Strife up? (`strife status`)", NOT_RUNNING) from None
-        raise UserError(f"{exc.code().name}: {exc.details()}", FAILED) from None
+            raise NotRunning(f"the gateway at {address} is not reachable ({exc.code().name.lower()}); "
+                             f"is Strife up? (`strife status`)") from None
+        raise Failed(f"{exc.code().name}: {exc.details()}") from None
 
 
 async def _drain_if_no_node(topology, name, client):
@@ -164,6 +118,7 @@ def _print_json(obj):
     print(json.dumps(obj, indent=2))
 
 
+@_as_valid_user
 def pay(args):
     """Queue the payment in the outbox (durable, with its id), then deliver it or wait for the
     client node to: committed (0), aborted (1) or still queued (4) when --wait runs out."""
@@ -173,24 +128,24 @@ def pay(args):
     try:
         amount = parse_amount(args.amount, max_minor=topology.settings.max_amount_minor)
     except AmountError as exc:
-        raise UserError(f"amount: {exc}") from None
+        raise BadInput(f"amount: {exc}") from None
     if not names.NAME.fullmatch(args.payee):  # no user has such a name: refused before it is queued
-        raise UserError(f"payee: {names.problem(args.payee)}")
+        raise BadInput(f"payee: {names.problem(args.payee)}")
     if args.payee == args.name:
-        raise UserError("payee: payer and payee are the same user")
+        raise BadInput("payee: payer and payee are the same user")
     why = names.txn_id_problem(txn_id)
     if why:
-        raise UserError(f"txn_id: {why}")
+        raise BadInput(f"txn_id: {why}")
     _require_identity(topology, args.name)
     path = Layout(topology.home).outbox(args.name)
     try:
         outbox = Outbox(path)
         entry = outbox.add(txn_id, args.payee, amount)
     except DuplicateId as exc:
-        raise UserError(f"refused: txn_id: idempotency_error: {exc}") from None
+        raise BadInput(f"refused: txn_id: idempotency_error: {exc}") from None
     except (sqlite3.Error, OSError) as exc:
-        raise UserError(f"{storage.plainly(_disk_problem(exc, path))} ({path}): the payment was NOT queued "
-                        f"and nothing was sent; free some space and pay again", FAILED) from None
+        raise Failed(f"{storage.plainly(_disk_problem(exc, path))} ({path}): the payment was NOT queued "
+                     f"and nothing was sent; free some space and pay again") from None
     try:
         entry = asyncio.run(_deliver_or_wait(topology, args.name, outbox, entry, args.wait))
     except (sqlite3.Error, OSError) as exc:  # the outbox took the payment, not what happened to it since
@@ -249,6 +204,7 @@ def _report_payment(args, entry, why=None):
     return {"committed": OK, "aborted": ABORTED, "rejected": BAD_INPUT}.get(outcome, QUEUED)
 
 
+@_as_valid_user
 def show_outbox(args):
     topology = deployment(args)
     entries = _local_outbox(topology, args.name, lambda outbox: outbox.pending())
@@ -281,6 +237,7 @@ def _local_outbox(topology, name, read):
     return read(Outbox(path)) if path.exists() else []
 
 
+@_as_valid_user
 def balance(args):
     answer = _run(args, lambda topology, client: client.balance())
     if args.json:
@@ -296,6 +253,7 @@ def _when(seconds):
     return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S") if seconds else "-"
 
 
+@_as_valid_user
 def history(args):
     """The gateway's record merged with this client's outbox: queued and in-flight payments too."""
     bounded_option(args.limit, "--limit", 1, MAX_HISTORY)
@@ -305,9 +263,7 @@ def history(args):
     try:
         answer = _run(args, lambda topology, client: client.history(args.limit))
         remote = answer.payments
-    except UserError as exc:
-        if exc.code != NOT_RUNNING:
-            raise
+    except NotRunning as exc:
         print(f"{exc}\nshowing only this client's outbox", file=sys.stderr)
         remote, code = [], NOT_RUNNING
     rows = [{"txn_id": p.txn_id, "payer": p.payer, "payee": p.payee, "amount_minor": p.amount_minor,
@@ -335,6 +291,7 @@ def history(args):
     return code
 
 
+@_as_valid_user
 def register_user(args):
     password = args.password or secrets.token_urlsafe(16)
     home = topology_path(args).parent
@@ -344,7 +301,7 @@ def register_user(args):
     try:
         deposit = parse_amount(args.deposit, max_minor=topology.settings.max_amount_minor, allow_zero=True)
     except AmountError as exc:
-        raise UserError(f"deposit: {exc}") from None
+        raise BadInput(f"deposit: {exc}") from None
 
     async def work(topology, client):
         answer = await client.register(args.username, args.bank, password, deposit, args.full_name)
@@ -359,6 +316,7 @@ def register_user(args):
     return OK
 
 
+@_as_valid_user
 def change_password(args):
     password = args.password or secrets.token_urlsafe(16)
     _check_password(password)

@@ -5,25 +5,8 @@ import random
 import sys
 
 from strife.checks.torture.run import Torture
-from strife.commands import FAILED, OK, UserError, add_file_option, bounded_option, deployment, duration_option
-
-
-def register(sub):
-    p = sub.add_parser("torture", help="random payments under a seeded fault schedule, then verify",
-                       description="A Jepsen-style bank workload against the running deployment: concurrent "
-                                   "random payments among all clients (some through a client's outbox) while "
-                                   "a seeded schedule pauses and kills banks, arms failpoints at every 2PC "
-                                   "step, kills the gateway, restarts etcd and kills a client. Then it heals, "
-                                   "waits for in-doubt resolution and audits. The same seed replays the "
-                                   "same schedule. Exit 0 only when the audit is clean.")
-    add_file_option(p)
-    p.add_argument("--seconds", default="30", help="how long faults are injected (default 30)")
-    p.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
-    p.add_argument("--concurrency", type=int, default=8, help="concurrent payers (default 8)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object (with, for every "
-                                                       "fault, the seconds until its node was healthy again "
-                                                       "and until the next commit through it)")
-    p.set_defaults(run=run)
+from strife.commands import FAILED, OK, bounded_option, deployment, duration_option
+from strife.core.errors import BadInput
 
 
 def run(args):
@@ -35,7 +18,7 @@ def run(args):
         torture = Torture(topology, seconds, seed, args.concurrency,
                           progress=lambda text: print(f"torture: {text}", file=sys.stderr, flush=True))
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     result = asyncio.run(torture.run())
     if args.json:
         print(json.dumps(result, indent=2))

@@ -1,26 +1,22 @@
 """`strife verify`: audit the ledgers against the decision records; exit 0 only when all holds."""
 import json
+import sqlite3
+
+import grpc
+from etcd3aio.errors import EtcdError
 
 from strife.checks.audit import audit
-from strife.commands import FAILED, OK, UserError, add_file_option, deployment
+from strife.commands import FAILED, OK, deployment
+from strife.core.errors import Failed
 from strife.core.money import format_minor
-
-
-def register(sub):
-    p = sub.add_parser("verify", help="audit: money conserved, no negative balance, decisions applied, no stuck hold",
-                       description="Reads every bank's ledger (state/<bank>/ledger.db) and the commit decisions "
-                                   "in etcd. Exit 0 when every invariant holds, 1 with a report when one does not.")
-    add_file_option(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(run=run)
 
 
 def run(args):
     topology = deployment(args)
     try:
         report = audit(topology)
-    except Exception as exc:  # etcd unreachable, unreadable ledger
-        raise UserError(f"cannot audit: {exc}", FAILED) from None
+    except (EtcdError, grpc.RpcError, sqlite3.Error, OSError, TimeoutError) as exc:  # etcd unreachable, unreadable ledger
+        raise Failed(f"cannot audit: {exc}") from None
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

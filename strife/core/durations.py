@@ -1,11 +1,13 @@
 """Durations as people write them in YAML and on the command line: 500ms, 2s, 1.5m, 1h."""
 import re
 
+from strife.core.errors import BadInput
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 
 
-class DurationError(ValueError):
+class DurationError(BadInput, ValueError):
     pass
 
 

@@ -8,6 +8,7 @@ import asyncio
 import os
 
 from strife.core.durations import DurationError, parse_duration
+from strife.core.errors import BadInput
 
 ACTIONS = ("pause", "delay", "error", "crash")
 # The named steps each kind of node stops at; `start` is before a node opens its port, the
@@ -25,7 +26,7 @@ STEPS = {
 }
 
 
-class FailpointError(ValueError):
+class FailpointError(BadInput, ValueError):
     """A failpoint spec that cannot be understood."""
 
 

@@ -1,6 +1,7 @@
 """Money is an integer count of minor units (cents). Text in, int out; no float ever."""
 import re
 
+from strife.core.errors import BadInput
 from strife.core.untrusted import shown
 
 # ASCII digits only (\d would take ١, １ or 𝟏), optionally a point and one or two decimals.
@@ -10,7 +11,7 @@ MAX_WHOLE_DIGITS = 15  # 10^15 units in minor units stays far inside int64
 MAX_LENGTH = MAX_WHOLE_DIGITS + 3
 
 
-class AmountError(ValueError):
+class AmountError(BadInput, ValueError):
     """An amount a user typed that cannot be money."""
 
 

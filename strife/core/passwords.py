@@ -8,12 +8,14 @@ import hmac
 import os
 import re
 
+from strife.core.errors import BadInput
+
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
 MIN_LENGTH, MAX_LENGTH = 8, 128
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 
-class PasswordError(ValueError):
+class PasswordError(BadInput, ValueError):
     pass
 
 

@@ -1,8 +1,5 @@
-"""TLS material for one deployment: two authorities, then a key and certificate per identity.
-
-Two trust domains: the infrastructure authority signs etcd members, banks, gateways and the
-operator; the users authority signs users (client and admin). etcd and banks trust only the
-first, so a user's certificate is refused at their TLS handshake; the gateway trusts both.
+"""TLS material for one deployment: two authorities, then a key and certificate per identity
+(who they are: identities.py).
 
 A certificate's CN is the identity (node or user name), its OU the role, and its SAN the name
 again (plus the host it serves on): a caller verifies the name of the server it meant, so an
@@ -11,7 +8,6 @@ address swapped in etcd leads to a refused handshake. Keys are written 0600 and 
 import datetime
 import ipaddress
 import os
-import pathlib
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -19,83 +15,56 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-OPERATOR = "operator"  # the launcher's own identity toward nodes and etcd
-INFRA, USERS = "infra", "users"
-CA_FILE = {INFRA: "infra-ca", USERS: "users-ca"}
-CA_NAME = {INFRA: "Strife infrastructure CA", USERS: "Strife users CA"}
-ROLES = {INFRA: frozenset({"etcd", "bank", "gateway", "operator"}), USERS: frozenset({"client", "admin"})}
-# Every etcd member's certificate also carries this name: clients of a whole cluster verify it.
-ETCD_SERVER_NAME = "etcd"
-JWT_KEY = "etcd-jwt"   # etcd signs its auth tokens with this key pair (ES256)
-LEGACY_CA = "ca"       # the single authority of deployments made before the split
+from strife.deployment.identities import CA_FILE, CA_NAME, INFRA, JWT_KEY, LEGACY_CA, USERS, domain_of, identities
+from strife.deployment.layout import Layout
+
 VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=7)
 
 
-def domain_of(role):
-    return INFRA if role in ROLES[INFRA] else USERS
-
-
-def identities(topology, registered=()):
-    """(name, role, names for the SAN) for everything that needs a certificate.
-
-    `registered` lists users added at run time (by `strife client ADMIN register`) as (name, role).
-    """
-    out = []
-    for node in topology.nodes:
-        role = node.role if node.kind == "client" else node.kind
-        names = {node.name, node.host}
-        if node.kind == "etcd":
-            names.add(ETCD_SERVER_NAME)
-        out.append((node.name, role, names))
-    out.append((OPERATOR, "operator", {OPERATOR}))
-    known = {name for name, _, _ in out}
-    out.extend((name, role, {name}) for name, role in registered if name not in known)
-    return out
-
 
 def ensure(topology, force=False, registered=()):
     """Create what is missing or stale; keep what is valid. Returns the names (re)issued."""
-    directory = topology.home / "certs"
-    directory.mkdir(mode=0o700, exist_ok=True)
+    layout = Layout(topology.home)
+    layout.certs.mkdir(mode=0o700, exist_ok=True)
     issued, authorities = [], {}
     for domain in (INFRA, USERS):
-        key_path, cert_path = directory / f"{CA_FILE[domain]}.key", directory / f"{CA_FILE[domain]}.pem"
+        key_path, cert_path = layout.ca_key(domain), layout.ca_cert(domain)
         if force or not _valid_ca(cert_path, key_path, domain):
             key = ec.generate_private_key(ec.SECP256R1())
             _write_key(key_path, key)
             cert_path.write_bytes(_ca_certificate(key, CA_NAME[domain]).public_bytes(serialization.Encoding.PEM))
             issued.append(CA_FILE[domain])
-        authorities[domain] = _load_ca(directory, domain)
+        authorities[domain] = _load_ca(layout, domain)
     if issued:
         force = True  # everything signed by an old authority is worthless now
-        for suffix in ("pem", "key"):  # the single CA of an older layout, if any
-            (directory / f"{LEGACY_CA}.{suffix}").unlink(missing_ok=True)
-    if force or not (directory / f"{JWT_KEY}.key").exists():
-        _write_jwt_key(directory)
+        for path in (layout.cert(LEGACY_CA), layout.key(LEGACY_CA)):  # the single CA of an older layout, if any
+            path.unlink(missing_ok=True)
+    if force or not layout.key(JWT_KEY).exists():
+        _write_jwt_key(layout)
     for name, role, names in identities(topology, registered):
         ca_key, ca_cert = authorities[domain_of(role)]
-        if _issue(directory, name, role, names, ca_key, ca_cert, force):
+        if _issue(layout, name, role, names, ca_key, ca_cert, force):
             issued.append(name)
     return issued
 
 
 def issue(home, name, role, force=False):
     """A certificate for one more identity (a user registered at run time) from its authority."""
-    directory = pathlib.Path(home) / "certs"
-    ca_key, ca_cert = _load_ca(directory, domain_of(role))
-    return _issue(directory, name, role, {name}, ca_key, ca_cert, force=force)
+    layout = Layout(home)
+    ca_key, ca_cert = _load_ca(layout, domain_of(role))
+    return _issue(layout, name, role, {name}, ca_key, ca_cert, force=force)
 
 
-def _load_ca(directory, domain):
-    key = serialization.load_pem_private_key((directory / f"{CA_FILE[domain]}.key").read_bytes(), password=None)
-    cert = x509.load_pem_x509_certificate((directory / f"{CA_FILE[domain]}.pem").read_bytes())
+def _load_ca(layout, domain):
+    key = serialization.load_pem_private_key(layout.ca_key(domain).read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(layout.ca_cert(domain).read_bytes())
     return key, cert
 
 
-def _issue(directory, name, role, names, ca_key, ca_cert, force):
+def _issue(layout, name, role, names, ca_key, ca_cert, force):
     """Write a key and certificate unless a valid one is there; True when written."""
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path, key_path = layout.cert(name), layout.key(name)
     if not force and _valid_leaf(cert_path, key_path, ca_cert, role, names):
         return False
     key = ec.generate_private_key(ec.SECP256R1())
@@ -121,12 +90,12 @@ def _write_key(path, key):
                                            serialization.NoEncryption()))
 
 
-def _write_jwt_key(directory):
+def _write_jwt_key(layout):
     """etcd's token-signing key pair: with authentication on, etcd signs tokens instead of handing
     out unsigned 'simple' ones (Strife's callers authenticate by certificate and never use them)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    _write_key(directory / f"{JWT_KEY}.key", key)
-    _write_private(directory / f"{JWT_KEY}.pub", key.public_key().public_bytes(
+    _write_key(layout.key(JWT_KEY), key)
+    _write_private(layout.public_key(JWT_KEY), key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
@@ -218,13 +187,3 @@ def issuer_name(cert):
 def domain_of_issuer(cert):
     """The trust domain whose authority signed `cert` (by name: the caller has verified the chain)."""
     return next((domain for domain, name in CA_NAME.items() if issuer_name(cert) == name), None)
-
-
-def ca_path(home, domain):
-    return pathlib.Path(home) / "certs" / f"{CA_FILE[domain]}.pem"
-
-
-def paths(home, name):
-    """(cert, key) file paths for an identity."""
-    directory = pathlib.Path(home) / "certs"
-    return directory / f"{name}.pem", directory / f"{name}.key"

@@ -8,7 +8,7 @@ from strife.deployment.layout import Layout
 
 
 def _path(home):
-    return Layout(home).state / "credentials.json"
+    return Layout(home).credentials
 
 
 def load(home):

@@ -8,6 +8,8 @@ import os
 import pathlib
 import stat
 
+from strife.deployment.identities import CA_FILE
+
 
 class Layout:
     def __init__(self, home):
@@ -20,17 +22,47 @@ class Layout:
         self.socket = self.state / "supervisor.sock"
         self.supervisor_log = self.logs / "supervisor.log"
 
+        self.credentials = self.state / "credentials.json"  # demo passwords (strife/deployment/credentials.py)
+
+    # ---- certs/ ----
+
+    def cert(self, name):
+        return self.certs / f"{name}.pem"
+
+    def key(self, name):
+        return self.certs / f"{name}.key"
+
+    def public_key(self, name):
+        return self.certs / f"{name}.pub"
+
+    def ca_cert(self, domain):
+        return self.cert(CA_FILE[domain])
+
+    def ca_key(self, domain):
+        return self.key(CA_FILE[domain])
+
+    # ---- logs/ ----
+
     def log(self, name):
         return self.logs / f"{name}.log"
 
+    # ---- state/: a directory per node or user ----
+
     def data(self, name):
+        """A node's own directory (an etcd member's data directory, a bank's or the gateway's)."""
         return self.state / name
 
+    def ledger(self, bank):
+        return self.data(bank) / "ledger.db"
+
+    def gateway_db(self, gateway):
+        return self.data(gateway) / "gateway.db"
+
     def outbox(self, client):
-        return self.state / client / "outbox.db"
+        return self.data(client) / "outbox.db"
 
     def sender_lock(self, client):
-        return self.state / client / "sender.lock"
+        return self.data(client) / "sender.lock"
 
     def create(self):
         for directory in (self.certs, self.state, self.logs):

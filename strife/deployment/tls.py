@@ -8,10 +8,9 @@ server's certificate must carry that name, whatever address led there.
 import functools
 
 import grpc
-from cryptography import x509
 
-from strife.deployment.certs import (ETCD_SERVER_NAME, INFRA, ROLES, USERS, ca_path, domain_of_issuer, paths,
-                                     subject_name, subject_role)
+from strife.deployment.identities import ETCD_SERVER_NAME, INFRA, ROLES
+from strife.deployment.layout import Layout
 
 
 class Identity:
@@ -27,12 +26,13 @@ class Identity:
 
 
 def _roots(home, domains):
-    return b"".join(ca_path(home, domain).read_bytes() for domain in domains)
+    layout = Layout(home)
+    return b"".join(layout.ca_cert(domain).read_bytes() for domain in domains)
 
 
 def _pair(home, name):
-    cert, key = paths(home, name)
-    return cert.read_bytes(), key.read_bytes()
+    layout = Layout(home)
+    return layout.cert(name).read_bytes(), layout.key(name).read_bytes()
 
 
 def server_credentials(home, name, accept=(INFRA,)):
@@ -66,13 +66,13 @@ def etcd_tls_args(home, name):
             "tls_server_name": ETCD_SERVER_NAME}
 
 
-def trust_for(role):
-    """The authorities a caller must trust to reach a node of this role (users' nodes are the clients)."""
-    return (USERS,) if role in ROLES[USERS] else (INFRA,)
-
-
 @functools.lru_cache(maxsize=1024)
 def _identity_from_pem(pem):
+    # cryptography only here, on a server's first call from each peer: a command that only
+    # calls out never parses a certificate, and starts without it
+    from cryptography import x509
+
+    from strife.deployment.certs import domain_of_issuer, subject_name, subject_role
     cert = x509.load_pem_x509_certificate(pem)
     role, domain = subject_role(cert), domain_of_issuer(cert)
     if domain is None or role not in ROLES[domain]:

@@ -10,10 +10,12 @@ import re
 import yaml
 
 from strife.core.durations import DurationError, parse_duration
+from strife.core.errors import BadInput
 from strife.core.failpoints import STEPS, FailpointError, parse_action
 from strife.core.money import AmountError, format_minor, parse_amount
 from strife.core.names import problem as name_problem
 from strife.deployment import yaml_loader
+from strife.deployment.layout import Layout
 
 KINDS = ("etcd", "bank", "gateway", "client")  # also the start order
 RESTART_POLICIES = ("always", "on-failure", "no")
@@ -26,7 +28,7 @@ MIN_LOG_BYTES, MAX_LOG_BYTES = 4096, 1024 * MB  # below a few records a file, a 
 ROLES = ("client", "admin")
 
 
-class TopologyError(Exception):
+class TopologyError(BadInput):
     """The file cannot be used; `problems` lists every `path: why` found."""
 
     def __init__(self, problems):
@@ -166,6 +168,18 @@ def load(path, home=None):
     except ValueError:  # a number of thousands of digits: Python refuses to convert it
         raise TopologyError([f"{path.name}: a number in the file is too long to be a port, count or amount"]) from None
     return parse(doc, path, home)
+
+
+class NotStarted(BadInput):
+    """No deployment has been started in this directory (no resolved topology)."""
+
+
+def load_deployment(home):
+    """The topology as running (ports chosen at `up` filled in), from state/topology.resolved.yaml."""
+    layout = Layout(home)
+    if not layout.resolved.exists():
+        raise NotStarted(f"no deployment has been started in {layout.home} (run `strife up -d` first)")
+    return load(layout.resolved, home=layout.home)
 
 
 def parse(doc, path, home=None):

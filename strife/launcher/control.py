@@ -1,17 +1,25 @@
 """The control socket: how `strife status|down|restart|chaos` reach a running supervisor.
 
-One JSON request per connection, one JSON answer: {"cmd": "status"} -> {"ok": true, ...}.
+One JSON request per connection, one JSON answer: {"cmd": "status"} -> {"ok": true, ...}, or
+{"ok": false, "code": "no-such-node", "error": "..."} (CODES). Commands use ControlClient, which
+turns answers into Status and refusals into the exceptions of strife/core/errors.py.
 A Unix socket under state/ (0600), and the kernel's word on who connected (SO_PEERCRED): only
 the user running the supervisor can steer it. Every field of a request is checked before anything
 is done, so a bad one changes nothing (no signal sent, no node left paused).
 """
+from __future__ import annotations
+
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import socket
 import struct
+
+from strife.core import errors
+from strife.deployment.layout import Layout
 
 MAX_REQUEST = 64 * 1024
 READ_TIMEOUT = 10.0
@@ -19,8 +27,30 @@ MAX_PAUSE = 24 * 3600.0
 MAX_RESTART_WAIT = 3600.0
 
 
-class BadRequest(ValueError):
+class BadRequest(errors.BadInput, ValueError):
     """A request the supervisor refuses before acting on it."""
+
+
+class NoSuchNode(errors.BadInput, LookupError):
+    """The request names a node the deployment does not have."""
+
+
+class Refused(errors.Failed):
+    """The supervisor would not do it: the node is not in a state that allows it, it did not become
+    healthy, or the caller is another user."""
+
+
+class NotRunning(errors.NotRunning):
+    """No supervisor answers on this deployment's socket."""
+
+
+# An answer's "code" -> the exception a ControlClient raises for it
+CODES = {"bad-request": BadRequest, "no-such-node": NoSuchNode, "refused": Refused, "not-now": Refused,
+         "unhealthy": Refused}
+
+
+def _refusal(code, error):
+    return {"ok": False, "code": code, "error": error}
 
 
 def _seconds(value, field, high, optional):
@@ -74,10 +104,6 @@ def peer_uid(sock):
     return uid
 
 
-class NotRunning(Exception):
-    """No supervisor answers on this deployment's socket."""
-
-
 class ControlServer:
     def __init__(self, supervisor, path, uid=None):
         self.supervisor = supervisor
@@ -103,7 +129,7 @@ class ControlServer:
         try:
             answer = await self._answer(reader, writer)
         except (ValueError, AttributeError) as exc:
-            answer = {"ok": False, "error": f"bad request: {exc}"}
+            answer = _refusal("bad-request", f"bad request: {exc}")
         writer.write(json.dumps(answer).encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()
@@ -119,21 +145,21 @@ class ControlServer:
             line = None
         uid = peer_uid(writer.get_extra_info("socket"))
         if uid != self.uid:
-            return {"ok": False, "error": f"refused: user id {uid} may not control a supervisor run by "
-                                          f"user id {self.uid}"}
+            return _refusal("refused", f"refused: user id {uid} may not control a supervisor run by "
+                                       f"user id {self.uid}")
         if line is None:
-            return {"ok": False, "error": f"bad request: no request line within {READ_TIMEOUT:g}s"}
+            return _refusal("bad-request", f"bad request: no request line within {READ_TIMEOUT:g}s")
         try:
             request = validate(json.loads(line))
         except BadRequest as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
+            return _refusal("bad-request", f"bad request: {exc}")
         return await self.handlers[request["cmd"]](request)
 
     def _node(self, request):
         name = request.get("node")
         if name not in self.supervisor.procs:
             known = ", ".join(self.supervisor.procs)
-            raise LookupError(f"no node named {name!r} (nodes: {known})")
+            raise NoSuchNode(f"no node named {name!r} (nodes: {known})")
         return name
 
     async def _status(self, request):
@@ -148,8 +174,10 @@ class ControlServer:
         try:
             name = self._node(request)
             await action(name)
-        except (LookupError, ValueError) as exc:
-            return {"ok": False, "error": str(exc)}
+        except NoSuchNode as exc:
+            return _refusal("no-such-node", str(exc))
+        except ValueError as exc:  # the supervisor's word: not in a state that allows it
+            return _refusal("not-now", str(exc))
         return {"ok": True, **self.supervisor.status()}
 
     async def _pause(self, request):
@@ -164,18 +192,20 @@ class ControlServer:
     async def _restart(self, request):
         try:
             name = self._node(request)
-        except LookupError as exc:
-            return {"ok": False, "error": str(exc)}
+        except NoSuchNode as exc:
+            return _refusal("no-such-node", str(exc))
         try:
             healthy = await self.supervisor.restart_node(name, timeout=request.get("timeout") or 60)
         except asyncio.TimeoutError:
             healthy = False
-        return {"ok": healthy, "error": None if healthy else f"{name} did not become healthy",
-                **self.supervisor.status()}
+        if not healthy:
+            return _refusal("unhealthy", f"{name} did not become healthy")
+        return {"ok": True, **self.supervisor.status()}
 
 
 def call(path, request, timeout=120.0):
-    """Send one request to the supervisor at `path`; raise NotRunning if nobody answers."""
+    """Send one request (a dict) to the supervisor at `path` and return its answer as it came;
+    raise NotRunning if nobody answers. ControlClient is the typed way; this is the wire."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -194,9 +224,97 @@ def call(path, request, timeout=120.0):
     return json.loads(data)
 
 
-def is_running(path):
+@dataclasses.dataclass(frozen=True)
+class NodeStatus:
+    """One node as the supervisor sees it (launcher/node.py: NodeProcess.describe)."""
+    name: str
+    kind: str
+    pid: int | None
+    state: str
+    health: str          # SERVING, NOT_SERVING, UNKNOWN, UNREACHABLE, PAUSED, "-"; "NOT_SERVING: why"
+    restarts: int
+    uptime: float | None
+    address: str
+    last_exit: int | None
+
+    def health_and_reason(self) -> tuple[str, str | None]:
+        """('NOT_SERVING', 'disk full: ...') from the health the probe gave; the reason may be None."""
+        status, _, reason = self.health.partition(": ")
+        return status, reason or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """A supervisor's answer: its phase (starting, ready, failed, stopping, stopped) and its nodes."""
+    phase: str
+    failed: str | None
+    pid: int
+    topology: str
+    nodes: list[NodeStatus]
+
+    @classmethod
+    def of(cls, answer: dict) -> Status:
+        return cls(answer["phase"], answer["failed"], answer["pid"], answer["topology"],
+                   [NodeStatus(**node) for node in answer["nodes"]])
+
+    def node(self, name: str) -> NodeStatus:
+        return next(n for n in self.nodes if n.name == name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ControlClient:
+    """A deployment's supervisor, asked through its control socket. Every method returns the
+    Status after the act, or raises: NotRunning, BadRequest, NoSuchNode or Refused."""
+
+    def __init__(self, layout: Layout, timeout: float = 120.0):
+        self.layout = layout
+        self.timeout = timeout
+
+    def _ask(self, request: dict, timeout: float | None = None) -> Status:
+        try:
+            answer = call(self.layout.socket, request, timeout or self.timeout)
+        except NotRunning:
+            raise NotRunning(f"Strife is not running in {self.layout.home} (start it with `strife up -d`)") from None
+        if not answer.get("ok"):
+            raise CODES.get(answer.get("code"), Refused)(answer.get("error") or "refused")
+        return Status.of(answer)
+
+    def is_running(self) -> bool:
+        try:
+            call(self.layout.socket, {"cmd": "status"}, timeout=5)
+            return True
+        except (NotRunning, OSError, ValueError):
+            return False
+
+    def status(self, timeout: float = 10.0) -> Status:
+        return self._ask({"cmd": "status"}, timeout)
+
+    def down(self, timeout: float = 300.0) -> Status:
+        """Stop every node, and wait until the supervisor process itself has ended."""
+        status = self._ask({"cmd": "down"}, timeout)
+        _wait_gone(status.pid)
+        return status
+
+    def restart(self, node: str, timeout: float | None = None) -> Status:
+        return self._ask({"cmd": "restart", "node": node, **({"timeout": timeout} if timeout else {})})
+
+    def pause(self, node: str, seconds: float | None = None) -> Status:
+        return self._ask({"cmd": "pause", "node": node, "seconds": seconds})
+
+    def resume(self, node: str) -> Status:
+        return self._ask({"cmd": "resume", "node": node})
+
+    def kill(self, node: str) -> Status:
+        return self._ask({"cmd": "kill", "node": node})
+
+
+def _wait_gone(pid: int, timeout: float = 30.0) -> None:
+    """Until process `pid` has ended (a supervisor exits right after it answers `down`); reaped,
+    if it is our child (`strife bench` starts its own)."""
+    import psutil  # here: only `down` waits for a process
     try:
-        call(path, {"cmd": "status"}, timeout=5)
-        return True
-    except (NotRunning, OSError, ValueError):
-        return False
+        psutil.Process(pid).wait(timeout)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        pass

@@ -4,6 +4,7 @@ Everything that can fail because of the user's input fails here, before any proc
 """
 import contextlib
 
+from strife.core.errors import Failed
 from strife.deployment import certs, credentials, topology as topology_model
 from strife.deployment.layout import Layout
 from strife.launcher import control, etcd, ports
@@ -11,7 +12,7 @@ from strife.launcher import control, etcd, ports
 MAX_SOCKET_PATH = 104  # sun_path is 108 bytes on Linux (104 on some BSDs)
 
 
-class AlreadyRunning(Exception):
+class AlreadyRunning(Failed):
     pass
 
 
@@ -24,7 +25,7 @@ def prepare(path, force_certs=False):
         raise topology_model.TopologyError([
             f"{layout.home}: the directory path is too long for the control socket "
             f"({len(str(layout.socket).encode())} > {MAX_SOCKET_PATH} bytes); move the topology somewhere shorter"])
-    if control.is_running(layout.socket):
+    if control.ControlClient(layout).is_running():
         raise AlreadyRunning(f"Strife is already up in {layout.home} (see `strife status`; "
                              f"`strife down` stops it)")
     if topology.of_kind("etcd"):

@@ -3,11 +3,12 @@ import subprocess
 import sys
 import time
 
+from strife.core.errors import Failed
 from strife.deployment.layout import Layout
 from strife.launcher import control, logs
 
 
-class StartFailed(Exception):
+class StartFailed(Failed):
     """Not every node became healthy; `lines` explain which and why."""
 
     def __init__(self, lines):
@@ -16,8 +17,9 @@ class StartFailed(Exception):
 
 
 def start(topology, timeout=120.0, progress=lambda text: None):
-    """Spawn the daemon for a prepared topology; return its status once all nodes are RUNNING."""
+    """Spawn the daemon for a prepared topology; (its Status, seconds it took) once all nodes are RUNNING."""
     layout = Layout(topology.home)
+    supervisor = control.ControlClient(layout)
     with open(layout.supervisor_log, "ab") as out:  # -P: a strife/ folder in home cannot shadow the package
         daemon = subprocess.Popen([sys.executable, "-P", "-m", "strife.launcher.daemon", "--home", str(layout.home)],
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -29,25 +31,23 @@ def start(topology, timeout=120.0, progress=lambda text: None):
             raise StartFailed([f"the supervisor exited with {daemon.returncode}; last lines of "
                                f"{layout.supervisor_log}:"] + ["  " + line for line in logs.tail(layout.supervisor_log, 20)])
         try:
-            answer = control.call(layout.socket, {"cmd": "status"}, timeout=5)
+            status = supervisor.status(timeout=5)
         except (control.NotRunning, OSError):
-            answer = None
-        if answer:
-            for node in answer["nodes"]:
-                key = (node["state"], node["restarts"])
-                if node["state"] != "STOPPED" and shown.get(node["name"]) != key:
-                    shown[node["name"]] = key
-                    progress(f"  {node['name']:<10} {node['state']:<9} pid {node['pid'] or '-':<7} "
-                             f"restarts {node['restarts']}")
-            if answer["phase"] == "ready":
-                answer["elapsed"] = time.monotonic() - begun
-                return answer
-            if answer["phase"] == "failed":
-                name = answer["failed"]
-                node = next(n for n in answer["nodes"] if n["name"] == name)
+            status = None
+        if status:
+            for node in status.nodes:
+                key = (node.state, node.restarts)
+                if node.state != "STOPPED" and shown.get(node.name) != key:
+                    shown[node.name] = key
+                    progress(f"  {node.name:<10} {node.state:<9} pid {node.pid or '-':<7} restarts {node.restarts}")
+            if status.phase == "ready":
+                return status, time.monotonic() - begun
+            if status.phase == "failed":
+                name = status.failed
+                node = status.node(name)
                 raise StartFailed(
-                    [f"{name} failed to start: {node['state']} after {node['restarts']} restarts "
-                     f"(last exit {node['last_exit']}); last lines of logs/{name}.log:"]
+                    [f"{name} failed to start: {node.state} after {node.restarts} restarts "
+                     f"(last exit {node.last_exit}); last lines of logs/{name}.log:"]
                     + ["  " + line for line in logs.tail(layout.log(name), 20)]
                     + ["the other nodes stay up for inspection; `strife down` stops them"])
         if time.monotonic() - begun > timeout:

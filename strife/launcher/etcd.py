@@ -4,10 +4,12 @@ import os
 import pathlib
 import shutil
 
-from strife.deployment import certs
+from strife.core.errors import Failed
+from strife.deployment.identities import INFRA, JWT_KEY
+from strife.deployment.layout import Layout
 
 
-class EtcdNotFound(RuntimeError):
+class EtcdNotFound(Failed, RuntimeError):
     pass
 
 
@@ -45,17 +47,16 @@ KEEPALIVE_MIN_TIME = "1s"  # clients may ping this often (strife/deployment/disc
 def command(topology, member, binary):
     members = topology.of_kind("etcd")
     home = topology.home
-    certs_dir = home / "certs"
-    cert, key = certs.paths(home, member.name)
-    ca = certs.ca_path(home, certs.INFRA)  # users' certificates are refused at the handshake
-    jwt = (f"jwt,pub-key={certs_dir / (certs.JWT_KEY + '.pub')},priv-key={certs_dir / (certs.JWT_KEY + '.key')},"
-           "sign-method=ES256,ttl=10m")
+    layout = Layout(home)
+    cert, key = layout.cert(member.name), layout.key(member.name)
+    ca = layout.ca_cert(INFRA)  # users' certificates are refused at the handshake
+    jwt = f"jwt,pub-key={layout.public_key(JWT_KEY)},priv-key={layout.key(JWT_KEY)},sign-method=ES256,ttl=10m"
     client_url = f"https://{member.host}:{member.port}"
     peer_url = f"https://{member.host}:{member.peer_port}"
     cluster = ",".join(f"{m.name}=https://{m.host}:{m.peer_port}" for m in members)
     heartbeat, election = TIMING_MS.get(len(members), CLUSTER_TIMING_MS)
     return [
-        binary, "--name", member.name, "--data-dir", str(home / "state" / member.name),
+        binary, "--name", member.name, "--data-dir", str(layout.data(member.name)),
         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
         "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
         "--initial-cluster", cluster, "--initial-cluster-state", "new",

@@ -19,7 +19,7 @@ from etcd3aio import PermissionType, prefix_range_end
 
 from strife.core import decisions
 from strife.deployment import discovery
-from strife.deployment.certs import OPERATOR
+from strife.deployment.identities import OPERATOR
 
 log = logging.getLogger(__name__)
 ROOT = "root"  # etcd refuses to enable authentication before a user of this name exists

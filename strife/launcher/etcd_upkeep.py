@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from strife.deployment import discovery
-from strife.deployment.certs import OPERATOR
+from strife.deployment.identities import OPERATOR
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from strife.core import lifeline
-from strife.deployment import certs, tls
+from strife.deployment import identities, tls
 from strife.deployment.layout import Layout
 from strife.launcher import etcd, etcd_access, etcd_upkeep, health, process
 from strife.launcher.printer import Printer
@@ -64,8 +64,8 @@ class Spawner:
         self.echo_nodes = echo_nodes
         self.etcd_binary = etcd.find_binary(topology) if topology.of_kind("etcd") else None
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **{lifeline.ENV: str(os.getpid())})
-        self._credentials = {domain: tls.channel_credentials(topology.home, certs.OPERATOR, trust=(domain,))
-                             for domain in (certs.INFRA, certs.USERS)}
+        self._credentials = {domain: tls.channel_credentials(topology.home, identities.OPERATOR, trust=(domain,))
+                             for domain in (identities.INFRA, identities.USERS)}
         self._probes = {}    # node name -> channel, for the health column of `strife status`
         self._prepared = {}  # node name -> Waiting
         self._spares = {}    # kind -> Waiting
@@ -186,7 +186,7 @@ class Spawner:
         await waiting.proc.wait()
 
     def _channel(self, spec, fast_reconnect=False):
-        domain = certs.USERS if spec.kind == "client" else certs.INFRA
+        domain = identities.USERS if spec.kind == "client" else identities.INFRA
         backoff = (20, 100) if fast_reconnect else (100, 1000)  # ms: first retry, longest wait
         return tls.secure_channel(spec.address, self._credentials[domain], spec.name, options=[
             ("grpc.initial_reconnect_backoff_ms", backoff[0]), ("grpc.max_reconnect_backoff_ms", backoff[1])])

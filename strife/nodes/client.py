@@ -11,7 +11,7 @@ from strife.client.delivery import SenderLock
 from strife.client.gateway_client import GatewayClient
 from strife.client.outbox import Outbox
 from strife.core import tasks
-from strife.deployment import certs
+from strife.deployment import identities
 from strife.nodes import runtime
 
 POLL = 0.05  # how often the node asks for the sender lock while a CLI holds it
@@ -19,7 +19,7 @@ POLL = 0.05  # how often the node asks for the sender lock while a CLI holds it
 
 class Client:
     KIND = "client"
-    ACCEPT = (certs.INFRA,)  # the operator only (health, failpoints)
+    ACCEPT = (identities.INFRA,)  # the operator only (health, failpoints)
     POLICY = {}
 
     def __init__(self, ctx):

@@ -11,7 +11,7 @@ import sys
 import grpc
 
 from strife.deployment import tls
-from strife.deployment.certs import OPERATOR
+from strife.deployment.identities import OPERATOR
 from strife.rpc import echo_pb2_grpc
 
 

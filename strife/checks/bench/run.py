@@ -16,10 +16,11 @@ from strife.checks.bench import report
 from strife.checks.bench.cpu import CpuMeter
 from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
-from strife.deployment import certs, credentials, tls
+from strife.core.outcomes import Outcome
+from strife.deployment import certs, credentials, identities, tls
 from strife.deployment.layout import Layout
 from strife.launcher import control
-from strife.rpc import cl_gw_pb2 as cl, echo_pb2, echo_pb2_grpc
+from strife.rpc import echo_pb2, echo_pb2_grpc
 
 RPCS_PER_PAYMENT = 6  # client->gateway, two prepares, the decision write, two commits
 SAME_BANK, CROSS_BANK = "same-bank", "cross-bank"
@@ -43,7 +44,7 @@ class Bench:
         banks = [b.name for b in self.topology.of_kind("bank")]
         names = [f"bench-{i:03d}" for i in range(self.accounts)]
         known = credentials.load(self.home)
-        missing = [n for n in names if n not in known or not (Layout(self.home).certs / f"{n}.pem").exists()]
+        missing = [n for n in names if n not in known or not Layout(self.home).cert(n).exists()]
         if missing:
             self.progress(f"registering {len(missing)} bench accounts")
             async with GatewayClient(self.topology, self.admin) as admin:
@@ -117,8 +118,8 @@ class Bench:
                                   stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline())
-            creds = tls.channel_credentials(self.home, certs.OPERATOR)
-            async with tls.secure_channel(f"127.0.0.1:{port}", creds, certs.OPERATOR) as channel:
+            creds = tls.channel_credentials(self.home, identities.OPERATOR)
+            async with tls.secure_channel(f"127.0.0.1:{port}", creds, identities.OPERATOR) as channel:
                 stub = echo_pb2_grpc.EchoStub(channel)
                 await stub.Echo(echo_pb2.EchoMessage(payload=PAYLOAD), wait_for_ready=True, timeout=10)
 
@@ -139,10 +140,10 @@ class Bench:
 
     async def _deployment_pids(self):
         """name -> pid of every running node, and of the supervisor."""
-        status = await asyncio.to_thread(control.call, Layout(self.home).socket, {"cmd": "status"})
-        pids = {n["name"]: n["pid"] for n in status["nodes"] if n["pid"]}
-        pids["supervisor"] = status["pid"]
-        return pids, {n["name"] for n in status["nodes"] if n["kind"] in ("gateway", "bank")}
+        status = await asyncio.to_thread(control.ControlClient(Layout(self.home)).status)
+        pids = {n.name: n.pid for n in status.nodes if n.pid}
+        pids["supervisor"] = status.pid
+        return pids, {n.name for n in status.nodes if n.kind in ("gateway", "bank")}
 
     async def _watch_memory(self, pids, peaks, stop):
         procs = {name: psutil.Process(pid) for name, pid in pids.items()}

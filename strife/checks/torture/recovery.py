@@ -18,9 +18,9 @@ async def until_healthy(status, fault, node, injected_at, pid_before):
     """Seconds from `injected_at` until `node` is RUNNING after the fault is over; None if never."""
     over = injected_at + (0.0 if fault.kind in KILLS else fault.duration)
     while (now := time.monotonic()) - injected_at < GIVE_UP:
-        shown = next(n for n in (await status())["nodes"] if n["name"] == node)
-        if now >= over and shown["state"] == "RUNNING" and (fault.kind not in KILLS or
-                                                            shown["pid"] not in (None, pid_before)):
+        shown = (await status()).node(node)
+        if now >= over and shown.state == "RUNNING" and (fault.kind not in KILLS or
+                                                         shown.pid not in (None, pid_before)):
             return now - injected_at
         await asyncio.sleep(POLL)
     return None

@@ -20,6 +20,7 @@ class Torture:
     def __init__(self, topology, seconds, seed, concurrency=8, progress=None):
         self.topology, self.seconds, self.seed = topology, seconds, seed
         self.layout = Layout(topology.home)
+        self.supervisor = control.ControlClient(self.layout)
         self.concurrency = concurrency
         self.progress = progress or (lambda text: None)
         self.nonce = uuid.uuid4().hex[:8]
@@ -35,15 +36,15 @@ class Torture:
 
     # ---- faults ----
 
-    async def _control(self, request):
-        return await asyncio.to_thread(control.call, self.layout.socket, request)
+    async def _status(self):
+        return await asyncio.to_thread(self.supervisor.status)
 
     async def _admin(self, node, work):
         async with chaos.AdminClient(self.topology, node) as admin:
             return await work(admin)
 
     async def _pid(self, node):
-        return next(n["pid"] for n in (await self._control({"cmd": "status"}))["nodes"] if n["name"] == node)
+        return (await self._status()).node(node).pid
 
     async def _inject(self, fault):
         pid_before, injected_at = None, time.monotonic()
@@ -51,17 +52,17 @@ class Torture:
             if fault.kind in recovery.KILLS:
                 pid_before, injected_at = await self._pid(fault.node), time.monotonic()
             if fault.kind == "pause":
-                answer = await self._control({"cmd": "pause", "node": fault.node, "seconds": fault.duration})
+                await asyncio.to_thread(self.supervisor.pause, fault.node, fault.duration)
             elif fault.kind in ("kill", "restart-etcd"):
-                answer = await self._control({"cmd": "kill", "node": fault.node})
+                await asyncio.to_thread(self.supervisor.kill, fault.node)
             else:
                 step, action = fault.action.split("=")
                 await self._admin(fault.node, lambda a: a.set(step, action))
-                answer = {"ok": True}
                 asyncio.get_running_loop().call_later(
                     fault.duration, lambda: asyncio.ensure_future(self._clear(fault.node, step)))
-            done = answer.get("ok", False)
-            note = "" if done else f" (not applied: {answer.get('error')})"
+            done, note = True, ""
+        except control.Refused as exc:
+            done, note = False, f" (not applied: {exc})"
         except grpc.aio.AioRpcError as exc:
             done, note = False, f" (not applied: {exc.code().name})"
         except OSError as exc:
@@ -72,7 +73,7 @@ class Torture:
                   "node_kind": self.topology.node(fault.node).kind, "applied": done, "injected_at": injected_at}
         if done:
             self.watching.append((record, asyncio.create_task(recovery.until_healthy(
-                lambda: self._control({"cmd": "status"}), fault, fault.node, injected_at, pid_before))))
+                self._status, fault, fault.node, injected_at, pid_before))))
 
     async def _clear(self, node, step=""):
         with contextlib.suppress(grpc.aio.AioRpcError, OSError):
@@ -109,11 +110,12 @@ class Torture:
                 await self._clear(node.name)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            status = await self._control({"cmd": "status"})
-            for n in status["nodes"]:
-                if n["state"] == "PAUSED":
-                    await self._control({"cmd": "resume", "node": n["name"]})
-            if all(n["state"] == "RUNNING" for n in status["nodes"]):
+            status = await self._status()
+            for n in status.nodes:
+                if n.state == "PAUSED":
+                    with contextlib.suppress(control.Refused):
+                        await asyncio.to_thread(self.supervisor.resume, n.name)
+            if all(n.state == "RUNNING" for n in status.nodes):
                 return True
             await asyncio.sleep(0.2)
         return False
@@ -146,7 +148,7 @@ class Torture:
         problems = []
         committed = set()
         for bank in self.topology.of_kind("bank"):
-            snapshot = audit_module.read_ledger(self.layout.data(bank.name) / "ledger.db")
+            snapshot = audit_module.read_ledger(self.layout.ledger(bank.name))
             committed |= {txn for txn, direction, _, _, state, _ in snapshot.holds
                           if direction == "DEBIT" and state == "COMMITTED"}
             committed |= {txn for txn, outcome in snapshot.transfers.items() if outcome == "COMMITTED"}

@@ -3,7 +3,7 @@ import asyncio
 import functools
 
 from strife.core import tasks
-from strife.deployment import certs, discovery
+from strife.deployment import discovery, identities
 from strife.nodes import runtime
 from strife.nodes.bank import resolver
 from strife.nodes.bank.ledger import Ledger
@@ -13,14 +13,13 @@ from strife.rpc import gw_bank_pb2_grpc
 
 class Bank:
     KIND = "bank"
-    ACCEPT = (certs.INFRA,)  # the gateway and the operator: a user is refused at the handshake
+    ACCEPT = (identities.INFRA,)  # the gateway and the operator: a user is refused at the handshake
     POLICY = {"/strife.gwbank.Bank/": frozenset({"gateway"})}
 
     def __init__(self, ctx):
         self.ctx = ctx
-        data = ctx.layout.data(ctx.spec.name)
-        data.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(data / "ledger.db")
+        ctx.layout.data(ctx.spec.name).mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(ctx.layout.ledger(ctx.spec.name))
         for client in ctx.topology.of_kind("client"):  # opening balances, once per account
             if client.bank == ctx.spec.name:
                 self.ledger.open_account_now(client.name, client.balance_minor, deposit_id=f"open:{client.name}")

@@ -4,7 +4,7 @@ import asyncio
 import grpc
 
 from strife.core import tasks
-from strife.deployment import certs, credentials, discovery
+from strife.deployment import credentials, discovery, identities
 from strife.nodes import runtime
 from strife.nodes.gateway.banks import BankDirectory
 from strife.nodes.gateway.coordinator import Coordinator
@@ -35,7 +35,7 @@ class UntilReady:
 
 class Gateway:
     KIND = "gateway"
-    ACCEPT = (certs.INFRA, certs.USERS)  # users, and the operator
+    ACCEPT = (identities.INFRA, identities.USERS)  # users, and the operator
     POLICY = {
         "/strife.clgw.ClientGateway/": frozenset({"client", "admin"}),
         "/strife.clgw.ClientGateway/RegisterClient": frozenset({"admin"}),
@@ -43,9 +43,8 @@ class Gateway:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        data = ctx.layout.data(ctx.spec.name)
-        data.mkdir(parents=True, exist_ok=True)
-        self.store = Store(data / "gateway.db")
+        ctx.layout.data(ctx.spec.name).mkdir(parents=True, exist_ok=True)
+        self.store = Store(ctx.layout.gateway_db(ctx.spec.name))
         self.users = Users(self.store)
         self.users.seed(ctx.topology, credentials.load(ctx.topology.home))
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)

@@ -231,7 +231,8 @@ def _run(argv):
         why = storage.problem(exc)
         if why is None:
             raise
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        filename = getattr(exc, "filename", None)
+        where = f" ({filename})" if filename else ""
         print(f"strife {args.command}: {storage.plainly(why)}{where}; stopped there. Free some space "
               f"and run it again", file=sys.stderr)
         return Exit.FAILED

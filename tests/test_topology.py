@@ -84,6 +84,18 @@ def test_each_problem_names_the_field_and_why(tmp_path, change, expected):
     assert any(expected in p for p in problems), problems
 
 
+def test_restart_no_as_yaml_writes_it_is_the_policy_no(tmp_path):
+    """An unquoted `restart: no` is the boolean false to YAML 1.1: it means the policy `no`."""
+    path = tmp_path / "topology.yaml"
+    path.write_text(SMALL_TOPOLOGY.replace("bank1: {}", "bank1: {restart: no}").replace("bank2: {}", "bank2: {restart: 'no'}"))
+    t = topology.load(path)
+    assert t.node("bank1").restart is topology.RestartPolicy.NO and t.node("bank2").restart is topology.RestartPolicy.NO
+    assert t.node("bank1").kind is topology.NodeKind.BANK and t.node("gateway").restart == "on-failure"
+    assert "restart: 'no'" in t.to_yaml() or "restart: \'no\'" in t.to_yaml()
+    problems = problems_of(tmp_path, SMALL_TOPOLOGY.replace("bank1: {}", "bank1: {restart: yes}"))
+    assert any("banks.bank1.restart: True is not one of always, on-failure, no" in p for p in problems), problems
+
+
 def test_yaml_syntax_error_gives_the_line(tmp_path):
     problems = problems_of(tmp_path, "banks:\n  bank1: {port: 1\n gateway: [\n")
     assert len(problems) == 1 and "YAML syntax error" in problems[0] and "line" in problems[0]

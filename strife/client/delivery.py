@@ -149,7 +149,9 @@ async def deliver(outbox: Outbox, client: GatewayClient, until: Until = forever,
         if attempted is None:
             head = outbox.head()
             wait = IDLE_LOOK if head is None else min(IDLE_LOOK, max(0.0, head.next_attempt_at - time.time()))
-            await outbox.changed(within=wait if left is None else min(wait, max(0.0, deadline - time.monotonic())))
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            await outbox.changed(within=wait)
 
 
 async def await_outcome(outbox: Outbox, entry: Entry, deadline: float) -> Entry:

@@ -2,11 +2,13 @@
 
 Used by the `strife client` commands and by the client node's outbox sender.
 """
+from __future__ import annotations
 
 from strife.core import headers, passwords
 from strife.core.errors import BadInput
 from strife.deployment import credentials, tls
 from strife.deployment.layout import Layout
+from strife.deployment.topology import Topology
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
 
 
@@ -29,7 +31,9 @@ def user_password(home, user, password=None):
 
 
 class GatewayClient:
-    def __init__(self, topology, user, password=None):
+    """One user's channel to the gateway (its own event loop's): each call carries their name and password."""
+
+    def __init__(self, topology: Topology, user: str, password: str | None = None) -> None:
         self.topology = topology
         self.user = user
         home = topology.home
@@ -47,17 +51,19 @@ class GatewayClient:
     async def __aexit__(self, *exc):
         await self.close()
 
-    async def close(self):
+    async def close(self) -> None:
         await self.channel.close()
 
     def _call(self, method, request, timeout):
         return method(request, metadata=self.metadata, timeout=timeout)
 
-    async def pay(self, payee, amount_minor, txn_id, timeout=10.0):
+    async def pay(self, payee: str, amount_minor: int, txn_id: str,
+                  timeout: float = 10.0) -> cl.InitiateTransactionResponse:
         return await self._call(self.stub.InitiateTransaction, cl.InitiateTransactionRequest(
             txn_id=txn_id, payee=payee, amount_minor=amount_minor), timeout)
 
-    async def pay_timed(self, payee, amount_minor, txn_id, timeout=10.0):
+    async def pay_timed(self, payee: str, amount_minor: int, txn_id: str,
+                        timeout: float = 10.0) -> tuple[cl.InitiateTransactionResponse, dict[str, float]]:
         """pay(), and the gateway's stage timings of this payment in ms ({} when it gave none)."""
         call = self.stub.InitiateTransaction(
             cl.InitiateTransactionRequest(txn_id=txn_id, payee=payee, amount_minor=amount_minor),
@@ -66,18 +72,20 @@ class GatewayClient:
         stages = dict((await call.trailing_metadata()) or ()).get(headers.STAGES, "")
         return answer, {name: float(ms) for name, _, ms in (part.partition("=") for part in stages.split(";")) if ms}
 
-    async def balance(self, timeout=10.0):
+    async def balance(self, timeout: float = 10.0) -> cl.ViewBalanceResponse:
         return await self._call(self.stub.ViewBalance, cl.ViewBalanceRequest(), timeout)
 
-    async def history(self, limit=100, timeout=10.0):
+    async def history(self, limit: int = 100, timeout: float = 10.0) -> cl.ViewTransactionHistoryResponse:
         return await self._call(self.stub.ViewTransactionHistory, cl.ViewTransactionHistoryRequest(limit=limit),
                                 timeout)
 
-    async def register(self, username, bank, password, deposit_minor=0, full_name="", timeout=10.0):
+    async def register(self, username: str, bank: str, password: str, deposit_minor: int = 0, full_name: str = "",
+                       timeout: float = 10.0) -> cl.RegisterClientResponse:
         return await self._call(self.stub.RegisterClient, cl.RegisterClientRequest(
             username=username, bank=bank, password=password, opening_deposit_minor=deposit_minor,
             full_name=full_name), timeout)
 
-    async def update(self, new_password="", full_name="", timeout=10.0):
+    async def update(self, new_password: str = "", full_name: str = "",
+                     timeout: float = 10.0) -> cl.UpdateClientDetailsResponse:
         return await self._call(self.stub.UpdateClientDetails, cl.UpdateClientDetailsRequest(
             new_password=new_password, full_name=full_name), timeout)

@@ -6,10 +6,13 @@ ABORTED with the reason REJECTED, as it always was on disk.
 A write that fails for the disk (full, failing) raises sqlite3.Error as SQLite does, and is
 reported first (strife/core/storage.py), so a client node says NOT_SERVING and why.
 """
+from __future__ import annotations
+
 import asyncio
 import dataclasses
 import sqlite3
 import time
+from pathlib import Path
 
 from strife.core import storage
 from strife.core.errors import BadInput
@@ -69,22 +72,23 @@ class Entry:
 
 
 class Outbox:
-    def __init__(self, path):
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = None
+        db = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=10)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
+            db = sqlite3.connect(path, isolation_level=None, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             storage.report(path, exc)
-            if self.db is not None:
-                self.db.close()
+            if db is not None:
+                db.close()
             raise
+        self.db = db
 
-    def close(self):
+    def close(self) -> None:
         self.db.close()
 
     def _version(self) -> int:
@@ -103,7 +107,7 @@ class Outbox:
     def _entries(self, where, args=()):
         return [Entry(*row) for row in self.db.execute(f"SELECT * FROM outbox {where}", args)]
 
-    def add(self, txn_id, payee, amount_minor):
+    def add(self, txn_id: str, payee: str, amount_minor: int) -> Entry:
         """Queue a payment durably. Re-adding the same id with the same terms returns the existing entry."""
         existing = self.get(txn_id)
         if existing is not None:
@@ -113,7 +117,9 @@ class Outbox:
         now = time.time()
         self._write("INSERT INTO outbox (txn_id, payee, amount_minor, status, created_at, updated_at) "
                     "VALUES (?, ?, ?, 'QUEUED', ?, ?)", (txn_id, payee, amount_minor, now, now))
-        return self.get(txn_id)
+        added = self.get(txn_id)
+        assert added is not None
+        return added
 
     def _write(self, sql, args):
         try:
@@ -122,30 +128,30 @@ class Outbox:
             storage.report(self.path, exc)
             raise
 
-    def get(self, txn_id):
+    def get(self, txn_id: str) -> Entry | None:
         rows = self._entries("WHERE txn_id = ?", (txn_id,))
         return rows[0] if rows else None
 
-    def head(self):
+    def head(self) -> Entry | None:
         """The oldest payment without a definite outcome: the only one that may be sent now."""
         rows = self._entries("WHERE status IN ('QUEUED', 'SENDING') ORDER BY seq LIMIT 1")
         return rows[0] if rows else None
 
-    def pending(self):
+    def pending(self) -> list[Entry]:
         return self._entries("WHERE status IN ('QUEUED', 'SENDING') ORDER BY seq")
 
-    def recent(self, limit):
+    def recent(self, limit: int) -> list[Entry]:
         return self._entries("ORDER BY seq DESC LIMIT ?", (limit,))
 
-    def sending(self, txn_id):
+    def sending(self, txn_id: str) -> None:
         self._write("UPDATE outbox SET status = 'SENDING', attempts = attempts + 1, updated_at = ? "
                     "WHERE txn_id = ?", (time.time(), txn_id))
 
-    def settle(self, txn_id, outcome: Outcome, reason: AbortReason = AbortReason.NONE, detail=""):
+    def settle(self, txn_id: str, outcome: Outcome, reason: AbortReason = AbortReason.NONE, detail: str = "") -> None:
         status, reason_text = (Outcome.ABORTED, REJECTED) if outcome is Outcome.REJECTED else (outcome, reason)
         self._write("UPDATE outbox SET status = ?, reason = ?, detail = ?, last_error = '', updated_at = ? "
                     "WHERE txn_id = ?", (str(status), str(reason_text), detail, time.time(), txn_id))
 
-    def retry_later(self, txn_id, error, at):
+    def retry_later(self, txn_id: str, error: str, at: float) -> None:
         self._write("UPDATE outbox SET status = 'QUEUED', last_error = ?, next_attempt_at = ?, updated_at = ? "
                     "WHERE txn_id = ?", (error, at, time.time(), txn_id))

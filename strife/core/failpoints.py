@@ -82,7 +82,7 @@ class Failpoints:
         if name == "error":
             raise FailpointFired(f"failpoint {step} fired")
         if name == "delay":
-            await asyncio.sleep(arg)
+            await asyncio.sleep(arg or 0)
             return
         await self._cleared[step].wait()
 

@@ -8,12 +8,13 @@ the generated code, so a value added to a proto without its twin here fails a te
 from __future__ import annotations
 
 import enum
+from typing import Any, Self
 
 
 class _Named(enum.StrEnum):
     """A member whose text is its name and whose `number` is the proto's (None: never on the wire)."""
 
-    number: int | None
+    number: Any  # the proto's int, or None; Any because protobuf's stubs type each enum field as its own wrapper
 
     def __new__(cls, text: str, number: int | None = None):
         member = str.__new__(cls, text)
@@ -22,7 +23,7 @@ class _Named(enum.StrEnum):
         return member
 
     @classmethod
-    def of_number(cls, number: int):
+    def of_number(cls, number: int) -> Self:
         for member in cls:
             if member.number == number:
                 return member

@@ -29,7 +29,7 @@ def problem(exc, path=None):
         if why is None and "disk is full" in str(exc):
             why = FULL
     elif isinstance(exc, OSError):
-        why = _ERRNOS.get(exc.errno)
+        why = _ERRNOS.get(exc.errno or 0)
         path = path or exc.filename
     if why is not None and why != FULL and path is not None and is_full(path):
         why = FULL

@@ -38,7 +38,7 @@ def escape(text, backslash=True):
     return "".join(c if c == "\\" else _escaped(c) for c in text)
 
 
-def field(value, limit=MAX_FIELD):
+def field(value, limit: int | None = MAX_FIELD) -> str:
     """One client-chosen value for a log line: escaped, at most `limit` characters of it kept
     (limit=None: the caller has bounded it already)."""
     text = str(value)

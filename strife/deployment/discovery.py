@@ -44,6 +44,7 @@ class _Client(etcd3aio.Etcd3Client):
         await super().connect()
         # (not maintenance: a defragmentation may take longer than an attempt and must not be repeated)
         for service in (self.auth, self.cluster, self.kv, self.lease):
+            assert service is not None  # made by connect()
             service._rpc = _in_attempts(service._rpc)  # etcd3aio 0.3 offers no per-attempt deadline
 
 
@@ -115,7 +116,7 @@ class Registration:
                 answer = await asyncio.wait_for(call.read(), timeout=self.ttl)
             finally:
                 call.cancel()
-            if answer is grpc.aio.EOF or answer.TTL <= 0:
+            if answer is grpc.aio.EOF or answer.TTL <= 0:  # pyright: ignore[reportAttributeAccessIssue] (stubs omit EOF)
                 log.warning("lease of %s expired; registering again", self.key)
                 return
 

@@ -4,8 +4,10 @@ Every problem is reported at once, one line each, naming the field path and why
 (`banks.bank2.port: 7001 already used by gateway`), before anything is started.
 """
 import dataclasses
+import enum
 import pathlib
 import re
+from typing import Any
 
 import yaml
 
@@ -17,8 +19,24 @@ from strife.core.names import problem as name_problem
 from strife.deployment import yaml_loader
 from strife.deployment.layout import Layout
 
-KINDS = ("etcd", "bank", "gateway", "client")  # also the start order
-RESTART_POLICIES = ("always", "on-failure", "no")
+
+class NodeKind(enum.StrEnum):
+    ETCD = "etcd"
+    BANK = "bank"
+    GATEWAY = "gateway"
+    CLIENT = "client"
+
+
+KINDS = tuple(NodeKind)  # also the start order
+
+
+class RestartPolicy(enum.StrEnum):
+    ALWAYS = "always"          # any exit
+    ON_FAILURE = "on-failure"  # a non-zero exit (the default)
+    NO = "no"                  # never
+
+
+RESTART_POLICIES = tuple(RestartPolicy)
 LOG_FORMATS = ("text", "json")
 MB = 1024 * 1024
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MB, "mb": MB, "mib": MB,
@@ -60,10 +78,10 @@ class Settings:
 @dataclasses.dataclass(frozen=True)
 class Node:
     name: str
-    kind: str
+    kind: NodeKind
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free one at `up`
-    restart: str = "on-failure"
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
     max_restarts: int | None = None  # None = settings.max_restarts
     failpoints: tuple = ()           # ((step, action), ...) armed at start
     # clients only
@@ -139,7 +157,7 @@ class Topology:
 
 
 def _common(node):
-    out = {"restart": node.restart}
+    out: dict[str, Any] = {"restart": str(node.restart)}
     if node.max_restarts is not None:
         out["max_restarts"] = node.max_restarts
     if node.failpoints:
@@ -351,10 +369,13 @@ class _Validator:
         if not isinstance(host, str) or not host:
             self.bad(f"{where}.host", "must be a host name or address")
             host = "127.0.0.1"
-        fields = dict(
-            name=str(name), kind=kind, host=host,
+        restart = raw.get("restart")
+        if restart is False:  # YAML 1.1 reads an unquoted `no` as false: the policy of that name
+            restart = RestartPolicy.NO
+        fields: dict[str, Any] = dict(
+            name=str(name), kind=NodeKind(kind), host=host,
             port=self.integer(raw.get("port", 0), f"{where}.port", 0, 65535),
-            restart=self.choice(raw.get("restart"), f"{where}.restart", RESTART_POLICIES, "on-failure"),
+            restart=RestartPolicy(self.choice(restart, f"{where}.restart", RESTART_POLICIES, RestartPolicy.ON_FAILURE)),
             max_restarts=(self.integer(raw["max_restarts"], f"{where}.max_restarts", 0, 100)
                           if "max_restarts" in raw else None),
             failpoints=self.failpoints(raw.get("failpoints"), f"{where}.failpoints", kind),

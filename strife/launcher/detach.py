@@ -43,7 +43,7 @@ def start(topology, timeout=120.0, progress=lambda text: None):
             if status.phase == "ready":
                 return status, time.monotonic() - begun
             if status.phase == "failed":
-                name = status.failed
+                name = status.failed or ""
                 node = status.node(name)
                 raise StartFailed(
                     [f"{name} failed to start: {node.state} after {node.restarts} restarts "

@@ -21,6 +21,7 @@ DEFRAG_MIN_FREE = 32 * 2 ** 20  # bytes: less than this free is not worth a paus
 async def check_member(topology, member, min_free=DEFRAG_MIN_FREE):
     """Defragment one member if at least half its file and `min_free` bytes are free; bytes given back."""
     async with discovery.client(topology, OPERATOR, endpoints=[member.address]) as etcd:
+        assert etcd.maintenance is not None  # made by connect()
         status = await etcd.maintenance.status(timeout=5)
         free = status.dbSize - status.dbSizeInUse
         if free < min_free or status.dbSizeInUse * 2 > status.dbSize:

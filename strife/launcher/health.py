@@ -10,7 +10,7 @@ async def probe(channel, timeout=1.0):
     gives a reason."""
     stub = health_pb2_grpc.HealthStub(channel)
     try:
-        call = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        call = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)  # pyright: ignore[reportAttributeAccessIssue]
         answer = await call
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
         if status != "SERVING":

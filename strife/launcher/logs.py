@@ -123,6 +123,7 @@ class Log:
 
     def _partial(self, size):
         """The bytes after the file's last newline (none when it ends with one)."""
+        assert self._file is not None
         start = max(0, size - BLOCK)
         self._file.seek(start)
         return self._file.read(size - start).rsplit(b"\n", 1)[-1]
@@ -162,6 +163,7 @@ class Log:
         return self._timed(lines)
 
     def _read(self):
+        assert self._file is not None
         if os.fstat(self._file.fileno()).st_size < self._file.tell():  # truncated: start over
             self._file.seek(0)
         return self._file.read()
@@ -171,6 +173,7 @@ class Log:
             current = os.stat(self.path)
         except FileNotFoundError:
             return False  # between a rotation's rename and the new file: look again next time
+        assert self._file is not None
         mine = os.fstat(self._file.fileno())
         return (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino)
 

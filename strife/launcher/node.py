@@ -29,6 +29,10 @@ class NodeProcess:
             return None
         return child.pid
 
+    def signal(self, signum):
+        """Signal the current process's group; False when there is none alive."""
+        return self.child is not None and self.child.signal_group(signum)
+
     def set_state(self, new):
         check(self.state, new)
         self.state = new

@@ -88,6 +88,7 @@ class Lifeline:
 
     async def wait(self):
         """The node's stages ({name: time.time()}) once it says it is ready; never, if it dies first."""
+        assert self._reader is not None, "wait() comes after go()"
         line = await self._reader.readline()
         if not line.endswith(b"\n"):  # EOF: it died first
             await asyncio.Future()

@@ -227,7 +227,7 @@ class HealthWait:
         try:
             while True:
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    answer = await stub.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=5)
+                    answer = await stub.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=5)  # pyright: ignore[reportAttributeAccessIssue]
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
                         return {}
                 await asyncio.sleep(0.02)

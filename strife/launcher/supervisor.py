@@ -66,7 +66,7 @@ class Supervisor:
                 for kind in KINDS:
                     group.create_task(self._start_kind(kind, ready))
         except* _StartFailed as failure:
-            failed = failure.exceptions[0].proc
+            failed = next(e.proc for e in failure.exceptions if isinstance(e, _StartFailed))
         if self.phase != "starting":  # stopped meanwhile
             return False
         if failed:
@@ -162,7 +162,7 @@ class Supervisor:
         proc = self.procs[name]
         if proc.state is not State.RUNNING:
             raise ValueError(f"{name} is {proc.state.value}; only a RUNNING node can be paused")
-        proc.child.signal_group(signal.SIGSTOP)
+        proc.signal(signal.SIGSTOP)
         proc.health = "PAUSED"
         self._set(proc, State.PAUSED)
         self.event(f"{name} paused" + (f" for {seconds:g}s" if seconds else ""))
@@ -180,7 +180,7 @@ class Supervisor:
         proc = self.procs[name]
         if proc.state is not State.PAUSED:
             raise ValueError(f"{name} is {proc.state.value}, not PAUSED")
-        proc.child.signal_group(signal.SIGCONT)
+        proc.signal(signal.SIGCONT)
         self._set(proc, State.RUNNING)
         self.event(f"{name} resumed")
 
@@ -192,8 +192,8 @@ class Supervisor:
         if proc.state not in (State.RUNNING, State.PAUSED, State.STARTING) or pid is None:
             raise ValueError(f"{name} is {proc.state.value}; nothing to kill")
         proc.killed = True
-        proc.child.signal_group(signal.SIGKILL)
-        proc.child.signal_group(signal.SIGCONT)
+        proc.signal(signal.SIGKILL)
+        proc.signal(signal.SIGCONT)
         self.event(f"{name} killed (pid {pid})")
         return pid
 

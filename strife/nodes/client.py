@@ -5,6 +5,8 @@ and waits while it runs. Failpoints: `send` (before the RPC), `after-send` (answ
 """
 import asyncio
 import sqlite3
+from collections.abc import Mapping
+from typing import ClassVar
 
 from strife.client import delivery
 from strife.client.delivery import SenderLock
@@ -12,24 +14,26 @@ from strife.client.gateway_client import GatewayClient
 from strife.client.outbox import Outbox
 from strife.core import tasks
 from strife.deployment import identities
+from strife.deployment.topology import NodeKind
 from strife.nodes import runtime
 
 POLL = 0.05  # how often the node asks for the sender lock while a CLI holds it
 
 
 class Client:
-    KIND = "client"
-    ACCEPT = (identities.INFRA,)  # the operator only (health, failpoints)
-    POLICY = {}
+    KIND: ClassVar[NodeKind] = NodeKind.CLIENT
+    ACCEPT: ClassVar[tuple[str, ...]] = (identities.INFRA,)  # the operator only (health, failpoints)
+    authenticate: runtime.Authenticate | None = None  # the role is enough
+    POLICY: ClassVar[Mapping[str, frozenset[str]]] = {}
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: runtime.Context) -> None:
         self.ctx = ctx
         name = ctx.spec.name
         self.outbox = Outbox(ctx.layout.outbox(name))
         self.lock = SenderLock(ctx.layout.sender_lock(name))
         self.task = None
 
-    async def start(self):
+    async def start(self) -> None:
         self.task = asyncio.create_task(self._deliver_forever())
 
     async def _deliver_forever(self):
@@ -44,7 +48,7 @@ class Client:
                     self.ctx.log.warning("outbox delivery interrupted: %s; retrying", exc)
                     await asyncio.sleep(1.0)
 
-    async def stop(self):
+    async def stop(self) -> None:
         await tasks.cancel(self.task)
         self.outbox.close()
 

@@ -81,10 +81,12 @@ class DiskWatch:
             self._task.cancel()
 
     def _reported(self, path, why):  # any thread
+        assert self._loop is not None, "start() comes first"
         self._loop.call_soon_threadsafe(self._failed, path, why)
 
     def _failed(self, path, why):
         self.failed[path] = why
+        assert self._loop is not None
         self._loop.create_task(self.health.set_problem(self.problem()))
 
     def problem(self):

@@ -55,7 +55,7 @@ def _refusing_malformed(behaviour):
     if getattr(behaviour, "wrapped", False):
         return behaviour
 
-    async def refuse_or_run(request, context):
+    async def refuse_or_run(request, context: grpc.aio.ServicerContext):
         if isinstance(request, _Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid message for this method")
         return await behaviour(request, context)
@@ -67,7 +67,7 @@ def _refusing_malformed_stream(behaviour):
     if getattr(behaviour, "wrapped", False):
         return behaviour
 
-    async def refuse_or_run(request, context):
+    async def refuse_or_run(request, context: grpc.aio.ServicerContext):
         if isinstance(request, _Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid message for this method")
         async for item in behaviour(request, context):
@@ -84,7 +84,7 @@ def _wrap(handler, around):
     if handler.unary_unary:
         inner = _refusing_malformed(handler.unary_unary)
 
-        async def unary_unary(request, context):
+        async def unary_unary(request, context: grpc.aio.ServicerContext):
             return await around(inner, request, context)
 
         unary_unary.wrapped = True
@@ -92,8 +92,8 @@ def _wrap(handler, around):
     if handler.unary_stream:
         inner = _refusing_malformed_stream(handler.unary_stream)
 
-        async def unary_stream(request, context):
-            async def collect(request, context):
+        async def unary_stream(request, context: grpc.aio.ServicerContext):
+            async def collect(request, context: grpc.aio.ServicerContext):
                 return [item async for item in inner(request, context)]
             for item in await around(collect, request, context):
                 yield item
@@ -175,7 +175,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         roles = self.roles_for(method)
         name = method.rsplit("/", 1)[-1]
 
-        async def guarded(behaviour, request, context):
+        async def guarded(behaviour, request, context: grpc.aio.ServicerContext):
             identity = tls.peer_identity(context)
             if identity is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
@@ -208,7 +208,7 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
         return wrapped[1]
 
     def _logged(self, name):
-        async def logged(behaviour, request, context):
+        async def logged(behaviour, request, context: grpc.aio.ServicerContext):
             began = time.perf_counter()
             code = "OK"
             try:

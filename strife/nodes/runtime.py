@@ -1,10 +1,11 @@
 """What every Strife node does the same way: read its part of the topology, serve gRPC over mTLS
 with health and admin services, arm failpoints, and shut down gracefully on SIGTERM.
 
-A node module supplies a class with `start()` (called once the port is open; the node is
-reported SERVING when it returns), `stop()`, `POLICY` (method prefix -> roles allowed) and
-`ACCEPT` (the authorities whose client certificates pass its TLS handshake).
+A node module supplies a class that fits `Node` (below): what it is, who may call it, and start()
+and stop().
 """
+from __future__ import annotations
+
 import argparse
 import asyncio
 import logging
@@ -12,6 +13,8 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +23,7 @@ from strife.core import lifeline, log_setup
 from strife.core.failpoints import Failpoints
 from strife.deployment import tls, topology as topology_model
 from strife.deployment.layout import Layout
+from strife.deployment.topology import Node as TopologyNode, NodeKind, Topology
 from strife.nodes.admin import NodeAdmin
 from strife.nodes.health import DiskWatch, NodeHealth
 from strife.nodes.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
@@ -38,16 +42,35 @@ BASE_POLICY = {
 }
 
 
+# async (identity, metadata, context, method): a node's own check after the role's (the gateway's password)
+Authenticate = Callable[[Any, dict, grpc.aio.ServicerContext, str], Awaitable[None]]
+
+
+class Node(Protocol):
+    """The contract between the runtime and a node (bank, gateway, client)."""
+    KIND: ClassVar[NodeKind]
+    ACCEPT: ClassVar[tuple[str, ...]]             # authorities whose client certificates pass the handshake
+    POLICY: ClassVar[Mapping[str, frozenset[str]]]  # method or service prefix -> roles that may call it
+    authenticate: Authenticate | None              # checked after the role, when the node has one
+
+    def __init__(self, ctx: Context) -> None: ...
+
+    async def start(self) -> None:
+        """Called once the port is open; the node is reported SERVING when it returns."""
+
+    async def stop(self) -> None: ...
+
+
 class Context:
     """What a node gets from the runtime."""
 
-    def __init__(self, topology, spec, server, failpoints):
+    def __init__(self, topology: Topology, spec: TopologyNode, server: grpc.aio.Server, failpoints: Failpoints):
         self.topology, self.spec, self.server, self.failpoints = topology, spec, server, failpoints
         self.layout = Layout(topology.home)
         self.log = logging.getLogger(spec.name)
 
 
-def main(node_class, argv=None):
+def main(node_class: type[Node], argv: list[str] | None = None) -> None:
     lifeline.hold()  # first: a node never outlives its supervisor
     imported = time.time()
     os.umask(0o077)  # databases, logs and directories this node creates are its owner's alone
@@ -103,7 +126,8 @@ def _wait_for_go(name, imported):
     return go.get("name") or name, {"imported": imported, "go": time.time()}
 
 
-async def serve(node_class, topology, spec, stages=None):
+async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
+                stages: dict[str, float] | None = None) -> None:
     failpoints = Failpoints(spec.failpoints)
     await failpoints.hit("start")
     policy = dict(BASE_POLICY, **node_class.POLICY)
@@ -115,7 +139,7 @@ async def serve(node_class, topology, spec, stages=None):
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
     node = node_class(Context(topology, spec, server, failpoints))
-    access.authenticate = getattr(node, "authenticate", None)
+    access.authenticate = node.authenticate
     server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name, node_class.ACCEPT))
     await server.start()
     listening = time.time()

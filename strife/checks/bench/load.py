@@ -34,6 +34,7 @@ async def closed_loop(call, concurrency, seconds, progress=None):
             n += 1
 
     async def report():
+        assert progress is not None
         while time.perf_counter() < deadline:
             await asyncio.sleep(1.0)
             elapsed = time.perf_counter() - began

@@ -117,6 +117,7 @@ class Bench:
         server = subprocess.Popen([sys.executable, "-P", "-m", "strife.checks.bench.echo", "--home", str(self.home)],
                                   stdout=subprocess.PIPE, text=True)
         try:
+            assert server.stdout is not None
             port = int(server.stdout.readline())
             creds = tls.channel_credentials(self.home, identities.OPERATOR)
             async with tls.secure_channel(f"127.0.0.1:{port}", creds, identities.OPERATOR) as channel:

@@ -160,6 +160,7 @@ class Torture:
         outbox = Outbox(self.layout.outbox(self.outbox_client))
         for txn in self.queued:
             entry = outbox.get(txn)
+            assert entry is not None  # queued rows are never deleted
             if entry.status == "COMMITTED" and txn not in committed:
                 problems.append(f"{txn}: outbox says committed, but no bank applied it")
             if entry.status == "ABORTED" and txn in committed:

@@ -1,9 +1,12 @@
 """Bank node: `python -m strife.nodes.bank --home DIR --name bank1` (started by `strife up`)."""
 import asyncio
 import functools
+from collections.abc import Mapping
+from typing import ClassVar
 
 from strife.core import tasks
 from strife.deployment import discovery, identities
+from strife.deployment.topology import NodeKind
 from strife.nodes import runtime
 from strife.nodes.bank import resolver
 from strife.nodes.bank.ledger import Ledger
@@ -12,11 +15,12 @@ from strife.rpc import gw_bank_pb2_grpc
 
 
 class Bank:
-    KIND = "bank"
-    ACCEPT = (identities.INFRA,)  # the gateway and the operator: a user is refused at the handshake
-    POLICY = {"/strife.gwbank.Bank/": frozenset({"gateway"})}
+    KIND: ClassVar[NodeKind] = NodeKind.BANK
+    ACCEPT: ClassVar[tuple[str, ...]] = (identities.INFRA,)  # the gateway and the operator: a user is refused at the handshake
+    authenticate: runtime.Authenticate | None = None  # the role is enough
+    POLICY: ClassVar[Mapping[str, frozenset[str]]] = {"/strife.gwbank.Bank/": frozenset({"gateway"})}
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: runtime.Context) -> None:
         self.ctx = ctx
         ctx.layout.data(ctx.spec.name).mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(ctx.layout.ledger(ctx.spec.name))
@@ -30,7 +34,7 @@ class Bank:
         self.registration = None
         self.resolver = None
 
-    async def start(self):
+    async def start(self) -> None:
         await self.etcd.connect()
         self.resolver = asyncio.create_task(
             resolver.run(self.ledger, self.etcd, self.ctx.spec.name, self.ctx.topology.settings.hold_timeout))
@@ -39,7 +43,7 @@ class Bank:
             self.etcd, discovery.BANKS_PREFIX + self.ctx.spec.name, self.ctx.spec.address)
         await self.registration.start()
 
-    async def stop(self):
+    async def stop(self) -> None:
         if self.registration:
             await self.registration.withdraw()
         await tasks.cancel(self.resolver)

@@ -8,7 +8,10 @@ after an OS crash the durable hold and the decision in etcd let the resolver app
 available = balance - PREPARED debits, so a commit never needs funds it might not have. All
 amounts are integer minor units; the schema refuses negative balances.
 """
+from __future__ import annotations
+
 import time
+from pathlib import Path
 
 from strife.core.money import format_minor
 from strife.core.outcomes import NoReason, Outcome
@@ -84,40 +87,42 @@ class Ledger:
     """Writes go through group commit (one fsync per batch); reads use their own connection and
     see only what is committed."""
 
-    def __init__(self, path):
+    def __init__(self, path: Path) -> None:
         self.path = path
         db = group_commit.connect(path)
         db.executescript(SCHEMA)
         self.writer = group_commit.GroupCommit(db)
         self.reader = group_commit.connect(path, readonly=True)
 
-    def start(self):
+    def start(self) -> None:
         self.writer.start()
 
-    async def close(self):
+    async def close(self) -> None:
         await self.writer.stop()
         self.reader.close()
         self.writer.db.close()
 
     # ---- accounts ----
 
-    def open_account_now(self, account, opening_minor, full_name="", deposit_id=None):
+    def open_account_now(self, account: str, opening_minor: int, full_name: str = "",
+                         deposit_id: str | None = None) -> None:
         """At start-up, before the writer runs: topology opening balances."""
         return self.writer.apply_now(lambda db: _open_account(db, account, opening_minor, full_name, deposit_id))
 
-    async def open_account(self, account, opening_minor, full_name="", deposit_id=None):
+    async def open_account(self, account: str, opening_minor: int, full_name: str = "",
+                           deposit_id: str | None = None) -> tuple[int, int, str]:
         """Create an account with an opening deposit. Repeating the same deposit_id is a no-op."""
         await self.writer.run(lambda db: _open_account(db, account, opening_minor, full_name, deposit_id))
         return self.account(account)
 
-    async def update_details(self, account, full_name):
+    async def update_details(self, account: str, full_name: str) -> tuple[int, int, str]:
         def op(db):
             if db.execute("UPDATE accounts SET full_name = ? WHERE name = ?", (full_name, account)).rowcount == 0:
                 raise UnknownAccount(account)
         await self.writer.run(op)
         return self.account(account)
 
-    def account(self, account):
+    def account(self, account: str) -> tuple[int, int, str]:
         """(balance, available, full_name) as committed."""
         row = self.reader.execute("SELECT balance_minor, full_name FROM accounts WHERE name = ?", (account,)).fetchone()
         if row is None:
@@ -126,31 +131,33 @@ class Ledger:
 
     # ---- two-phase commit ----
 
-    async def prepare(self, txn_id, account, amount_minor, direction):
+    async def prepare(self, txn_id: str, account: str, amount_minor: int,
+                      direction: str) -> tuple[str, NoReason, str]:
         """Vote on one side of a transaction: (YES|NO, reason, detail), once the hold is durable."""
         return await self.writer.run(lambda db: _prepare(db, txn_id, account, amount_minor, direction))
 
-    async def commit(self, txn_id):
+    async def commit(self, txn_id: str) -> Outcome:
         """Apply every PREPARED hold of the transaction. Idempotent; returns Outcome.COMMITTED."""
         return await self.writer.run(lambda db: _commit(db, txn_id), durable=False)
 
-    async def abort(self, txn_id):
+    async def abort(self, txn_id: str) -> Outcome:
         """Release the transaction's holds. Idempotent; an unknown txn is recorded as aborted
         (presumed abort), so a prepare that arrives late votes NO instead of holding forever."""
         return await self.writer.run(lambda db: _abort(db, txn_id), durable=False)
 
-    async def transfer(self, txn_id, payer, payee, amount_minor):
+    async def transfer(self, txn_id: str, payer: str, payee: str,
+                       amount_minor: int) -> tuple[Outcome, NoReason, str]:
         """Pay between two accounts of this bank in one atomic, durable step: (COMMITTED|ABORTED,
         reason, detail). The same id with the same terms gets the same answer again."""
         return await self.writer.run(lambda db: _transfer(db, txn_id, payer, payee, amount_minor))
 
-    def prepared_of(self, account):
+    def prepared_of(self, account: str) -> list[str]:
         """Transactions holding money of `account` in PREPARED state (in flight or in doubt)."""
         rows = self.reader.execute("SELECT DISTINCT txn_id FROM holds WHERE account = ? AND state = 'PREPARED'",
                                    (account,)).fetchall()
         return [r[0] for r in rows]
 
-    def in_doubt(self, older_than):
+    def in_doubt(self, older_than: float) -> list[str]:
         """Transactions with a PREPARED hold created before `older_than` (unix seconds)."""
         rows = self.reader.execute("SELECT DISTINCT txn_id FROM holds WHERE state = 'PREPARED' AND created_at < ?",
                                    (older_than,)).fetchall()

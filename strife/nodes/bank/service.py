@@ -4,6 +4,7 @@ Ledger writes are group-committed: concurrent prepares and commits share one tra
 one fsync, and each answer leaves only once its change is on disk.
 """
 import asyncio
+from typing import Any, cast
 
 import grpc
 
@@ -16,9 +17,9 @@ MAX_BATCH = 256
 _DIRECTIONS = {pb.DEBIT: "DEBIT", pb.CREDIT: "CREDIT"}
 
 
-def _state(outcome):
+def _state(outcome) -> Any:
     """A transaction's state on the wire, from the ledger's outcome (COMMITTED or ABORTED)."""
-    return pb.TxnState.Value(outcome)
+    return pb.TxnState.Value(outcome)  # (Any: protobuf's stubs type the field as its enum wrapper)
 
 
 def _info(account, row):
@@ -32,11 +33,11 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         self.failpoints = failpoints
         self.settle_account = settle_account  # async (account): decided holds applied before a read
 
-    async def _check_name(self, context, value, what="account"):
+    async def _check_name(self, context: grpc.aio.ServicerContext, value, what="account"):
         if not value or len(value) > MAX_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: must be 1..{MAX_NAME} characters")
 
-    async def RegisterClient(self, request, context):
+    async def RegisterClient(self, request, context: grpc.aio.ServicerContext):
         await self._check_name(context, request.account)
         if request.opening_deposit_minor < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "opening_deposit_minor: cannot be negative")
@@ -48,7 +49,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"account: {request.account!r} exists")
         return _info(request.account, row)
 
-    async def UpdateClientDetails(self, request, context):
+    async def UpdateClientDetails(self, request, context: grpc.aio.ServicerContext):
         await self._check_name(context, request.account)
         await self._check_full_name(context, request.full_name)
         try:
@@ -56,11 +57,11 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         except L.UnknownAccount:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"account: no account {request.account!r}")
 
-    async def _check_full_name(self, context, full_name):
+    async def _check_full_name(self, context: grpc.aio.ServicerContext, full_name):
         if len(full_name) > MAX_FULL_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"full_name: over {MAX_FULL_NAME} characters")
 
-    async def ViewBalance(self, request, context):
+    async def ViewBalance(self, request, context: grpc.aio.ServicerContext):
         try:
             await self.settle_account(request.account)
         except Exception as exc:  # etcd away: a balance that might miss an answered payment is not given
@@ -70,22 +71,22 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         except L.UnknownAccount:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"account: no account {request.account!r}")
 
-    async def LockTransaction(self, request, context):
+    async def LockTransaction(self, request, context: grpc.aio.ServicerContext):
         """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
         await self._check_legs(request.legs, context, required=True)
         return pb.LockTransactionResponse(votes=await self._prepare(request.legs, context))
 
-    async def InitiateTransaction(self, request, context):
+    async def InitiateTransaction(self, request, context: grpc.aio.ServicerContext):
         """Commit: apply the holds of every transaction in the batch."""
         await self._check_ids(request.txn_ids, context, required=True)
         return pb.DecisionResponse(results=await self._decide(request.txn_ids, context, "commit", self.ledger.commit))
 
-    async def AbortTransaction(self, request, context):
+    async def AbortTransaction(self, request, context: grpc.aio.ServicerContext):
         """Abort: release the holds (or remember the abort of a transaction never seen here)."""
         await self._check_ids(request.txn_ids, context, required=True)
         return pb.DecisionResponse(results=await self._decide(request.txn_ids, context, "abort", self.ledger.abort))
 
-    async def Exchange(self, request, context):
+    async def Exchange(self, request, context: grpc.aio.ServicerContext):
         """Commits, aborts, prepares and transfers in one call, applied together. A failpoint that
         fires at any of their steps fails the whole call, as it would fail that step's own call."""
         if not (request.commit or request.abort or request.prepare or request.transfer):
@@ -102,16 +103,16 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         for part in parts:
             if isinstance(part, BaseException):
                 raise part
-        commits, aborts, votes, transfers = parts
+        commits, aborts, votes, transfers = cast(list[Any], parts)
         return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes, transfers=transfers)
 
-    async def _check_ids(self, txn_ids, context, required=False, what="txn_ids"):
+    async def _check_ids(self, txn_ids, context: grpc.aio.ServicerContext, required=False, what="txn_ids"):
         if (required and not txn_ids) or len(txn_ids) > MAX_BATCH:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} transaction ids")
         for txn_id in txn_ids:
             await self._check_name(context, txn_id, "txn_id")
 
-    async def _check_legs(self, legs, context, required=False, what="legs"):
+    async def _check_legs(self, legs, context: grpc.aio.ServicerContext, required=False, what="legs"):
         if (required and not legs) or len(legs) > MAX_BATCH:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} legs")
         for leg in legs:
@@ -122,7 +123,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             if leg.amount_minor <= 0:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
 
-    async def _check_transfers(self, transfers, context):
+    async def _check_transfers(self, transfers, context: grpc.aio.ServicerContext):
         if len(transfers) > MAX_BATCH:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transfer: send at most {MAX_BATCH} transfers")
         for t in transfers:
@@ -134,7 +135,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             if t.payer == t.payee:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: the same account as the payer")
 
-    async def _transfer(self, transfers, context):
+    async def _transfer(self, transfers, context: grpc.aio.ServicerContext):
         if not transfers:
             return []
         await self._failpoint("transfer", context)
@@ -142,7 +143,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
                                          for t in transfers))
         return [pb.TransferResult(state=_state(outcome), reason=reason.number, detail=detail) for outcome, reason, detail in answers]
 
-    async def _prepare(self, legs, context):
+    async def _prepare(self, legs, context: grpc.aio.ServicerContext):
         if not legs:
             return []
         await self._failpoint("before-prepare", context)
@@ -154,7 +155,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
                 else pb.VoteResult(vote=pb.NO, reason=reason.number, detail=detail)
                 for vote, reason, detail in votes]
 
-    async def _decide(self, txn_ids, context, step, apply):
+    async def _decide(self, txn_ids, context: grpc.aio.ServicerContext, step, apply):
         if not txn_ids:
             return []
         await self._failpoint(step, context)
@@ -169,7 +170,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
                 results.append(pb.TxnResult(state=_state(outcome)))
         return results
 
-    async def _failpoint(self, step, context):
+    async def _failpoint(self, step, context: grpc.aio.ServicerContext):
         try:
             await self.failpoints.hit(step)
         except FailpointFired as exc:

@@ -1,10 +1,13 @@
 """Gateway node: `python -m strife.nodes.gateway --home DIR --name gateway` (started by `strife up`)."""
 import asyncio
+from collections.abc import Mapping
+from typing import ClassVar
 
 import grpc
 
 from strife.core import tasks
 from strife.deployment import credentials, discovery, identities
+from strife.deployment.topology import NodeKind
 from strife.nodes import runtime
 from strife.nodes.gateway.banks import BankDirectory
 from strife.nodes.gateway.coordinator import Coordinator
@@ -26,7 +29,7 @@ class UntilReady:
     def __getattr__(self, method_name):
         method = getattr(self._servicer, method_name)
 
-        async def when_ready(request, context):
+        async def when_ready(request, context: grpc.aio.ServicerContext):
             if not self.ready:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is starting; try again")
             return await method(request, context)
@@ -34,14 +37,14 @@ class UntilReady:
 
 
 class Gateway:
-    KIND = "gateway"
-    ACCEPT = (identities.INFRA, identities.USERS)  # users, and the operator
-    POLICY = {
+    KIND: ClassVar[NodeKind] = NodeKind.GATEWAY
+    ACCEPT: ClassVar[tuple[str, ...]] = (identities.INFRA, identities.USERS)  # users, and the operator
+    POLICY: ClassVar[Mapping[str, frozenset[str]]] = {
         "/strife.clgw.ClientGateway/": frozenset({"client", "admin"}),
         "/strife.clgw.ClientGateway/RegisterClient": frozenset({"admin"}),
     }
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: runtime.Context) -> None:
         self.ctx = ctx
         ctx.layout.data(ctx.spec.name).mkdir(parents=True, exist_ok=True)
         self.store = Store(ctx.layout.gateway_db(ctx.spec.name))
@@ -53,10 +56,10 @@ class Gateway:
         self.clients = UntilReady(
             ClientGatewayService(self.store, self.banks, self.coordinator, self.users, ctx.topology))
         cl_gw_pb2_grpc.add_ClientGatewayServicer_to_server(self.clients, ctx.server)
-        self.authenticate = self.users.authenticate
+        self.authenticate: runtime.Authenticate | None = self.users.authenticate
         self.recovery = self.forgetting = None
 
-    async def start(self):
+    async def start(self) -> None:
         await self.etcd.connect()
         await self.ctx.failpoints.hit("before-banks")
         # One watch, kept for the life of the process: no etcd read per request. It returns once
@@ -66,7 +69,7 @@ class Gateway:
         self.recovery = asyncio.create_task(self.coordinator.run_recovery())
         self.forgetting = asyncio.create_task(self.coordinator.run_forgetting())
 
-    async def stop(self):
+    async def stop(self) -> None:
         await tasks.cancel(self.forgetting)
         await tasks.cancel(self.recovery)
         await self.banks.stop()

@@ -14,6 +14,8 @@ Between two banks, two-phase commit:
    some seconds later the decision is forgotten in etcd (this store's row keeps answering retries).
 Anything a crash interrupts is driven again by `recover`.
 """
+from __future__ import annotations
+
 import asyncio
 import logging
 import time
@@ -25,6 +27,7 @@ from strife.core.outcomes import AbortReason, NoReason, Outcome
 from strife.core.untrusted import field
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.nodes.gateway.batching import Batcher
+from strife.nodes.gateway.store import Payment
 from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,8 @@ class IdempotencyMismatch(Exception):
 class Result:
     __slots__ = ("txn_id", "outcome", "reason", "detail", "stages")
 
-    def __init__(self, txn_id, outcome, reason=AbortReason.NONE, detail="", stages=None):
+    def __init__(self, txn_id: str, outcome: Outcome | str, reason: AbortReason | str = AbortReason.NONE,
+                 detail: str = "", stages: dict[str, float] | None = None) -> None:
         self.txn_id, self.outcome, self.reason, self.detail = txn_id, Outcome(outcome), AbortReason(reason), detail
         self.stages = stages  # {stage: seconds} of the execution that gave this answer, if it was this one
 
@@ -76,7 +80,7 @@ class Result:
     def pending(cls, txn_id, detail):
         return cls(txn_id, Outcome.IN_PROGRESS, detail=detail)
 
-    def to_proto(self):
+    def to_proto(self) -> cl.InitiateTransactionResponse:
         return cl.InitiateTransactionResponse(txn_id=self.txn_id, outcome=self.outcome.number,
                                               reason=self.reason.number, detail=self.detail)
 
@@ -92,7 +96,7 @@ class Coordinator:
         # (a COMMIT compares its key and both banks' abort keys: 40 stay under etcd's 128 compares)
         self.decider = Batcher(lambda items: decisions.decide_many(etcd, items), max_batch=40)
 
-    async def pay(self, payment):
+    async def pay(self, payment: Payment) -> Result:
         running, known = self.inflight.get(payment.txn_id, (None, None))
         existing = self.store.payment(payment.txn_id) if running is None else None
         if running is not None or existing is not None:
@@ -101,6 +105,7 @@ class Coordinator:
                 raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
             if running is not None:
                 return await asyncio.shield(running)
+            assert existing is not None
             if existing.final:
                 return Result.of(existing)
             return Result.pending(payment.txn_id, "being recovered; ask again with the same id")
@@ -199,16 +204,17 @@ class Coordinator:
             return False, AbortReason.BANK_UNAVAILABLE, f"bank {bank} is not available"
         contacted.add(bank)
         leg = gb.Leg(txn_id=txn_id, account=account, amount_minor=amount_minor,
-                     direction=gb.Direction.Value(direction))
+                     direction=gb.Direction.Value(direction))  # pyright: ignore[reportArgumentType] (stubs: int)
         try:
             async with asyncio.timeout(self.prepare_timeout):  # queueing for the batch counts too
                 answer = await link.prepare(leg)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             unreachable.add(bank)
-            silent = isinstance(exc, TimeoutError) or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            return False, AbortReason.BANK_UNAVAILABLE, f"bank {bank}: {'did not vote in time' if silent else exc.details()}"
+            spoke = isinstance(exc, grpc.aio.AioRpcError) and exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+            why = exc.details() if isinstance(exc, grpc.aio.AioRpcError) and spoke else "did not vote in time"
+            return False, AbortReason.BANK_UNAVAILABLE, f"bank {bank}: {why}"
         if answer.vote == gb.YES:
-            return True, "", ""
+            return True, AbortReason.NONE, ""
         return False, *_refusal(bank, answer)
 
     async def _tell(self, bank, txn_id, decision):
@@ -252,7 +258,7 @@ class Coordinator:
         payment = self.store.payment(txn_id)
         return payment if payment is not None and not payment.phase2_done else None
 
-    async def recover(self):
+    async def recover(self) -> None:
         """Drive every payment whose outcome or phase 2 is unfinished (after a crash, or when etcd
         could not take a decision). A PENDING payment no coroutine is executing is decided from
         etcd, or ABORT if nothing is recorded: its prepares can no longer be collected.
@@ -280,7 +286,7 @@ class Coordinator:
             log.info("recovering %s: %s", field(payment.txn_id), standing.outcome)
             self._retry_phase2(payment.txn_id, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
 
-    async def forget_finished(self, now=None):
+    async def forget_finished(self, now: float | None = None) -> int:
         """Delete from etcd the decisions of payments every bank applied a while ago; how many."""
         items = self.store.to_forget((now or time.time()) - FORGET_AFTER, limit=FORGET_BATCH * 10)
         for i in range(0, len(items), FORGET_BATCH):
@@ -289,7 +295,7 @@ class Coordinator:
             await self.store.forgotten([txn_id for txn_id, _ in chunk])
         return len(items)
 
-    async def run_forgetting(self):
+    async def run_forgetting(self) -> None:
         while True:
             try:
                 await self.forget_finished()
@@ -299,7 +305,7 @@ class Coordinator:
                 log.warning("forgetting finished decisions postponed: %s", field(exc))
             await asyncio.sleep(FORGET_EVERY)
 
-    async def run_recovery(self, interval=2.0):
+    async def run_recovery(self, interval: float = 2.0) -> None:
         while True:
             try:
                 await self.recover()

@@ -9,7 +9,7 @@ from strife.nodes.gateway.store import Payment, fingerprint
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc, gw_bank_pb2 as gb
 
 
-def _wants_stages(context):
+def _wants_stages(context: grpc.aio.ServicerContext):
     return any(key == headers.STAGES for key, _ in context.invocation_metadata() or ())
 
 
@@ -18,9 +18,11 @@ def _format_stages(stages):
     return ";".join(f"{name}={seconds * 1000:.3f}" for name, seconds in stages.items())
 
 
-def caller(context):
+def caller(context: grpc.aio.ServicerContext):
     """The authenticated user: the access interceptor has matched metadata to certificate."""
-    return tls.peer_identity(context).name
+    identity = tls.peer_identity(context)
+    assert identity is not None, "the access interceptor let no anonymous call through"
+    return identity.name
 
 
 class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
@@ -30,19 +32,19 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         self.node_names = names.node_names(topology)  # a user may not take a node's name
         self.max_amount = topology.settings.max_amount_minor
 
-    async def _bank(self, context, bank):
+    async def _bank(self, context: grpc.aio.ServicerContext, bank):
         stub = self.banks.stub(bank)
         if stub is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} is not available")
         return stub
 
-    async def _bank_call(self, context, call, request):
+    async def _bank_call(self, context: grpc.aio.ServicerContext, call, request):
         try:
             return await call(request, timeout=5)
         except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details())
+            await context.abort(exc.code(), exc.details() or "")
 
-    async def RegisterClient(self, request, context):
+    async def RegisterClient(self, request, context: grpc.aio.ServicerContext):
         name = request.username
         why = names.problem(name, self.node_names)
         if why:
@@ -66,7 +68,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         await self.users.add(name, request.bank, "client", request.password)
         return cl.RegisterClientResponse(username=name, bank=request.bank, balance_minor=info.balance_minor)
 
-    async def UpdateClientDetails(self, request, context):
+    async def UpdateClientDetails(self, request, context: grpc.aio.ServicerContext):
         user = self.store.user(caller(context))
         if request.new_password:
             try:
@@ -84,19 +86,19 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await self.users.change_password(user.name, request.new_password)
         return cl.UpdateClientDetailsResponse(username=user.name, full_name=full_name)
 
-    async def _check_full_name(self, context, full_name):
+    async def _check_full_name(self, context: grpc.aio.ServicerContext, full_name):
         if len(full_name) > MAX_FULL_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"full_name: over {MAX_FULL_NAME} characters ({len(full_name)})")
 
-    async def ViewBalance(self, request, context):
+    async def ViewBalance(self, request, context: grpc.aio.ServicerContext):
         user = self.store.user(caller(context))
         stub = await self._bank(context, user.bank)
         info = await self._bank_call(context, stub.ViewBalance, gb.ViewBalanceRequest(account=user.name))
         return cl.ViewBalanceResponse(username=user.name, bank=user.bank, balance_minor=info.balance_minor,
                                       available_minor=info.available_minor)
 
-    async def InitiateTransaction(self, request, context):
+    async def InitiateTransaction(self, request, context: grpc.aio.ServicerContext):
         payer = self.store.user(caller(context))
         why = names.txn_id_problem(request.txn_id)
         if why:
@@ -125,7 +127,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             context.set_trailing_metadata(((headers.STAGES, _format_stages(result.stages)),))
         return result.to_proto()
 
-    async def ViewTransactionHistory(self, request, context):
+    async def ViewTransactionHistory(self, request, context: grpc.aio.ServicerContext):
         limit = request.limit if 0 < request.limit <= MAX_HISTORY else MAX_HISTORY
         rows = self.store.history(caller(context), limit)
         return cl.ViewTransactionHistoryResponse(payments=[

@@ -4,9 +4,12 @@ idempotency record (id -> fingerprint, status, result) and the history.
 Users are written durably. Payment rows are not waited for on disk (WAL, synchronous=NORMAL): a
 process crash loses nothing, and after an OS crash the answers are in etcd beside their decisions
 (strife/core/decisions.py) and same-bank payments in the bank's ledger, where recovery finds them."""
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import time
+from pathlib import Path
 
 from strife.core.outcomes import AbortReason, Outcome
 from strife.nodes import group_commit
@@ -70,15 +73,15 @@ class Payment:
     decided_at: float | None = None
 
     @property
-    def final(self):
+    def final(self) -> bool:
         return self.status != PENDING
 
     @property
-    def outcome(self):
+    def outcome(self) -> Outcome:
         return Outcome.IN_PROGRESS if self.status == PENDING else Outcome(self.status)
 
     @property
-    def abort_reason(self):
+    def abort_reason(self) -> AbortReason:
         return AbortReason(self.reason)
 
     def legs(self):
@@ -94,7 +97,7 @@ def fingerprint(payer, payer_bank, payee, payee_bank, amount_minor):
 class Store:
     """Writes are group-committed (one fsync per batch); reads see what is committed."""
 
-    def __init__(self, path):
+    def __init__(self, path: Path) -> None:
         db = group_commit.connect(path)
         db.executescript(SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(payments)")}
@@ -109,14 +112,14 @@ class Store:
         # a user read once stays valid until this store changes it.
         self._users = {}
 
-    async def close(self):
+    async def close(self) -> None:
         await self.writer.stop()
         self.reader.close()
         self.writer.db.close()
 
     # ---- users ----
 
-    def user(self, name):
+    def user(self, name: str) -> User | None:
         known = self._users.get(name)
         if known is None:
             row = self.reader.execute("SELECT name, bank, role, salt, hash FROM users WHERE name = ?",
@@ -133,14 +136,14 @@ class Store:
                               "VALUES (?, ?, ?, ?, ?, ?)", (name, bank, role, salt, digest, time.time())).rowcount == 1
         return op
 
-    def add_user_now(self, name, bank, role, salt, digest):
+    def add_user_now(self, name: str, bank: str, role: str, salt: bytes, digest: bytes) -> bool:
         """At start-up (seeding the topology's users). False when the name is taken."""
         return self.writer.apply_now(self._add_user(name, bank, role, salt, digest))
 
-    async def add_user(self, name, bank, role, salt, digest):
+    async def add_user(self, name: str, bank: str, role: str, salt: bytes, digest: bytes) -> bool:
         return await self.writer.run(self._add_user(name, bank, role, salt, digest))
 
-    async def set_password(self, name, salt, digest):
+    async def set_password(self, name: str, salt: bytes, digest: bytes) -> None:
         try:
             await self.writer.run(lambda db: db.execute("UPDATE users SET salt = ?, hash = ? WHERE name = ?",
                                                         (salt, digest, name)))
@@ -152,11 +155,11 @@ class Store:
     _COLUMNS = ("txn_id, fingerprint, payer, payer_bank, payee, payee_bank, amount_minor, status, reason, "
                 "detail, phase2_done, created_at, decided_at")
 
-    def payment(self, txn_id):
+    def payment(self, txn_id: str) -> Payment | None:
         row = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
         return Payment(*row) if row else None
 
-    async def begin(self, payment):
+    async def begin(self, payment: Payment) -> None:
         """Record a new payment as PENDING, durably, before anything is sent to a bank."""
         payment.created_at = time.time()
         row = tuple(getattr(payment, f.name) for f in dataclasses.fields(payment))  # astuple deep-copies
@@ -164,12 +167,12 @@ class Store:
             f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
             durable=False)
 
-    async def discard(self, txn_id):
+    async def discard(self, txn_id: str) -> None:
         """Remove a PENDING row whose id turned out to belong to another payment."""
         await self.writer.run(lambda db: db.execute("DELETE FROM payments WHERE txn_id = ? AND status = 'PENDING'",
                                                     (txn_id,)), durable=False)
 
-    async def finish(self, payment, status, reason, detail, phase2_done):
+    async def finish(self, payment: Payment, status: str, reason: str, detail: str, phase2_done: bool) -> Payment:
         """Record the outcome unless one is recorded already: the first answer is final (a path
         acting on an old copy cannot rewrite it). `payment` is left holding the recorded answer."""
         values = (status, reason, detail, time.time(), payment.txn_id)
@@ -185,11 +188,11 @@ class Store:
          payment.phase2_done, payment.decided_at) = await self.writer.run(op, durable=False)
         return payment
 
-    async def phase2_done(self, txn_id):
+    async def phase2_done(self, txn_id: str) -> None:
         await self.writer.run(lambda db: db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?",
                                                     (txn_id,)), durable=False)
 
-    def to_forget(self, decided_before, limit):
+    def to_forget(self, decided_before: float, limit: int) -> list[tuple[str, tuple[str, str]]]:
         """(txn_id, banks) of cross-bank payments finished everywhere before `decided_before` whose
         decision is still in etcd."""
         rows = self.reader.execute(
@@ -197,15 +200,15 @@ class Store:
             "AND decided_at < ? AND payer_bank != payee_bank LIMIT ?", (decided_before, limit)).fetchall()
         return [(txn_id, (payer_bank, payee_bank)) for txn_id, payer_bank, payee_bank in rows]
 
-    async def forgotten(self, txn_ids):
+    async def forgotten(self, txn_ids: list[str]) -> None:
         await self.writer.run(lambda db: db.executemany("UPDATE payments SET forgotten = 1 WHERE txn_id = ?",
                                                         [(t,) for t in txn_ids]), durable=False)
 
-    def unfinished(self):
+    def unfinished(self) -> list[Payment]:
         rows = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE phase2_done = 0").fetchall()
         return [Payment(*row) for row in rows]
 
-    def history(self, user, limit):
+    def history(self, user: str, limit: int) -> list[Payment]:
         rows = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE payer = ? OR payee = ? "
                                    "ORDER BY created_at DESC LIMIT ?", (user, user, limit)).fetchall()
         return [Payment(*row) for row in rows]

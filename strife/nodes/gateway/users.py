@@ -125,7 +125,7 @@ class Users:
         if not done.cancelled():
             done.exception()  # retrieved here, so a check whose callers all left is not reported as lost
 
-    async def authenticate(self, identity, metadata, context, method):
+    async def authenticate(self, identity, metadata, context: grpc.aio.ServicerContext, method):
         """For client-facing methods: the user named in metadata is the certificate's, and the password fits."""
         if not method.startswith("/strife.clgw."):
             return

@@ -30,7 +30,7 @@ import psutil
 from strife.deployment import credentials, tls
 from strife.deployment.topology import load_deployment
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
-from tests.conftest import SMALL_TOPOLOGY, Deployment
+from tests.helpers import SMALL_TOPOLOGY, Deployment
 
 # (attempts, concurrency, attempts per second or 0 for as fast as answered): the pace
 # (500 in 23 s), the same 500 unpaced, and a flood long enough to span many of bob's logins

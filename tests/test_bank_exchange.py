@@ -1,6 +1,7 @@
 """The bank's batched `Exchange` call, spoken to directly with the gateway's certificate: commits,
 aborts and prepares in one round trip, each answered in order and applied to the real ledger."""
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from strife.deployment import tls
 from strife.deployment.topology import load_deployment
 from strife.rpc import gw_bank_pb2 as gb, gw_bank_pb2_grpc
-from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows
+from tests.helpers import balances, ledger_rows
 
 
 def bank_call(home, method, request, identity="gateway"):
@@ -32,73 +33,72 @@ def hold_states(home, txn_id):
     return sorted(ledger_rows(home, "bank1", "SELECT direction, state FROM holds WHERE txn_id = ?", (txn_id,)))
 
 
-def test_one_exchange_commits_aborts_and_prepares(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
+def test_one_exchange_commits_aborts_and_prepares(live):
+    d, x = live, uuid.uuid4().hex[:8]  # the shared deployment; transaction ids of this test's own
     before = balances(d.home)
     # t1: alice pays carol 1.25 (both at bank1); prepared alone first
-    first = exchange(d.home, gb.ExchangeRequest(prepare=[leg("t1", "alice", 125, gb.DEBIT),
-                                                         leg("t1", "carol", 125, gb.CREDIT)]))
+    first = exchange(d.home, gb.ExchangeRequest(prepare=[leg(f"{x}-t1", "alice", 125, gb.DEBIT),
+                                                         leg(f"{x}-t1", "carol", 125, gb.CREDIT)]))
     assert [v.vote for v in first.votes] == [gb.YES, gb.YES] and not first.commits and not first.aborts
-    assert hold_states(d.home, "t1") == [("CREDIT", "PREPARED"), ("DEBIT", "PREPARED")]
+    assert hold_states(d.home, f"{x}-t1") == [("CREDIT", "PREPARED"), ("DEBIT", "PREPARED")]
 
     # then, in one call: commit t1, abort t2 (never seen here), prepare t3 and a leg that cannot pay
     second = exchange(d.home, gb.ExchangeRequest(
-        commit=["t1"], abort=["t2"],
-        prepare=[leg("t3", "alice", 300, gb.DEBIT), leg("t4", "carol", 10 ** 9, gb.DEBIT)]))
+        commit=[f"{x}-t1"], abort=[f"{x}-t2"],
+        prepare=[leg(f"{x}-t3", "alice", 300, gb.DEBIT), leg(f"{x}-t4", "carol", 10 ** 9, gb.DEBIT)]))
     assert [r.state for r in second.commits] == [gb.COMMITTED]
     assert [r.state for r in second.aborts] == [gb.ABORTED]
     assert [v.vote for v in second.votes] == [gb.YES, gb.NO]
     assert second.votes[1].reason == gb.INSUFFICIENT_FUNDS
-    assert hold_states(d.home, "t1") == [("CREDIT", "COMMITTED"), ("DEBIT", "COMMITTED")]
-    assert hold_states(d.home, "t3") == [("DEBIT", "PREPARED")]
-    assert ledger_rows(d.home, "bank1", "SELECT outcome FROM outcomes WHERE txn_id = 't2'") == [("ABORTED",)]
+    assert hold_states(d.home, f"{x}-t1") == [("CREDIT", "COMMITTED"), ("DEBIT", "COMMITTED")]
+    assert hold_states(d.home, f"{x}-t3") == [("DEBIT", "PREPARED")]
+    assert ledger_rows(d.home, "bank1", "SELECT outcome FROM outcomes WHERE txn_id = ?", (f"{x}-t2",)) == [("ABORTED",)]
     after = balances(d.home)
     assert after["alice"] == before["alice"] - 125 and after["carol"] == before["carol"] + 125
 
     # a decision the bank cannot take is answered for that transaction alone
-    third = exchange(d.home, gb.ExchangeRequest(commit=["t2"], abort=["t3"]))
+    third = exchange(d.home, gb.ExchangeRequest(commit=[f"{x}-t2"], abort=[f"{x}-t3"]))
     assert third.commits[0].error and "aborted" in third.commits[0].error
     assert [r.state for r in third.aborts] == [gb.ABORTED]
-    assert hold_states(d.home, "t3") == [("DEBIT", "ABORTED")]
+    assert hold_states(d.home, f"{x}-t3") == [("DEBIT", "ABORTED")]
 
     # one phase for one bank: transfers travel in the same call and are answered in order
     transfers = exchange(d.home, gb.ExchangeRequest(transfer=[
-        gb.Transfer(txn_id="t6", payer="alice", payee="carol", amount_minor=200),
-        gb.Transfer(txn_id="t7", payer="carol", payee="alice", amount_minor=10 ** 9),
-        gb.Transfer(txn_id="t1", payer="alice", payee="carol", amount_minor=1)]))
+        gb.Transfer(txn_id=f"{x}-t6", payer="alice", payee="carol", amount_minor=200),
+        gb.Transfer(txn_id=f"{x}-t7", payer="carol", payee="alice", amount_minor=10 ** 9),
+        gb.Transfer(txn_id=f"{x}-t1", payer="alice", payee="carol", amount_minor=1)]))
     assert [r.state for r in transfers.transfers] == [gb.COMMITTED, gb.ABORTED, gb.ABORTED]
     assert [r.reason for r in transfers.transfers[1:]] == [gb.INSUFFICIENT_FUNDS, gb.CONFLICT]
     moved = balances(d.home)
     assert moved["alice"] == after["alice"] - 200 and moved["carol"] == after["carol"] + 200
-    again = exchange(d.home, gb.ExchangeRequest(transfer=[gb.Transfer(txn_id="t6", payer="alice", payee="carol",
+    again = exchange(d.home, gb.ExchangeRequest(transfer=[gb.Transfer(txn_id=f"{x}-t6", payer="alice", payee="carol",
                                                                       amount_minor=200)]))
     assert again.transfers[0].state == gb.COMMITTED and balances(d.home) == moved  # answered, not applied twice
 
     # the single-kind calls the design names take the same paths
-    votes = bank_call(d.home, "LockTransaction", gb.LockTransactionRequest(legs=[leg("t5", "alice", 50, gb.DEBIT)]))
+    votes = bank_call(d.home, "LockTransaction", gb.LockTransactionRequest(legs=[leg(f"{x}-t5", "alice", 50, gb.DEBIT)]))
     assert [v.vote for v in votes.votes] == [gb.YES]
-    aborted = bank_call(d.home, "AbortTransaction", gb.DecisionRequest(txn_ids=["t5"]))
+    aborted = bank_call(d.home, "AbortTransaction", gb.DecisionRequest(txn_ids=[f"{x}-t5"]))
     assert [r.state for r in aborted.results] == [gb.ABORTED]
-    assert hold_states(d.home, "t5") == [("DEBIT", "ABORTED")]
-    refused = bank_call(d.home, "InitiateTransaction", gb.DecisionRequest(txn_ids=["t5"]))
+    assert hold_states(d.home, f"{x}-t5") == [("DEBIT", "ABORTED")]
+    refused = bank_call(d.home, "InitiateTransaction", gb.DecisionRequest(txn_ids=[f"{x}-t5"]))
     assert refused.results[0].error and balances(d.home)["alice"] == moved["alice"]
 
 
-def test_bad_exchanges_are_refused(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
+def test_bad_exchanges_are_refused(live):
+    d, x = live, uuid.uuid4().hex[:8]
     with pytest.raises(grpc.RpcError) as empty:
         exchange(d.home, gb.ExchangeRequest())
     assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as bad_leg:
-        exchange(d.home, gb.ExchangeRequest(commit=["t1"], prepare=[leg("t1", "alice", -5, gb.DEBIT)]))
+        exchange(d.home, gb.ExchangeRequest(commit=[f"{x}-t1"], prepare=[leg(f"{x}-t1", "alice", -5, gb.DEBIT)]))
     assert bad_leg.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert ledger_rows(d.home, "bank1", "SELECT COUNT(*) FROM outcomes") == [(0,)]  # nothing half-applied
+    assert ledger_rows(d.home, "bank1", "SELECT COUNT(*) FROM outcomes WHERE txn_id = ?",
+                       (f"{x}-t1",)) == [(0,)]  # nothing half-applied
     with pytest.raises(grpc.RpcError) as client:
-        exchange(d.home, gb.ExchangeRequest(abort=["t1"]), identity="alice")
+        exchange(d.home, gb.ExchangeRequest(abort=[f"{x}-t1"]), identity="alice")
     assert client.value.code() == grpc.StatusCode.UNAVAILABLE  # a user's certificate fails the handshake
     with pytest.raises(grpc.RpcError) as operator:
-        exchange(d.home, gb.ExchangeRequest(abort=["t1"]), identity="operator")
+        exchange(d.home, gb.ExchangeRequest(abort=[f"{x}-t1"]), identity="operator")
     assert operator.value.code() == grpc.StatusCode.PERMISSION_DENIED  # infrastructure, but not the gateway
 

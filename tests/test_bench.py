@@ -5,7 +5,7 @@ import re
 import subprocess
 import textwrap
 
-from tests.conftest import SMALL_TOPOLOGY, STRIFE, processes_of, settled
+from tests.helpers import SMALL_TOPOLOGY, STRIFE, processes_of, settled
 
 
 def test_bench_reports_every_figure(live):

@@ -5,7 +5,7 @@ from cryptography import x509
 
 from strife.deployment import certs, identities, topology
 from strife.deployment.layout import Layout
-from tests.conftest import SMALL_TOPOLOGY
+from tests.helpers import SMALL_TOPOLOGY
 
 
 def make(tmp_path, text=SMALL_TOPOLOGY):

@@ -2,7 +2,7 @@
 import json
 import sqlite3
 
-from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, settled, wait_for
+from tests.helpers import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, settled, wait_for
 
 
 def test_pause_shows_paused_and_for_resumes_by_itself(live):

@@ -18,7 +18,7 @@ from strife.client.outbox import Outbox
 from strife.core import storage
 from strife.core.headers import HEALTH_REASON
 from strife.nodes.health import NodeHealth
-from tests.conftest import SMALL_TOPOLOGY, Deployment, wait_for
+from tests.helpers import SMALL_TOPOLOGY, Deployment, wait_for
 
 SIZE = "100m"
 

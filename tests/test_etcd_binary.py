@@ -5,7 +5,7 @@ import pytest
 
 from strife.deployment import topology
 from strife.launcher import etcd
-from tests.conftest import SMALL_TOPOLOGY
+from tests.helpers import SMALL_TOPOLOGY
 
 
 def executable(path):

@@ -9,28 +9,27 @@ from strife.core import decisions
 from strife.deployment import discovery, identities
 from strife.deployment.topology import load_deployment
 from strife.launcher import etcd_upkeep
-from tests.conftest import PAYMENT_TOPOLOGY, ledger_rows, wait_for
+from tests.helpers import PAYMENT_TOPOLOGY, etcd_as, ledger_rows, wait_for
 
 
 def etcd_keys(home, prefix):
-    t = load_deployment(home)
-
-    async def read():
-        async with discovery.client(t, identities.OPERATOR) as etcd:
-            answer = await etcd.kv.get(prefix, range_end=prefix_range_end(prefix))
-            return {kv.key.decode(): kv.value.decode() for kv in answer.kvs}
-    return asyncio.run(read())
+    async def read(etcd):
+        answer = await etcd.kv.get(prefix, range_end=prefix_range_end(prefix))
+        return {kv.key.decode(): kv.value.decode() for kv in answer.kvs}
+    return etcd_as(home, read)
 
 
-def test_a_decision_is_forgotten_after_both_banks_applied_it_and_retries_still_answer(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
+def test_a_decision_is_forgotten_after_both_banks_applied_it_and_retries_still_answer(live):
+    d = live
     paid = json.loads(d.run("client", "alice", "pay", "bob", "2", "--json").stdout)
     refused = json.loads(d.run("client", "bob", "pay", "alice", "999", "--json").stdout)
     assert (paid["outcome"], refused["outcome"]) == ("committed", "aborted")
     for answer in (paid, refused):
         assert decisions.key(answer["txn_id"]) in etcd_keys(d.home, decisions.PREFIX)
-    wait_for(lambda: not etcd_keys(d.home, decisions.PREFIX), timeout=60, what="decisions and answers forgotten")
+    ours = {key for answer in (paid, refused) for key in (decisions.key(answer["txn_id"]),
+                                                           decisions.answer_key(answer["txn_id"]))}
+    wait_for(lambda: not ours & set(etcd_keys(d.home, decisions.PREFIX)), timeout=60,
+             what="decisions and answers forgotten")
     assert ledger_rows(d.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (paid["txn_id"],)) == [("COMMITTED",)]
     again = json.loads(d.run("client", "alice", "pay", "bob", "2", "--id", paid["txn_id"], "--json").stdout)
     assert (again["outcome"], again["reason"]) == ("committed", "")

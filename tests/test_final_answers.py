@@ -25,7 +25,7 @@ from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.nodes.gateway.coordinator import Coordinator
 from strife.nodes.gateway.store import Payment, Store, fingerprint
 from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
-from tests.conftest import PAYMENT_TOPOLOGY, prepared_holds, wait_for
+from tests.helpers import prepared_holds, wait_for
 
 
 def _free_port():
@@ -307,12 +307,11 @@ def _gateway_unfinished(home):
         db.close()
 
 
-def test_answers_given_under_load_with_faults_never_change(deployment):
+def test_answers_given_under_load_with_faults_never_change(live):
     """bank2 acknowledges aborts slowly and the gateway briefly fails between prepare and decision
     (payments it leaves PENDING for the recovery pass), while refused and committed payments flow.
     Afterwards every answer a client got is what a retry with the same id and the history say."""
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
+    d = live
     assert d.run("chaos", "--failpoint", "bank2:abort=delay:1500ms").returncode == 0
     load = Load()
 

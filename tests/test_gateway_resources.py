@@ -10,7 +10,7 @@ import pytest
 
 from strife.deployment.topology import load_deployment
 from strife.nodes import runtime
-from tests.conftest import STRIFE, wait_for
+from tests.helpers import STRIFE, wait_for
 
 IDLE, SOFT = 2000, 1024
 

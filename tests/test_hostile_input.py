@@ -16,7 +16,7 @@ from strife.deployment import tls
 from strife.deployment.topology import load_deployment
 from strife.launcher import control
 from strife.rpc import cl_gw_pb2 as cl
-from tests.conftest import settled, wait_for
+from tests.helpers import settled, wait_for
 
 RESERVED = ["operator", "supervisor", "strife", "root", "ca", "infra-ca", "users-ca", "etcd",
             *(f"etcd{i}" for i in range(1, 8)), "gateway", "jwt", "credentials"]
@@ -35,12 +35,13 @@ def no_money_moves(live):
 
 def tree(home):
     """Every path under the deployment except what changes by itself (logs, etcd's data, SQLite's
-    side files), and what sits next to it: what a refused command must leave as it was."""
+    side files, the nodes' disk probes), and what sits next to it: what a refused command must
+    leave as it was."""
     out = {p.name for p in home.parent.iterdir()}
     for top in ("certs", "state"):
         for path in (home / top).rglob("*"):
             rel = path.relative_to(home)
-            if rel.parts[:2] != ("state", "etcd") and not path.name.endswith(("-wal", "-shm", "-journal")):
+            if rel.parts[:2] != ("state", "etcd") and not path.name.endswith(("-wal", "-shm", "-journal", ".write-probe")):
                 out.add(str(rel))
     return out
 

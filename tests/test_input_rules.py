@@ -19,10 +19,10 @@ from strife.core.money import AmountError, parse_amount
 from strife.core.untrusted import escape, field, pair, shown
 from strife.deployment import topology
 from strife.deployment.layout import Layout
-from strife.launcher import control, logs
+from strife.launcher import control, control_server, logs
 from strife.nodes.interceptors import _fields
 from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
-from tests.conftest import SMALL_TOPOLOGY
+from tests.helpers import SMALL_TOPOLOGY
 
 # ---- names ----
 
@@ -271,7 +271,7 @@ def _serve_and(path, uid, client):
     """Run a ControlServer on `path` (allowing `uid`) while `client()` (a coroutine) talks to it."""
     async def go():
         supervisor = _FakeSupervisor()
-        server = control.ControlServer(supervisor, path, uid=uid)
+        server = control_server.ControlServer(supervisor, path, uid=uid)
         await server.start()
         try:
             return await client(), supervisor
@@ -338,7 +338,7 @@ def test_the_kernel_reports_another_users_connection_and_it_is_refused():
 def test_peer_uid_is_the_connecting_process_uid():
     a, b = socket.socketpair(socket.AF_UNIX)
     with a, b:
-        assert control.peer_uid(a) == os.getuid()
+        assert control_server.peer_uid(a) == os.getuid()
 
 
 # ---- files ----

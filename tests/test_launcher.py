@@ -12,28 +12,17 @@ import time
 import psutil
 
 from strife.client.gateway_client import GatewayClient
-from strife.deployment import discovery, identities, topology
+from strife.deployment import topology
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
-from tests.conftest import SMALL_TOPOLOGY, STRIFE, processes_of, wait_for
-
-
-def etcd_key(home, key):
-    """(value, lease id) of `key` read from the deployment's etcd with the operator certificate."""
-    t = topology.load(Layout(home).resolved, home=home)
-
-    async def read():
-        async with discovery.client(t, identities.OPERATOR) as etcd:
-            answer = await etcd.kv.get(key, timeout=5)
-            return (answer.kvs[0].value.decode(), answer.kvs[0].lease) if answer.kvs else (None, None)
-    return asyncio.run(read())
+from tests.helpers import SMALL_TOPOLOGY, STRIFE, etcd_key, processes_of, wait_for
 
 
 def test_up_status_down_leaves_no_process(deployment):
     d = deployment()
     result = d.up()
     assert "nodes healthy" in result.stdout
-    status = d.status()
+    status = json.loads(d.run("status", "--json").stdout)  # the command's own JSON
     assert status["running"] and status["phase"] == "ready"
     nodes = {n["name"]: n for n in status["nodes"]}
     assert list(nodes) == ["etcd", "bank1", "bank2", "gateway", "admin", "alice", "bob"]

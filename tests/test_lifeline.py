@@ -7,7 +7,7 @@ import sys
 import psutil
 
 from strife.core import lifeline
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 LIFELINE = [sys.executable, "-I", "-S", lifeline.__file__, "--"]  # as etcd is started
 

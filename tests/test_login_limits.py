@@ -13,7 +13,7 @@ from strife.deployment.topology import load_deployment
 from strife.nodes.gateway.login_limits import LoginLimiter
 from strife.nodes.gateway.users import TooManyAttempts, Users, limit_keys, source_address
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 
 class Clock:

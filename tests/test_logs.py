@@ -15,7 +15,7 @@ import pytest
 from strife.client.gateway_client import GatewayClient
 from strife.deployment.topology import load_deployment
 from strife.launcher import logs
-from tests.conftest import SMALL_TOPOLOGY, STRIFE, Deployment, wait_for
+from tests.helpers import SMALL_TOPOLOGY, STRIFE, Deployment, wait_for
 
 ROTATED_NAME = re.compile(r"n\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}(\.\d+)?\.log")
 

@@ -2,7 +2,7 @@
 import json
 import sqlite3
 
-from tests.conftest import PAYMENT_TOPOLOGY, settled, wait_for
+from tests.helpers import settled, wait_for
 
 
 def gateway_payments(home, txn_ids):
@@ -27,9 +27,8 @@ def queue(d, payer, payee, amount):
     return answer["txn_id"]
 
 
-def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
+def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(live):
+    d = live
     before = settled(d.home)
     assert d.run("chaos", "--pause", "gateway").returncode == 0
     ids = [queue(d, "alice", "bob", amount) for amount in ("1.00", "2.00", "3.00")]
@@ -52,9 +51,8 @@ def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(deplo
     assert "payment " + ids[2] in (d.home / "logs" / "alice.log").read_text()  # the node says what happened
 
 
-def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
+def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(live):
+    d = live
     before = settled(d.home)
     d.run("chaos", "--pause", "gateway")
     txn = queue(d, "alice", "bob", "999.00")  # alice has 100.00
@@ -69,34 +67,35 @@ def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(de
     assert again.returncode == 1 and json.loads(again.stdout)["outcome"] == "aborted"
 
 
-def test_a_client_killed_mid_send_pays_exactly_once(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
-    before = settled(d.home)
+def test_a_client_killed_mid_send_pays_exactly_once(live):
+    d = live
+    before, restarts = settled(d.home), d.node("alice")["restarts"]
     # the node dies after the gateway answered and before its outbox knows: the worst moment
     assert d.run("chaos", "--failpoint", "alice:after-send=crash").returncode == 0
     result = d.run("client", "alice", "pay", "bob", "4.00", "--wait", "60", "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["outcome"] == "committed"
-    assert d.node("alice")["restarts"] == 1
+    assert d.node("alice")["restarts"] == restarts + 1
     assert gateway_payments(d.home, [answer["txn_id"]]) == [(answer["txn_id"], "COMMITTED")]
     after = settled(d.home)
     assert after["alice"] == before["alice"] - 400 and after["bob"] == before["bob"] + 400
 
 
-def test_without_a_client_node_the_cli_delivers_on_its_next_call(deployment):
-    d = deployment(PAYMENT_TOPOLOGY.replace('alice: {bank: bank1,', "alice: {restart: 'no', bank: bank1,"))
-    d.up()
+def test_without_a_client_node_the_cli_delivers_on_its_next_call(live):
+    d = live  # dave's node is restart: 'no'
     before = settled(d.home)
-    d.run("chaos", "--kill", "alice")
-    wait_for(lambda: d.node("alice")["state"] == "EXITED", what="alice's node gone")
-    d.run("chaos", "--pause", "gateway")
-    txn = queue(d, "alice", "bob", "5.00")
-    d.run("chaos", "--resume", "gateway")
-    assert outbox(d, "alice")[0]["txn_id"] == txn
-    result = d.run("client", "alice", "balance", "--json")
-    assert result.returncode == 0
-    assert "delivering 1 queued payment" in result.stderr and f"{txn} to bob 5.00: committed" in result.stderr
-    assert json.loads(result.stdout)["balance_minor"] == before["alice"] - 500
-    assert outbox(d, "alice") == []
+    d.run("chaos", "--kill", "dave")
+    wait_for(lambda: d.node("dave")["state"] == "EXITED", what="dave's node gone")
+    try:
+        d.run("chaos", "--pause", "gateway")
+        txn = queue(d, "dave", "bob", "5.00")
+        d.run("chaos", "--resume", "gateway")
+        assert outbox(d, "dave")[0]["txn_id"] == txn
+        result = d.run("client", "dave", "balance", "--json")
+        assert result.returncode == 0
+        assert "delivering 1 queued payment" in result.stderr and f"{txn} to bob 5.00: committed" in result.stderr
+        assert json.loads(result.stdout)["balance_minor"] == before["dave"] - 500
+        assert outbox(d, "dave") == []
+    finally:
+        assert d.run("restart", "dave").returncode == 0  # as the shared deployment was

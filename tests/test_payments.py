@@ -8,8 +8,7 @@ import uuid
 
 from strife.client.gateway_client import GatewayClient
 from strife.deployment.topology import load_deployment
-from tests.conftest import ledger_rows, prepared_holds, settled, wait_for
-from tests.test_recovery import decision_of
+from tests.helpers import decision_of, ledger_rows, prepared_holds, settled, wait_for
 
 
 def pay(d, payer, payee, amount, *extra):

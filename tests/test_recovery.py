@@ -8,35 +8,24 @@ import grpc
 
 from strife.client.gateway_client import GatewayClient
 from strife.core import decisions
-from strife.deployment import discovery, identities, topology
-from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.rpc import cl_gw_pb2 as cl
-from tests.conftest import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_holds, settled, wait_for
-
-
-def decision_of(home, txn_id):
-    t = topology.load(Layout(home).resolved, home=home)
-
-    async def read():
-        async with discovery.client(t, identities.OPERATOR) as etcd:
-            return await decisions.read(etcd, txn_id, banks=[b.name for b in t.of_kind("bank")])
-    return asyncio.run(read())
+from tests.helpers import PAYMENT_TOPOLOGY, balances, decision_of, ledger_rows, prepared_holds, settled, wait_for
 
 
 def with_gateway(settings):
     return PAYMENT_TOPOLOGY.replace("gateway: {}", f"gateway: {settings}")
 
 
-def test_gateway_crash_after_the_decision_completes_on_restart(deployment):
-    d = deployment(with_gateway("{failpoints: {after-decision: crash}}"))
-    d.up()
-    before = balances(d.home)
+def test_gateway_crash_after_the_decision_completes_on_restart(live):
+    d = live
+    before, restarts = settled(d.home), d.node("gateway")["restarts"]
+    assert d.run("chaos", "--failpoint", "gateway:after-decision=crash").returncode == 0  # its next payment
     txn = "crash-after-decision-1"
     result = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0")
     assert result.returncode == 4, result.stderr  # queued; alice's client node delivers it
     wait_for(lambda: decision_of(d.home, txn) == decisions.COMMIT, what="the COMMIT decision")
-    wait_for(lambda: d.node("gateway")["restarts"] >= 1 and d.node("gateway")["state"] == "RUNNING",
+    wait_for(lambda: d.node("gateway")["restarts"] > restarts and d.node("gateway")["state"] == "RUNNING",
              what="gateway restarted")
     wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="phase 2 re-driven after restart")
     after = balances(d.home)
@@ -46,10 +35,10 @@ def test_gateway_crash_after_the_decision_completes_on_restart(deployment):
     assert balances(d.home) == after
 
 
-def test_gateway_crash_before_deciding_aborts_on_restart(deployment):
-    d = deployment(with_gateway("{failpoints: {after-prepare: crash}}"))
-    d.up()
-    before = balances(d.home)
+def test_gateway_crash_before_deciding_aborts_on_restart(live):
+    d = live
+    before = settled(d.home)
+    assert d.run("chaos", "--failpoint", "gateway:after-prepare=crash").returncode == 0
     txn = "crash-after-prepare-1"
     assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0").returncode == 4
     wait_for(lambda: decision_of(d.home, txn) == decisions.ABORT, timeout=30, what="recovery decided ABORT")
@@ -88,10 +77,9 @@ def test_a_dead_bank_makes_payments_abort_and_holds_nothing(deployment):
     assert d.run("client", "alice", "pay", "carol", "5.00").returncode == 0
 
 
-def test_a_bank_killed_after_voting_yes_commits_on_restart(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
-    before = balances(d.home)
+def test_a_bank_killed_after_voting_yes_commits_on_restart(live):
+    d = live
+    before, restarts = settled(d.home), d.node("bank2")["restarts"]
     # bank2 votes yes, the decision is COMMIT, and bank2 dies as the commit arrives
     assert d.run("chaos", "--failpoint", "bank2:commit=crash").returncode == 0
     result = d.run("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")
@@ -99,7 +87,7 @@ def test_a_bank_killed_after_voting_yes_commits_on_restart(deployment):
     assert result.returncode == 0 and answer["outcome"] == "committed"  # the decision is the commit point
     txn = answer["txn_id"]
     assert decision_of(d.home, txn) == decisions.COMMIT
-    wait_for(lambda: d.node("bank2")["restarts"] == 1 and d.node("bank2")["state"] == "RUNNING",
+    wait_for(lambda: d.node("bank2")["restarts"] == restarts + 1 and d.node("bank2")["state"] == "RUNNING",
              what="bank2 restarted")
     wait_for(lambda: ledger_rows(d.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,))
              == [("COMMITTED",)], timeout=30, what="the gateway's retried commit applied after restart")
@@ -107,10 +95,9 @@ def test_a_bank_killed_after_voting_yes_commits_on_restart(deployment):
     assert after["alice"] == before["alice"] - 600 and after["bob"] == before["bob"] + 600
 
 
-def test_a_bank_killed_with_its_hold_written_aborts_as_recorded(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
-    before = balances(d.home)
+def test_a_bank_killed_with_its_hold_written_aborts_as_recorded(live):
+    d = live
+    before = settled(d.home)
     # bank2 writes its hold durably and dies before its YES leaves: the gateway decides ABORT
     assert d.run("chaos", "--failpoint", "bank2:prepare=crash").returncode == 0
     result = d.run("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")

@@ -9,7 +9,7 @@ from strife.deployment import certs, identities, tls, topology
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc, gw_bank_pb2, gw_bank_pb2_grpc
-from tests.conftest import SMALL_TOPOLOGY, balances, settled
+from tests.helpers import SMALL_TOPOLOGY, balances, settled
 
 
 @pytest.fixture(autouse=True)

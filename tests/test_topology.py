@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from strife.deployment import topology
-from tests.conftest import SMALL_TOPOLOGY, processes_of
+from tests.helpers import SMALL_TOPOLOGY, processes_of
 
 
 def problems_of(tmp_path, text):
@@ -119,7 +119,7 @@ def test_cli_refuses_a_bad_topology_with_exit_2_and_starts_nothing(deployment):
 def test_missing_topology_is_a_clear_error(tmp_path):
     import subprocess
 
-    from tests.conftest import STRIFE
+    from tests.helpers import STRIFE
     result = subprocess.run([*STRIFE, "status"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "no topology file" in result.stderr
 
@@ -127,7 +127,7 @@ def test_missing_topology_is_a_clear_error(tmp_path):
 def test_a_directory_too_deep_for_the_control_socket_is_refused_up_front(tmp_path):
     import subprocess
 
-    from tests.conftest import STRIFE
+    from tests.helpers import STRIFE
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     (deep / "topology.yaml").write_text(SMALL_TOPOLOGY)

@@ -17,7 +17,7 @@ from strife.deployment import certs, discovery, identities, tls
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.rpc import admin_pb2, admin_pb2_grpc, gw_bank_pb2 as gb, gw_bank_pb2_grpc
-from tests.conftest import settled, wait_for
+from tests.helpers import etcd_as, settled, wait_for
 
 
 def health(home, identity, node, trust=(identities.INFRA,)):
@@ -70,15 +70,6 @@ def forge(home, name, role, domain):
     (home / "certs" / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def etcd_as(home, identity, work):
-    t = load_deployment(home)
-
-    async def go():
-        async with discovery.client(t, identity) as etcd:
-            return await work(etcd)
-    return asyncio.run(go())
-
-
 async def outcome(call):
     try:
         await call
@@ -96,7 +87,7 @@ def test_each_kind_writes_only_what_its_role_grants_in_etcd(live):
             "its own abort": await outcome(decisions.abort_as_bank(etcd, "bank1", "trust-own-abort")),
             "the whole tree": await outcome(etcd.kv.get("/strife/", range_end=b"/strife0")),
         }
-    assert etcd_as(live.home, "bank1", as_bank1) == {
+    assert etcd_as(live.home, as_bank1, "bank1") == {
         "another bank's registration": "denied", "a commit decision": "denied", "another bank's abort": "denied",
         "its own abort": "allowed", "the whole tree": "denied"}
 
@@ -106,7 +97,7 @@ def test_each_kind_writes_only_what_its_role_grants_in_etcd(live):
             "a bank's abort": await outcome(etcd.kv.put(decisions.abort_key("bank1", "forged"), "ABORT")),
             "a decision": await outcome(decisions.decide(etcd, "trust-gateway-decides", decisions.ABORT)),
         }
-    assert etcd_as(live.home, "gateway", as_gateway) == {
+    assert etcd_as(live.home, as_gateway, "gateway") == {
         # a bank's abort is an abort the gateway may decide anyway; it deletes them once phase 2 is done
         "a bank's registration": "denied", "a bank's abort": "allowed", "a decision": "allowed"}
 
@@ -130,9 +121,9 @@ def test_a_deleted_registration_is_written_again_by_its_bank(live):
     async def read(etcd):
         answer = await etcd.kv.get(key, timeout=5)
         return (answer.kvs[0].value.decode(), answer.kvs[0].lease) if answer.kvs else None
-    before = etcd_as(live.home, identities.OPERATOR, read)
-    etcd_as(live.home, identities.OPERATOR, lambda etcd: etcd.kv.delete(key))
-    assert wait_for(lambda: etcd_as(live.home, identities.OPERATOR, read), timeout=10, what="bank2 back in etcd") == before
+    before = etcd_as(live.home, read, identities.OPERATOR)
+    etcd_as(live.home, lambda etcd: etcd.kv.delete(key), identities.OPERATOR)
+    assert wait_for(lambda: etcd_as(live.home, read, identities.OPERATOR), timeout=10, what="bank2 back in etcd") == before
 
 
 class FakeBank(gw_bank_pb2_grpc.BankServicer):
@@ -179,7 +170,7 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
     assert fake.calls == 0
     assert settled(home) == before
     t = load_deployment(home)
-    wait_for(lambda: etcd_as(home, identities.OPERATOR, lambda etcd: etcd.kv.get(key)).kvs[0].value.decode()
+    wait_for(lambda: etcd_as(home, lambda etcd: etcd.kv.get(key), identities.OPERATOR).kvs[0].value.decode()
              == t.node("bank1").address, timeout=15, what="bank1 registered again after its resume")
     paid = live.run("client", "alice", "pay", "bob", "1", "--wait", "20")
     assert paid.returncode == 0, paid.stdout + paid.stderr

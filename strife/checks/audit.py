@@ -14,7 +14,6 @@ Each ledger is read in one read transaction, so a live system can be audited too
 import asyncio
 import collections
 import dataclasses
-import sqlite3
 import time
 
 from strife.core import decisions
@@ -22,6 +21,8 @@ from strife.core.money import format_minor
 from strife.deployment import discovery
 from strife.deployment.identities import OPERATOR
 from strife.deployment.layout import Layout
+from strife.nodes.bank import ledger
+from strife.nodes.gateway import store
 
 
 @dataclasses.dataclass
@@ -38,42 +39,13 @@ class Report:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class LedgerSnapshot:
-    accounts: list    # (name, balance_minor)
-    deposits: int     # total ever deposited
-    holds: list       # (txn_id, direction, account, amount_minor, state, created_at)
-    transfers: dict   # txn_id -> outcome of same-bank payments
-
-
-def read_ledger(path):
-    """One bank's ledger, read in one snapshot."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        db.execute("BEGIN")  # one snapshot for all reads of this bank
-        accounts = db.execute("SELECT name, balance_minor FROM accounts").fetchall()
-        deposits = db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM deposits").fetchone()[0]
-        holds = db.execute("SELECT txn_id, direction, account, amount_minor, state, created_at FROM holds").fetchall()
-        transfers = dict(db.execute("SELECT txn_id, outcome FROM transfers"))
-        db.execute("COMMIT")
-        return LedgerSnapshot(accounts, deposits, holds, transfers)
-    finally:
-        db.close()
-
-
 def _gateway_commits(home, topology):
     """{txn_id: (same bank?, decision forgotten in etcd?)} of every commit a gateway acknowledged."""
     found = {}
     for gateway in topology.of_kind("gateway"):
         path = Layout(home).gateway_db(gateway.name)
-        if not path.exists():
-            continue
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            found.update((txn, (bool(same), bool(forgotten))) for txn, same, forgotten in db.execute(
-                "SELECT txn_id, payer_bank = payee_bank, forgotten FROM payments WHERE status = 'COMMITTED'"))
-        finally:
-            db.close()
+        if path.exists():
+            found.update(store.acknowledged_commits(path))
     return found
 
 
@@ -92,16 +64,16 @@ async def audit_async(topology):
     hold_timeout = topology.settings.hold_timeout
     problems, banks = [], {}
     total = deposits = 0
-    legs = collections.defaultdict(list)  # txn -> [(bank, direction, account, amount, state, created)]
+    legs = collections.defaultdict(list)  # txn -> [(bank, Hold)]
     transfers = {}                        # same-bank payments: txn -> outcome
     for bank in topology.of_kind("bank"):
         path = Layout(home).ledger(bank.name)
         if not path.exists():
             problems.append(f"{bank.name}: no ledger at {path}")
             continue
-        snapshot = read_ledger(path)
-        accounts, bank_deposits, holds = snapshot.accounts, snapshot.deposits, snapshot.holds
-        transfers.update(snapshot.transfers)
+        read = ledger.snapshot(path)
+        accounts, bank_deposits = read.accounts, read.deposits_minor
+        transfers.update(read.transfers)
         balance = sum(b for _, b in accounts)
         banks[bank.name] = {"accounts": len(accounts), "balance_minor": balance, "deposits_minor": bank_deposits}
         total += balance
@@ -109,8 +81,8 @@ async def audit_async(topology):
         for name, b in accounts:
             if b < 0:
                 problems.append(f"{bank.name}: account {name} is negative ({format_minor(b)})")
-        for txn, direction, account, amount, state, created in holds:
-            legs[txn].append((bank.name, direction, account, amount, state, created))
+        for hold in read.holds:
+            legs[hold.txn_id].append((bank.name, hold))
 
     records = await _decisions(topology)
     recorded = {txn: record.outcome for txn, record in records.items()}
@@ -122,21 +94,22 @@ async def audit_async(topology):
     counts = collections.Counter()
     for txn, sides in legs.items():
         decision = recorded.get(txn)
-        states = {s[4] for s in sides}
-        debits = [s for s in sides if s[1] == "DEBIT"]
-        credits = [s for s in sides if s[1] == "CREDIT"]
+        states = {hold.state for _, hold in sides}
+        debits = [hold for _, hold in sides if hold.direction == "DEBIT"]
+        credits = [hold for _, hold in sides if hold.direction == "CREDIT"]
         # a decision is deleted from etcd once both sides applied it and the gateway keeps the answer
         forgotten = decision is None and acknowledged.get(txn) == (False, True)
         if "COMMITTED" in states:
             if decision != decisions.COMMIT and not (forgotten and states == {"COMMITTED"}):
                 problems.append(f"txn {txn}: committed at {_where(sides, 'COMMITTED')} but etcd records "
                                 f"{decision or 'no decision'}")
-            if len(debits) != 1 or len(credits) != 1 or debits[0][3] != credits[0][3]:
+            if len(debits) != 1 or len(credits) != 1 or debits[0].amount_minor != credits[0].amount_minor:
                 problems.append(f"txn {txn}: a commit needs one debit and one credit of the same amount, found "
-                                + ", ".join(f"{s[1]} {format_minor(s[3])} at {s[0]}" for s in sides))
+                                + ", ".join(f"{hold.direction} {format_minor(hold.amount_minor)} at {bank}"
+                                            for bank, hold in sides))
         if decision == decisions.COMMIT and "ABORTED" in states:
             problems.append(f"txn {txn}: etcd records COMMIT but {_where(sides, 'ABORTED')} aborted it")
-        for bank, direction, account, amount, state, created in sides:
+        for bank, (_, direction, account, amount, state, created) in sides:
             if state == "PREPARED":
                 age = now - created
                 if age > hold_timeout * 2:  # the resolver runs every hold_timeout/4; leave it room
@@ -152,7 +125,7 @@ async def audit_async(topology):
                 problems.append(f"txn {txn}: the gateway acknowledged a same-bank commit that the bank records as "
                                 f"{(transfers.get(txn) or 'unknown').lower()}")
         elif forgotten:
-            if {s[4] for s in legs.get(txn, ())} != {"COMMITTED"}:
+            if {hold.state for _, hold in legs.get(txn, ())} != {"COMMITTED"}:
                 problems.append(f"txn {txn}: the gateway acknowledged a commit whose decision is forgotten, but the "
                                 f"banks have not applied it on both sides")
         elif recorded.get(txn) != decisions.COMMIT:
@@ -169,4 +142,4 @@ async def audit_async(topology):
 
 
 def _where(sides, state):
-    return ", ".join(f"{s[0]} ({s[1].lower()})" for s in sides if s[4] == state)
+    return ", ".join(f"{bank} ({hold.direction.lower()})" for bank, hold in sides if hold.state == state)

@@ -21,7 +21,7 @@ from strife.core.errors import BadInput, Failed, NotRunning
 from strife.core.limits import MAX_HISTORY
 from strife.core.money import AmountError, format_minor, parse_amount
 from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
-from strife.deployment import certs, credentials
+from strife.deployment import credentials
 from strife.deployment.layout import Layout
 
 ABORTED = FAILED  # the exit code of an aborted payment
@@ -306,6 +306,7 @@ def register_user(args):
     async def work(topology, client):
         answer = await client.register(args.username, args.bank, password, deposit, args.full_name)
         # The new user's identity for mTLS, signed by this deployment's CA, and their password.
+        from strife.deployment import certs  # cryptography: only to make a certificate
         certs.issue(home, args.username, "client")
         credentials.set_password(home, args.username, password)
         return answer

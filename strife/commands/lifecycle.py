@@ -4,12 +4,12 @@ import sys
 
 from strife.commands import FAILED, NOT_RUNNING, OK, topology_path
 from strife.core.errors import BadInput
-from strife.deployment import topology as topology_model
 from strife.deployment.layout import Layout
 from strife.launcher.control import ControlClient, NotRunning
 
 
 def _load(args):
+    from strife.deployment import topology as topology_model
     try:
         return topology_model.load(topology_path(args))
     except topology_model.TopologyError as exc:
@@ -21,6 +21,7 @@ def _problems(exc):
 
 
 def _prepare(args):
+    from strife.deployment import topology as topology_model
     from strife.launcher import deploy
     try:
         return deploy.prepare(topology_path(args))
@@ -79,11 +80,9 @@ def status(args):
         else:
             print(f"Strife is not running in {supervisor.layout.home}")
         return NOT_RUNNING
-    shown = status.to_dict()
-    for row, node in zip(shown["nodes"], status.nodes):  # 'NOT_SERVING: disk full: ...': the reason apart
-        row["health"], row["health_reason"] = node.health_and_reason()
+    shown = status.shown()  # 'NOT_SERVING: disk full: ...': the reason apart
     if args.json:
-        print(json.dumps({"running": True, **shown}, indent=2))
+        print(json.dumps(shown, indent=2))
         return OK
     print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  ADDRESS")
     for n in shown["nodes"]:

@@ -4,7 +4,6 @@ A step is armed with an action; code calls `await failpoints.hit("prepare")` at 
 Actions: pause (wait until cleared), delay:DURATION, error (raise FailpointFired), crash
 (exit the process at once, as a kill -9 would, without any clean-up).
 """
-import asyncio
 import os
 
 from strife.core.durations import DurationError, parse_duration
@@ -50,6 +49,8 @@ def parse_action(text):
 
 
 class Failpoints:
+    """The failpoints armed in a running node (asyncio: imported here, not by whoever reads a topology)."""
+
     def __init__(self, armed=()):
         self._armed = {}
         self._cleared = {}
@@ -60,6 +61,7 @@ class Failpoints:
         parse_action(action)
         self.clear(step)
         self._armed[step] = action
+        import asyncio
         self._cleared[step] = asyncio.Event()  # binds to a loop only when awaited
 
     def clear(self, step=None):
@@ -82,6 +84,7 @@ class Failpoints:
         if name == "error":
             raise FailpointFired(f"failpoint {step} fired")
         if name == "delay":
+            import asyncio
             await asyncio.sleep(arg or 0)
             return
         await self._cleared[step].wait()

@@ -9,7 +9,7 @@ from strife.core import log_setup
 from strife.deployment import topology as topology_model
 from strife.deployment.layout import Layout
 from strife.launcher import spawner
-from strife.launcher.control import ControlServer
+from strife.launcher.control_server import ControlServer
 from strife.launcher.printer import LogPrinter
 
 

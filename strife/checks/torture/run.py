@@ -12,6 +12,7 @@ from strife.checks.torture.workload import Workload
 from strife.client.outbox import Outbox
 from strife.deployment.layout import Layout
 from strife.launcher import chaos, control
+from strife.nodes.bank import ledger
 
 OUTBOX_EVERY = 0.5   # seconds between payments queued through the outbox client
 
@@ -148,9 +149,9 @@ class Torture:
         problems = []
         committed = set()
         for bank in self.topology.of_kind("bank"):
-            snapshot = audit_module.read_ledger(self.layout.ledger(bank.name))
-            committed |= {txn for txn, direction, _, _, state, _ in snapshot.holds
-                          if direction == "DEBIT" and state == "COMMITTED"}
+            snapshot = ledger.snapshot(self.layout.ledger(bank.name))
+            committed |= {hold.txn_id for hold in snapshot.holds
+                          if hold.direction == "DEBIT" and hold.state == "COMMITTED"}
             committed |= {txn for txn, outcome in snapshot.transfers.items() if outcome == "COMMITTED"}
         for sent in workload.sent:
             if sent.outcome == "committed" and sent.txn_id not in committed:

@@ -10,8 +10,11 @@ amounts are integer minor units; the schema refuses negative balances.
 """
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from strife.core.money import format_minor
 from strife.core.outcomes import NoReason, Outcome
@@ -65,6 +68,41 @@ YES, NO = "YES", "NO"
 COMMITTED, ABORTED = Outcome.COMMITTED, Outcome.ABORTED
 INSUFFICIENT_FUNDS, ACCOUNT_UNKNOWN, ALREADY_DECIDED, CONFLICT = (
     NoReason.INSUFFICIENT_FUNDS, NoReason.ACCOUNT_UNKNOWN, NoReason.ALREADY_DECIDED, NoReason.CONFLICT)
+
+
+class Hold(NamedTuple):
+    """One side of a cross-bank transaction at this bank."""
+    txn_id: str
+    direction: str       # DEBIT | CREDIT
+    account: str
+    amount_minor: int
+    state: str           # PREPARED | COMMITTED | ABORTED
+    created_at: float
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """Everything an audit reads of one ledger, as of one moment."""
+    accounts: list[tuple[str, int]]  # (name, balance_minor)
+    deposits_minor: int              # every deposit ever made
+    holds: list[Hold]
+    transfers: dict[str, str]        # txn_id -> outcome of same-bank payments
+
+
+def snapshot(path: Path) -> Snapshot:
+    """A ledger read in one read transaction, without the bank (a live one keeps writing)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db.execute("BEGIN")  # one snapshot for all reads of this bank
+        accounts = db.execute("SELECT name, balance_minor FROM accounts").fetchall()
+        deposits = db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM deposits").fetchone()[0]
+        holds = [Hold(*row) for row in db.execute(
+            "SELECT txn_id, direction, account, amount_minor, state, created_at FROM holds")]
+        transfers = dict(db.execute("SELECT txn_id, outcome FROM transfers"))
+        db.execute("COMMIT")
+        return Snapshot(accounts, deposits, holds, transfers)
+    finally:
+        db.close()
 
 
 class UnknownAccount(LookupError):

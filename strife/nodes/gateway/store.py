@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sqlite3
 import time
 from pathlib import Path
 
@@ -92,6 +93,17 @@ class Payment:
 def fingerprint(payer, payer_bank, payee, payee_bank, amount_minor):
     """What a transaction id is bound to: the same id with other terms is a different request."""
     return hashlib.sha256(f"{payer}\0{payer_bank}\0{payee}\0{payee_bank}\0{amount_minor}".encode()).hexdigest()
+
+
+def acknowledged_commits(path: Path) -> dict[str, tuple[bool, bool]]:
+    """{txn_id: (same bank?, decision forgotten in etcd?)} of every commit a gateway's store
+    acknowledged, read without the gateway (for the audit)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {txn: (bool(same), bool(forgotten)) for txn, same, forgotten in db.execute(
+            "SELECT txn_id, payer_bank = payee_bank, forgotten FROM payments WHERE status = 'COMMITTED'")}
+    finally:
+        db.close()
 
 
 class Store:

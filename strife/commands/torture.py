@@ -32,6 +32,7 @@ def run(args):
                   f"max {_s(figures['healthy_max'])}; next commit through it p50 {_s(figures['commit_p50'])} "
                   f"max {_s(figures['commit_max'])}")
         print(f"  longest stretch without a commit: {result['recovery']['longest_commit_gap_s']:.2f}s")
+        _print_resources(result["resources"])
         for problem in result["problems"]:
             print(f"VIOLATION {problem}")
         print("torture: OK, verify clean" if result["ok"] else "torture: FAILED")
@@ -40,3 +41,15 @@ def run(args):
 
 def _s(seconds):
     return "-" if seconds is None else f"{seconds:.2f}s"
+
+
+def _print_resources(figures):
+    """One line for the soak: flat, or which figures grew (`--json` has every sample)."""
+    if not figures.get("samples"):
+        return
+    disk = figures["disk"]
+    per_payment = ", ".join(f"{name.removesuffix('_bytes').replace('_', ' ')} {d['bytes_per_payment']} B"
+                            for name, d in disk.items() if "bytes_per_payment" in d and d["bytes_per_payment"] is not None)
+    verdict = "flat after warm-up" if figures["flat"] else "GROWING: " + ", ".join(figures["growing"])
+    print(f"  resources over {figures['seconds']:.0f}s ({figures['samples']} samples): {verdict}"
+          + (f"; kept per payment: {per_payment}" if per_payment else ""))

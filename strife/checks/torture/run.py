@@ -7,14 +7,15 @@ import uuid
 import grpc
 
 from strife.checks import audit as audit_module
-from strife.checks.torture import recovery, schedule
+from strife.checks.torture import recovery, resources, schedule
 from strife.checks.torture.workload import Workload
 from strife.client.outbox import Outbox
 from strife.deployment.layout import Layout
 from strife.launcher import chaos, control
 from strife.nodes.bank import ledger
 
-OUTBOX_EVERY = 0.5   # seconds between payments queued through the outbox client
+OUTBOX_EVERY = 0.5     # seconds between payments queued through the outbox client
+PROGRESS_EVERY = 60.0  # seconds between two progress lines while the load runs
 
 
 class Torture:
@@ -175,12 +176,14 @@ class Torture:
                       f"{self.concurrency} concurrent payers among {', '.join(self.users)}")
         async with Workload(self.topology, self.users, self.seed, self.nonce, self.concurrency) as workload:
             began = time.monotonic()
+            sampler = resources.Sampler(self._status, self.layout, self.topology)
             tasks = [asyncio.create_task(workload.run(stop)), asyncio.create_task(self._faults(began)),
-                     asyncio.create_task(self._queue_through_outbox(stop, self.seed))]
-            await asyncio.sleep(self.seconds)
+                     asyncio.create_task(self._queue_through_outbox(stop, self.seed)),
+                     asyncio.create_task(sampler.run(stop))]
+            await self._wait_reporting(workload, began)
             stop.set()
             await tasks[1]
-            await asyncio.gather(tasks[0], tasks[2])
+            await asyncio.gather(tasks[0], tasks[2], tasks[3])
             ended = time.monotonic()
             recoveries = await self._recoveries(workload, began, ended)
             healed = await self._heal()
@@ -201,8 +204,16 @@ class Torture:
                          "aborted": outcomes.count("aborted"), "unknown": outcomes.count("unknown"),
                          "through_outbox": len(self.queued)},
             "recovery": recoveries,
+            "resources": sampler.report(len(outcomes)),
             "verify": report.to_dict(),
         }
+
+    async def _wait_reporting(self, workload, began):
+        """Sleep through the run, saying every minute how far it got (a soak runs for many)."""
+        while (left := began + self.seconds - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, PROGRESS_EVERY))
+            if time.monotonic() < began + self.seconds - 1:
+                self.progress(f"{time.monotonic() - began:.0f}s of {self.seconds:g}s: {len(workload.sent)} payments sent")
 
     async def _recoveries(self, workload, began, ended):
         """For every fault, how long until its node was healthy and until a payment through it committed."""

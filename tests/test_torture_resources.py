@@ -1,0 +1,72 @@
+"""The soak's judgement of resources, from made-up samples; and one real sample of a real process."""
+import asyncio
+import os
+from types import SimpleNamespace
+
+from strife.checks.torture import resources
+from strife.checks.torture.resources import Sample
+
+
+def samples(rss, fds=None, etcd=None, ledgers=None):
+    n = len(rss)
+    fds = fds or [20] * n
+    etcd = etcd or [1_000_000] * n
+    ledgers = ledgers or [0] * n
+    return [Sample(at=5.0 * i, nodes={"bank1": {"rss_bytes": rss[i], "open_files": fds[i], "threads": 9}},
+                   disk={"logs_bytes": 5000, "etcd_bytes": etcd[i], "ledgers_bytes": ledgers[i],
+                         "gateway_records_bytes": 0}) for i in range(n)]
+
+
+def test_memory_that_settles_after_the_warm_up_is_flat():
+    rss = [10, 40, 60, 70] + [100] * 46 + [105] * 50   # warm-up, then 5 % drift
+    report = resources.summarize(samples(rss), payments=1000)
+    assert report["flat"] and report["growing"] == []
+    assert report["nodes"]["bank1"]["rss_bytes"]["growth"] == 0.05
+
+
+def test_memory_that_keeps_growing_is_named():
+    rss = [100 + 2 * i for i in range(100)]             # a leak: +2 per sample, +~140 % over the run
+    report = resources.summarize(samples(rss), payments=1000)
+    assert not report["flat"] and report["growing"] == ["bank1.rss_bytes"]
+
+
+def test_descriptors_get_two_units_of_slack_but_not_more():
+    assert resources.summarize(samples([100] * 50, fds=[20] * 25 + [24] * 25), 10)["flat"]
+    leaking = resources.summarize(samples([100] * 50, fds=[20] * 25 + [25] * 25), 10)
+    assert leaking["growing"] == ["bank1.open_files"]
+
+
+def test_etcd_is_judged_and_ledgers_are_reported_per_payment():
+    grown = resources.summarize(samples([100] * 50, etcd=[1_000_000 + 50_000 * i for i in range(50)]), 10)
+    assert grown["growing"] == ["etcd_bytes"]
+    kept = resources.summarize(samples([100] * 50, ledgers=[1000 + 300 * i for i in range(50)]), 49)
+    assert kept["flat"] and kept["disk"]["ledgers_bytes"]["bytes_per_payment"] == 300.0
+
+
+def test_a_sample_reads_a_live_process_and_the_disk(tmp_path):
+    from strife.deployment.layout import Layout
+    layout = Layout(tmp_path)
+    layout.create()
+    layout.ledger("bank1").parent.mkdir()
+    layout.ledger("bank1").write_bytes(b"x" * 4096)
+    layout.log("bank1").write_bytes(b"y" * 100)
+    topology = SimpleNamespace(of_kind=lambda kind: [SimpleNamespace(name="bank1")] if kind == "bank" else [])
+
+    async def status():
+        return SimpleNamespace(nodes=[SimpleNamespace(name="bank1", pid=os.getpid()),
+                                      SimpleNamespace(name="gone", pid=2**22 + 1)])
+
+    sampler = resources.Sampler(status, layout, topology)
+    asyncio.run(sampler.sample(0.0))
+    [sample] = sampler.samples
+    assert set(sample.nodes) == {"bank1"}            # a pid that is gone is skipped, not an error
+    assert sample.nodes["bank1"]["rss_bytes"] > 1_000_000 and sample.nodes["bank1"]["threads"] >= 1
+    assert sample.disk["ledgers_bytes"] == 4096 and sample.disk["logs_bytes"] >= 100
+
+
+def test_the_text_report_names_what_grew_and_what_each_payment_keeps(capsys):
+    from strife.commands.torture import _print_resources
+    rss = [100 + 2 * i for i in range(100)]
+    _print_resources(resources.summarize(samples(rss, ledgers=[500 * i for i in range(100)]), payments=99))
+    line = capsys.readouterr().out
+    assert "(100 samples): GROWING: bank1.rss_bytes" in line and "ledgers 500.0 B" in line

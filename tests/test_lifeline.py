@@ -1,6 +1,7 @@
 """A child ties its life to its supervisor's itself (no Python between fork and exec)."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -77,3 +78,26 @@ def test_a_node_waits_for_go_then_says_ready_through_its_socket():
         child.close()
         line.close()
     asyncio.run(supervisor_side())
+
+
+def test_a_node_killed_before_reading_go_is_a_death_not_a_supervision_failure():
+    """Killed before it read `go`, a node's end closes with unread data: our read then fails with
+    ECONNRESET instead of EOF. Waiting for its readiness must treat that as the death it is (the
+    exit is seen by waiting for the process), not raise into the supervisor."""
+    import asyncio
+
+    from strife.launcher.process import Lifeline
+
+    async def scenario():
+        line = Lifeline()
+        theirs = socket.socket(fileno=os.dup(line.child_fd))
+        line.spawned()
+        await line.go(stage="go")
+        theirs.close()  # the child dies with `go` unread
+        waiting = asyncio.ensure_future(line.wait())
+        done, _ = await asyncio.wait([waiting], timeout=0.5)
+        line.close()
+        waiting.cancel()
+        return done
+
+    assert asyncio.run(scenario()) == set()  # still waiting: no exception, no answer

@@ -89,7 +89,10 @@ class Lifeline:
     async def wait(self):
         """The node's stages ({name: time.time()}) once it says it is ready; never, if it dies first."""
         assert self._reader is not None, "wait() comes after go()"
-        line = await self._reader.readline()
+        try:
+            line = await self._reader.readline()
+        except ConnectionResetError:  # it died with our `go` unread: a death like EOF, seen by wait()
+            line = b""
         if not line.endswith(b"\n"):  # EOF: it died first
             await asyncio.Future()
         return json.loads(line)

@@ -6,10 +6,11 @@ import uuid
 import grpc
 import pytest
 
+from strife.core import decisions
 from strife.deployment import tls
 from strife.deployment.topology import load_deployment
 from strife.rpc import gw_bank_pb2 as gb, gw_bank_pb2_grpc
-from tests.helpers import balances, ledger_rows
+from tests.helpers import balances, etcd_as, ledger_rows
 
 
 def bank_call(home, method, request, identity="gateway"):
@@ -41,6 +42,10 @@ def test_one_exchange_commits_aborts_and_prepares(live):
                                                          leg(f"{x}-t1", "carol", 125, gb.CREDIT)]))
     assert [v.vote for v in first.votes] == [gb.YES, gb.YES] and not first.commits and not first.aborts
     assert hold_states(d.home, f"{x}-t1") == [("CREDIT", "PREPARED"), ("DEBIT", "PREPARED")]
+
+    # a gateway commits only what etcd records as COMMIT: so does this test (the audit checks it)
+    assert etcd_as(d.home, lambda etcd: decisions.decide(etcd, f"{x}-t1", decisions.COMMIT, banks=["bank1"])) \
+        == decisions.Standing(decisions.COMMIT)
 
     # then, in one call: commit t1, abort t2 (never seen here), prepare t3 and a leg that cannot pay
     second = exchange(d.home, gb.ExchangeRequest(
@@ -83,6 +88,10 @@ def test_one_exchange_commits_aborts_and_prepares(live):
     assert hold_states(d.home, f"{x}-t5") == [("DEBIT", "ABORTED")]
     refused = bank_call(d.home, "InitiateTransaction", gb.DecisionRequest(txn_ids=[f"{x}-t5"]))
     assert refused.results[0].error and balances(d.home)["alice"] == moved["alice"]
+
+    # the deployment is shared: what this test did as the gateway must still pass the audit
+    audit = d.run("verify")
+    assert audit.returncode == 0, audit.stdout
 
 
 def test_bad_exchanges_are_refused(live):

@@ -2,11 +2,14 @@
 compaction frees is given back by defragmentation."""
 import asyncio
 import json
+import sqlite3
 
 from etcd3aio import prefix_range_end
 
+from strife.checks import audit
 from strife.core import decisions
 from strife.deployment import discovery, identities
+from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.launcher import etcd_upkeep
 from tests.helpers import PAYMENT_TOPOLOGY, etcd_as, ledger_rows, wait_for
@@ -37,6 +40,29 @@ def test_a_decision_is_forgotten_after_both_banks_applied_it_and_retries_still_a
     assert (again["outcome"], again["reason"], again["detail"]) == ("aborted", refused["reason"], refused["detail"])
     verify = d.run("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_audit_between_the_two_steps_of_forgetting_finds_nothing_wrong(live):
+    """The gateway forgets a decision in two steps: the delete in etcd, then its own row marked
+    forgotten. An audit that reads etcd between the two still sees a commit with its answer."""
+    d = live
+    topology = load_deployment(d.home)
+    paid = json.loads(d.run("client", "alice", "pay", "bob", "1", "--json").stdout)
+    assert paid["outcome"] == "committed"
+    store = Layout(d.home).gateway_db(topology.of_kind("gateway")[0].name)
+
+    def row():
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT phase2_done, forgotten FROM payments WHERE txn_id = ?", (paid["txn_id"],)).fetchone()
+        finally:
+            db.close()
+    wait_for(lambda: row() == (1, 0), what="phase 2 acknowledged by both banks")
+    # the gateway's first step, taken here before its own (it waits FORGET_AFTER): the row still says
+    # not forgotten, as it does for a moment when the gateway deletes the decision itself
+    etcd_as(d.home, lambda etcd: decisions.forget(etcd, [(paid["txn_id"], ("bank1", "bank2"))]))
+    report = audit.audit(topology)
+    assert report.ok, report.problems
 
 
 def test_defragmentation_gives_back_what_compaction_freed(deployment):

@@ -6,7 +6,7 @@ what must always hold.
 - no balance is negative;
 - every transaction agrees with its decision in etcd: COMMIT applied on both sides (one debit,
   one credit, same amount), nothing committed without a COMMIT decision;
-- the gateway acknowledged no commit that etcd does not record;
+- the gateway acknowledged no commit that etcd does not record (or forgot, once both banks applied it);
 - no hold is still PREPARED after the hold timeout.
 
 Each ledger is read in one read transaction, so a live system can be audited too.
@@ -40,7 +40,8 @@ class Report:
 
 
 def _gateway_commits(home, topology):
-    """{txn_id: (same bank?, decision forgotten in etcd?)} of every commit a gateway acknowledged."""
+    """{txn_id: (same bank?, phase 2 done everywhere?)} of every commit a gateway acknowledged.
+    Read after etcd: a decision found deleted there is then always seen as finished here."""
     found = {}
     for gateway in topology.of_kind("gateway"):
         path = Layout(home).gateway_db(gateway.name)
@@ -98,9 +99,9 @@ async def audit_async(topology):
         debits = [hold for _, hold in sides if hold.direction == "DEBIT"]
         credits = [hold for _, hold in sides if hold.direction == "CREDIT"]
         # a decision is deleted from etcd once both sides applied it and the gateway keeps the answer
-        forgotten = decision is None and acknowledged.get(txn) == (False, True)
+        may_be_forgotten = decision is None and acknowledged.get(txn) == (False, True)
         if "COMMITTED" in states:
-            if decision != decisions.COMMIT and not (forgotten and states == {"COMMITTED"}):
+            if decision != decisions.COMMIT and not (may_be_forgotten and states == {"COMMITTED"}):
                 problems.append(f"txn {txn}: committed at {_where(sides, 'COMMITTED')} but etcd records "
                                 f"{decision or 'no decision'}")
             if len(debits) != 1 or len(credits) != 1 or debits[0].amount_minor != credits[0].amount_minor:
@@ -119,12 +120,12 @@ async def audit_async(topology):
                     in_transit += amount if direction == "CREDIT" else -amount
         counts["committed" if states == {"COMMITTED"} else "aborted" if states == {"ABORTED"}
                else "in_flight"] += 1
-    for txn, (same_bank, forgotten) in sorted(acknowledged.items()):
+    for txn, (same_bank, finished) in sorted(acknowledged.items()):
         if same_bank:
             if transfers.get(txn) != "COMMITTED":
                 problems.append(f"txn {txn}: the gateway acknowledged a same-bank commit that the bank records as "
                                 f"{(transfers.get(txn) or 'unknown').lower()}")
-        elif forgotten:
+        elif finished and txn not in recorded:  # forgotten, or being forgotten
             if {hold.state for _, hold in legs.get(txn, ())} != {"COMMITTED"}:
                 problems.append(f"txn {txn}: the gateway acknowledged a commit whose decision is forgotten, but the "
                                 f"banks have not applied it on both sides")

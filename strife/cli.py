@@ -61,10 +61,20 @@ def _lifecycle(sub):
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
     p.set_defaults(run="lifecycle:show_logs")
 
-    p = sub.add_parser("certs", help="create the deployment's CA and certificates (renew with --force)")
+    p = sub.add_parser("certs", help="create the deployment's CA and certificates (renew with --force)",
+                       description="Create what is missing or about to expire: the two authorities and a key and "
+                                   "certificate per identity (nodes, the operator, users registered at run time). "
+                                   "--force renews everything, authorities included, and is refused while the "
+                                   "deployment runs (its nodes would no longer trust each other): `strife down`, "
+                                   "`strife certs --force`, `strife up -d`. --reissue NAME gives one identity a "
+                                   "new key and certificate from the current authority, also while running.")
     _file_option(p)
-    p.add_argument("--force", action="store_true", help="renew every certificate, including the CA")
-    p.set_defaults(run="lifecycle:make_certs")
+    renew = p.add_mutually_exclusive_group()
+    renew.add_argument("--force", action="store_true",
+                       help="renew every certificate, including both authorities (only while stopped)")
+    renew.add_argument("--reissue", metavar="NAME", help="a new key and certificate for one identity (a node, "
+                                                         "the operator or a user)")
+    p.set_defaults(run="certs:run")
 
 
 def _client(sub):

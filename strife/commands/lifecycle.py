@@ -143,11 +143,3 @@ def show_logs(args):
             log.close()
     return OK
 
-
-def make_certs(args):
-    from strife.deployment import certs, credentials
-    topology = _load(args)
-    issued = certs.ensure(topology, force=args.force, registered=credentials.registered(topology))
-    print(f"certificates in {Layout(topology.home).certs}: " + (f"issued {', '.join(issued)}" if issued
-                                                               else "all present and valid"))
-    return OK

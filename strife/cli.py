@@ -85,7 +85,8 @@ def _client(sub):
     p.add_argument("name", help="the user acting, e.g. alice")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 4 queued (sent later)",
+    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 2 rejected (nothing happened), "
+                                       "4 queued (sent later)",
                            description="The payment gets its id and goes into this client's durable outbox "
                                        "before anything is sent; it is delivered with that id, exactly once, "
                                        "even if the gateway is down now (then: 'queued', exit 4).")
@@ -127,12 +128,20 @@ def _chaos(sub):
     p = sub.add_parser(
         "chaos", help="pause, kill or resume a node; arm failpoints at protocol steps",
         description="Faults on request, to watch two-phase commit hold. Examples:\n"
-                    "  strife chaos --pause bank2 --for 5s     SIGSTOP bank2, SIGCONT after 5s\n"
-                    "  strife chaos --pause bank2 --at prepare bank2 freezes inside its next prepare\n"
-                    "  strife chaos --resume bank2             SIGCONT and clear its pause failpoints\n"
-                    "  strife chaos --kill bank2               SIGKILL; the supervisor restarts it\n"
+                    "  strife chaos --pause bank2 --for 5s\n"
+                    "      SIGSTOP bank2, SIGCONT after 5s\n"
+                    "  strife chaos --pause bank2 --at prepare\n"
+                    "      bank2 freezes inside its next prepare\n"
+                    "  strife chaos --resume bank2\n"
+                    "      SIGCONT and clear its pause failpoints\n"
+                    "  strife chaos --kill bank2\n"
+                    "      SIGKILL; the supervisor restarts it\n"
                     "  strife chaos --failpoint gateway:after-decision=crash\n"
-                    "  strife chaos --clear gateway            remove every failpoint of the gateway\n"
+                    "      the gateway crashes right after its next commit decision\n"
+                    "  strife chaos --clear gateway\n"
+                    "      remove every failpoint of the gateway\n"
+                    "  strife chaos --list\n"
+                    "      the armed failpoints of every node\n"
                     "Failpoint actions: pause, delay:DURATION, error, crash.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _file_option(p)

@@ -18,3 +18,13 @@ def meaning(code):
     if code == 0:
         return "ended by itself"
     return "failed (its log says why)"
+
+
+def after_stop(code):
+    """How a node the supervisor stopped ended, said without alarm when it ended as asked: etcd
+    re-raises the SIGTERM it was sent (-15), a Python node returns 0."""
+    if code in (0, -signal.SIGTERM):
+        return ""
+    if code == -signal.SIGKILL:
+        return " (SIGKILL: it did not end within stop_grace)"
+    return f" (exit {code}{': ' + meaning(code) if meaning(code) else ''})"

@@ -61,10 +61,20 @@ def _lifecycle(sub):
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C to stop)")
     p.set_defaults(run="lifecycle:show_logs")
 
-    p = sub.add_parser("certs", help="create the deployment's CA and certificates (renew with --force)")
+    p = sub.add_parser("certs", help="create the deployment's CA and certificates (renew with --force)",
+                       description="Create what is missing or about to expire: the two authorities and a key and "
+                                   "certificate per identity (nodes, the operator, users registered at run time). "
+                                   "--force renews everything, authorities included, and is refused while the "
+                                   "deployment runs (its nodes would no longer trust each other): `strife down`, "
+                                   "`strife certs --force`, `strife up -d`. --reissue NAME gives one identity a "
+                                   "new key and certificate from the current authority, also while running.")
     _file_option(p)
-    p.add_argument("--force", action="store_true", help="renew every certificate, including the CA")
-    p.set_defaults(run="lifecycle:make_certs")
+    renew = p.add_mutually_exclusive_group()
+    renew.add_argument("--force", action="store_true",
+                       help="renew every certificate, including both authorities (only while stopped)")
+    renew.add_argument("--reissue", metavar="NAME", help="a new key and certificate for one identity (a node, "
+                                                         "the operator or a user)")
+    p.set_defaults(run="certs:run")
 
 
 def _client(sub):
@@ -75,7 +85,8 @@ def _client(sub):
     p.add_argument("name", help="the user acting, e.g. alice")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 4 queued (sent later)",
+    a = actions.add_parser("pay", help="pay another user: exit 0 committed, 1 aborted, 2 rejected (nothing happened), "
+                                       "4 queued (sent later)",
                            description="The payment gets its id and goes into this client's durable outbox "
                                        "before anything is sent; it is delivered with that id, exactly once, "
                                        "even if the gateway is down now (then: 'queued', exit 4).")
@@ -117,12 +128,20 @@ def _chaos(sub):
     p = sub.add_parser(
         "chaos", help="pause, kill or resume a node; arm failpoints at protocol steps",
         description="Faults on request, to watch two-phase commit hold. Examples:\n"
-                    "  strife chaos --pause bank2 --for 5s     SIGSTOP bank2, SIGCONT after 5s\n"
-                    "  strife chaos --pause bank2 --at prepare bank2 freezes inside its next prepare\n"
-                    "  strife chaos --resume bank2             SIGCONT and clear its pause failpoints\n"
-                    "  strife chaos --kill bank2               SIGKILL; the supervisor restarts it\n"
+                    "  strife chaos --pause bank2 --for 5s\n"
+                    "      SIGSTOP bank2, SIGCONT after 5s\n"
+                    "  strife chaos --pause bank2 --at prepare\n"
+                    "      bank2 freezes inside its next prepare\n"
+                    "  strife chaos --resume bank2\n"
+                    "      SIGCONT and clear its pause failpoints\n"
+                    "  strife chaos --kill bank2\n"
+                    "      SIGKILL; the supervisor restarts it\n"
                     "  strife chaos --failpoint gateway:after-decision=crash\n"
-                    "  strife chaos --clear gateway            remove every failpoint of the gateway\n"
+                    "      the gateway crashes right after its next commit decision\n"
+                    "  strife chaos --clear gateway\n"
+                    "      remove every failpoint of the gateway\n"
+                    "  strife chaos --list\n"
+                    "      the armed failpoints of every node\n"
                     "Failpoint actions: pause, delay:DURATION, error, crash.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _file_option(p)

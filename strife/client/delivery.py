@@ -2,7 +2,8 @@
 
 Oldest first, one at a time, always with the payment's own id. A definite answer (committed,
 aborted, or a request the gateway refuses outright) settles a row; anything else (the gateway
-unreachable, busy, still deciding) is retried after an exponential backoff with jitter. One sender
+unreachable, busy, still deciding, or the sender's credentials refused: the payment is not at
+fault) is retried after an exponential backoff with jitter, its reason kept in the row. One sender
 per client at a time, held by an exclusive lock file: the client node for its whole life, else a
 CLI command for its length. The node delivers forever; the CLI until its own payment is settled,
 an attempt has failed, or its --wait ends.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from strife.core.money import format_minor
-from strife.core.outcomes import AbortReason, Outcome, refusal
+from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
 from strife.core.untrusted import field
 
 if TYPE_CHECKING:
@@ -88,7 +89,14 @@ async def attempt(outbox: Outbox, client: GatewayClient, failpoints: Failpoints 
     try:
         answer = await client.pay(entry.payee, entry.amount_minor, entry.txn_id, timeout=timeout)
     except grpc.aio.AioRpcError as exc:
-        if refusal(exc.code()).final:
+        why = refusal(exc.code())
+        if why is Refusal.CREDENTIALS:
+            # Who sends is not accepted (a password changed under a running node, a certificate
+            # renewed): the payment itself is fine, so it waits, saying why, and goes once they are.
+            error = f"refused for credentials: {exc.details() or exc.code().name}"
+            outbox.retry_later(entry.txn_id, error, time.time() + backoff(entry.attempts + 1))
+            log.warning("%s: %s; kept queued", describe(entry), field(error))
+        elif why.final:
             outbox.settle(entry.txn_id, Outcome.REJECTED, detail=exc.details() or exc.code().name)
             log.info("%s: rejected by the gateway: %s", describe(entry), field(exc.details()))
         else:

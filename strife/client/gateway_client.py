@@ -37,6 +37,9 @@ class GatewayClient:
         self.topology = topology
         self.user = user
         home = topology.home
+        self.given = password is not None  # else the saved one, re-read when it changes (`passwd`)
+        self.credentials = Layout(home).credentials
+        self.seen = self._stamp()
         self.password = user_password(home, user, password)
         self.metadata = ((headers.USER, user), (headers.PASSWORD, self.password))
         gateway = topology.of_kind("gateway")[0]
@@ -54,8 +57,27 @@ class GatewayClient:
     async def close(self) -> None:
         await self.channel.close()
 
+    def _stamp(self):
+        try:
+            stat = self.credentials.stat()
+            return stat.st_mtime_ns, stat.st_ino  # saved by rename: a new inode each time
+        except OSError:
+            return None
+
+    def _current(self):
+        """The metadata to send: after `strife client USER passwd` (even from another process,
+        while this one runs as the client node), the new password."""
+        if not self.given and (stamp := self._stamp()) != self.seen:
+            self.seen = stamp
+            try:
+                self.password = user_password(self.topology.home, self.user)
+                self.metadata = ((headers.USER, self.user), (headers.PASSWORD, self.password))
+            except (ClientSetupError, OSError, ValueError):
+                pass  # half-written or gone: keep what worked; the gateway says if it no longer does
+        return self.metadata
+
     def _call(self, method, request, timeout):
-        return method(request, metadata=self.metadata, timeout=timeout)
+        return method(request, metadata=self._current(), timeout=timeout)
 
     async def pay(self, payee: str, amount_minor: int, txn_id: str,
                   timeout: float = 10.0) -> cl.InitiateTransactionResponse:
@@ -67,7 +89,7 @@ class GatewayClient:
         """pay(), and the gateway's stage timings of this payment in ms ({} when it gave none)."""
         call = self.stub.InitiateTransaction(
             cl.InitiateTransactionRequest(txn_id=txn_id, payee=payee, amount_minor=amount_minor),
-            metadata=self.metadata + ((headers.STAGES, "1"),), timeout=timeout)
+            metadata=self._current() + ((headers.STAGES, "1"),), timeout=timeout)
         answer = await call
         stages = dict((await call.trailing_metadata()) or ()).get(headers.STAGES, "")
         return answer, {name: float(ms) for name, _, ms in (part.partition("=") for part in stages.split(";")) if ms}

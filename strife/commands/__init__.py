@@ -14,7 +14,7 @@ def topology_path(args):
     given = getattr(args, "topology", None) or getattr(args, "file", None) or os.environ.get("STRIFE_TOPOLOGY")
     path = pathlib.Path(given or "topology.yaml")
     if not path.is_file():
-        hint = "" if given else " (run in the directory of your topology.yaml, or pass -f FILE)"
+        hint = "" if given else " (run in the directory of your topology.yaml, or pass --file FILE)"
         raise BadInput(f"no topology file at {path}{hint}")
     return path.resolve()
 

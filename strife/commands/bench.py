@@ -6,10 +6,12 @@ import shutil
 import sys
 import tempfile
 
+import grpc
+
 from strife.checks.bench import report
 from strife.checks.bench.run import Bench
 from strife.commands import OK, bounded_option, duration_option, topology_path
-from strife.core.errors import Failed
+from strife.core.errors import BadInput, Failed
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.launcher import deploy, detach
@@ -25,6 +27,12 @@ def run(args):
     seconds = duration_option(args.seconds, "--seconds")
     bounded_option(args.concurrency, "--concurrency", 1, 512)
     path = topology_path(args)
+    if args.plot:  # before the run, not after it
+        if not report.can_plot():
+            raise BadInput(f"{report.PLOT_NEEDS}; nothing was run")
+        folder = pathlib.Path(args.plot).resolve().parent
+        if not folder.is_dir():
+            raise BadInput(f"--plot: no directory {folder} to write {pathlib.Path(args.plot).name} in; nothing was run")
     temporary = None
     if not ControlClient(Layout(path.parent)).is_running():
         temporary = pathlib.Path(tempfile.mkdtemp(prefix="strife-bench-"))
@@ -36,9 +44,13 @@ def run(args):
             raise Failed(f"could not start a deployment to measure:\n{exc}") from None
     try:
         topology = load_deployment(temporary or path.parent)
-        figures, samples = asyncio.run(Bench(topology, seconds, args.concurrency, _progress).run())
+        bench = Bench(topology, seconds, args.concurrency, _progress)
+        figures, samples = asyncio.run(bench.run())
     except ValueError as exc:
         raise Failed(str(exc)) from None
+    except grpc.aio.AioRpcError as exc:  # the deployment stopped answering, or refused a bench account
+        raise Failed(f"the bench stopped: the gateway answered {exc.code().name}: {exc.details() or ''} "
+                     f"(`strife status`, `strife logs gateway`)") from None
     finally:
         if temporary:
             ControlClient(Layout(temporary)).down(timeout=120)  # and waits for its supervisor to end
@@ -48,7 +60,8 @@ def run(args):
     figures["deployment"] = "temporary" if temporary else str(path.parent)
     if args.plot:
         try:
-            report.plot(samples, args.plot, f"Strife payments, {args.concurrency} callers")
+            report.plot(samples, args.plot, f"Strife payments, {args.concurrency} callers",
+                        reference=bench.echo_samples, reference_title=f"gRPC echo, {args.concurrency} callers")
         except RuntimeError as exc:
             raise Failed(str(exc)) from None
         figures["plot"] = args.plot

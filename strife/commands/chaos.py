@@ -84,7 +84,8 @@ def run(args):
         node, _, step = args.clear.partition(":")
         node = _node(topology, node)
         left = _admin(topology, node, lambda a: a.clear(step))
-        print(f"{node}: cleared {step or 'all failpoints'}" + (f"; still armed: {left}" if left else ""))
+        still = ", ".join(f"{s}={a}" for s, a in left)
+        print(f"{node}: cleared {step or 'all failpoints'}" + (f"; still armed: {still}" if left else ""))
     else:
         armed = {n.name: _admin(topology, n.name, lambda a: a.list()) for n in topology.nodes if n.kind != "etcd"}
         if args.json:

@@ -142,7 +142,7 @@ def pay(args):
         outbox = Outbox(path)
         entry = outbox.add(txn_id, args.payee, amount)
     except DuplicateId as exc:
-        raise BadInput(f"refused: txn_id: idempotency_error: {exc}") from None
+        raise BadInput(f"rejected: txn_id: idempotency_error: {exc}") from None
     except (sqlite3.Error, OSError) as exc:
         raise Failed(f"{storage.plainly(_disk_problem(exc, path))} ({path}): the payment was NOT queued "
                      f"and nothing was sent; free some space and pay again") from None
@@ -192,7 +192,7 @@ def _report_payment(args, entry, why=None):
     elif outcome == "committed":
         print(f"committed: {args.name} paid {entry.payee} {format_minor(entry.amount_minor)} (txn {entry.txn_id})")
     elif outcome == "rejected":
-        print(f"refused: {entry.detail} (txn {entry.txn_id})", file=sys.stderr)
+        print(f"rejected: {entry.detail} (txn {entry.txn_id})", file=sys.stderr)
     elif outcome == "aborted":
         print(f"aborted: {entry.reason.lower().replace('_', ' ')}: {entry.detail} (txn {entry.txn_id})",
               file=sys.stderr)
@@ -208,26 +208,36 @@ def _report_payment(args, entry, why=None):
 def show_outbox(args):
     topology = deployment(args)
     entries = _local_outbox(topology, args.name, lambda outbox: outbox.pending())
-    rows = [_entry_row(e) for e in entries]
+    rows = [_entry_row(e, args.name) for e in entries]
     if args.json:
         _print_json(rows)
-    elif not rows:
+        return OK
+    if not rows:
         print(f"the outbox of {args.name} is empty: every payment has a definite outcome")
-    for r in rows if not args.json else ():
-        retry = f"next try {_when(r['next_attempt_at'])}" if r["next_attempt_at"] else "not tried yet"
-        print(f"{_when(r['created_at'])}  {r['status']:<9} -{format_minor(r['amount_minor']):>10}  to "
-              f"{r['payee']:<10} {r['txn_id']}  attempts {r['attempts']}, {retry}  {r['last_error']}")
+        return OK
+    print(f"{'QUEUED AT':<19}  {'STATUS':<9} {'AMOUNT':>11}  {'PAYEE':<13} {'TXN':<36}  {'ATTEMPTS':>8}  "
+          f"{'NEXT TRY':<19}  LAST ERROR")
+    for r in rows:
+        retry = _when(r["next_attempt_at"]) if r["next_attempt_at"] else "now"
+        print(f"{_when(r['created_at'])}  {r['status']:<9} -{format_minor(r['amount_minor']):>10}  "
+              f"{'to ' + r['payee']:<13} {r['txn_id']:<36}  {r['attempts']:>8}  {retry:<19}  {r['last_error']}")
     return OK
 
 
 def _status_word(outcome):
-    return "in-flight" if outcome is Outcome.IN_PROGRESS else outcome.word
+    """One word per state, the same in pay, history and outbox: committed, aborted, rejected, or
+    queued for anything not definite yet (waiting, being sent, being decided)."""
+    return QUEUED_WORD if outcome is None or outcome is Outcome.IN_PROGRESS else outcome.word
 
 
-def _entry_row(e):
-    return {"txn_id": e.txn_id, "payer": None, "payee": e.payee, "amount_minor": e.amount_minor,
-            "status": {"SENDING": "in-flight", "QUEUED": "queued"}.get(e.status, e.status.lower()),
-            "reason": e.reason.lower(), "attempts": e.attempts, "last_error": e.last_error,
+QUEUED_WORD = "queued"
+
+
+def _entry_row(e, payer):
+    return {"txn_id": e.txn_id, "payer": payer, "payee": e.payee, "amount_minor": e.amount_minor,
+            "status": _status_word(e.outcome),
+            "reason": "" if e.outcome is Outcome.REJECTED else e.reason.lower(),
+            "attempts": e.attempts, "last_error": e.last_error,
             "created_at": e.created_at, "next_attempt_at": e.next_attempt_at or None}
 
 
@@ -275,7 +285,7 @@ def history(args):
     known = {r["txn_id"] for r in rows}
     for e in local.values():
         if e.txn_id not in known:  # not at the gateway (yet): queued, in flight, or refused outright
-            rows.append(dict(_entry_row(e), payer=args.name, decided_at=None))
+            rows.append(dict(_entry_row(e, args.name), decided_at=None))
     rows.sort(key=lambda r: r["created_at"], reverse=True)
     rows = rows[:args.limit]
     if args.json:
@@ -283,11 +293,13 @@ def history(args):
         return code
     if not rows:
         print(f"no payments for {args.name} yet")
+        return code
+    print(f"{'CREATED':<19}  {'STATUS':<10} {'AMOUNT':>11}  {'WITH':<14} {'TXN':<36}  REASON")
     for r in rows:
         direction = f"to {r['payee']}" if r["payer"] == args.name else f"from {r['payer']}"
         sign = "-" if r["payer"] == args.name else "+"
         print(f"{_when(r['created_at'])}  {r['status']:<10} {sign}{format_minor(r['amount_minor']):>10}  "
-              f"{direction:<14} {r['txn_id']}  {r['reason']}")
+              f"{direction:<14} {r['txn_id']:<36}  {r['reason']}")
     return code
 
 

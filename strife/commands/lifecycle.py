@@ -81,16 +81,26 @@ def status(args):
             print(f"Strife is not running in {supervisor.layout.home}")
         return NOT_RUNNING
     shown = status.shown()  # 'NOT_SERVING: disk full: ...': the reason apart
+    # the same exit code with or without --json: 0 when every node runs, 1 when one does not
+    code = OK if all(n.state == "RUNNING" for n in status.nodes) else FAILED
     if args.json:
         print(json.dumps(shown, indent=2))
-        return OK
+        return code
     print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  ADDRESS")
     for n in shown["nodes"]:
         uptime = _duration(n["uptime"]) if n["uptime"] is not None else "-"
         why = f"  ({n['health_reason']})" if n["health_reason"] else ""
+        if n["state"] in ("EXITED", "FATAL") and n["last_exit"] is not None:
+            why += f"  (last exit {n['last_exit']}{_exit_meaning(n['last_exit'])})"
         print(f"{n['name']:<10} {n['kind']:<8} {n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
               f"{n['restarts']:>8}  {uptime:>8}  {n['address']}{why}")
-    return OK if all(n.state == "RUNNING" for n in status.nodes) else FAILED
+    return code
+
+
+def _exit_meaning(code):
+    from strife.launcher.exits import meaning
+    why = meaning(code)
+    return f": {why}" if why else ""
 
 
 def _duration(seconds):
@@ -143,11 +153,3 @@ def show_logs(args):
             log.close()
     return OK
 
-
-def make_certs(args):
-    from strife.deployment import certs, credentials
-    topology = _load(args)
-    issued = certs.ensure(topology, force=args.force, registered=credentials.registered(topology))
-    print(f"certificates in {Layout(topology.home).certs}: " + (f"issued {', '.join(issued)}" if issued
-                                                               else "all present and valid"))
-    return OK

@@ -13,10 +13,12 @@ from strife.core.money import format_minor
 
 def run(args):
     topology = deployment(args)
+    # the decisions are in etcd, which runs only with the deployment (unless it is an outside cluster)
+    deployment(args, must_run=bool(topology.of_kind("etcd")))
     try:
         report = audit(topology)
     except (EtcdError, grpc.RpcError, sqlite3.Error, OSError, TimeoutError) as exc:  # etcd unreachable, unreadable ledger
-        raise Failed(f"cannot audit: {exc}") from None
+        raise Failed(f"cannot audit: {str(exc) or type(exc).__name__}") from None
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

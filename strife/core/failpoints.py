@@ -4,12 +4,14 @@ A step is armed with an action; code calls `await failpoints.hit("prepare")` at 
 Actions: pause (wait until cleared), delay:DURATION, error (raise FailpointFired), crash
 (exit the process at once, as a kill -9 would, without any clean-up).
 """
+import logging
 import os
 
 from strife.core.durations import DurationError, parse_duration
 from strife.core.errors import BadInput
 
 ACTIONS = ("pause", "delay", "error", "crash")
+CRASH_EXIT = 86  # the exit status of a `crash` failpoint: `strife status` and `up -d` name it
 # The named steps each kind of node stops at; `start` is before a node opens its port, the
 # gateway's `before-banks` after it opened its port and before it read the list of banks.
 # The steps of two-phase commit itself (what `strife torture` arms at random).
@@ -80,7 +82,10 @@ class Failpoints:
             return
         name, arg = parse_action(action)
         if name == "crash":
-            os._exit(86)
+            # said first, so the node's log tells why it ended (the supervisor's shows only the code)
+            logging.getLogger(__name__).critical("failpoint %s=crash fired: exiting at once with %d, as a "
+                                                 "kill -9 would", step, CRASH_EXIT)
+            os._exit(CRASH_EXIT)
         if name == "error":
             raise FailpointFired(f"failpoint {step} fired")
         if name == "delay":

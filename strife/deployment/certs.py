@@ -49,6 +49,19 @@ def ensure(topology, force=False, registered=()):
     return issued
 
 
+def reissue(topology, name, registered=()):
+    """A new key and certificate for the identity `name` from its current authority; its role, or
+    None when the deployment has no such identity. Safe while running: the authority is the same,
+    so the old certificate stays valid until its holder picks up the new one."""
+    for identity, role, names in identities(topology, registered):
+        if identity == name:
+            layout = Layout(topology.home)
+            ca_key, ca_cert = _load_ca(layout, domain_of(role))
+            _issue(layout, name, role, names, ca_key, ca_cert, force=True)
+            return role
+    return None
+
+
 def issue(home, name, role, force=False):
     """A certificate for one more identity (a user registered at run time) from its authority."""
     layout = Layout(home)

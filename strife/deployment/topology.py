@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from strife.core.durations import DurationError, parse_duration
-from strife.core.errors import BadInput
+from strife.core.errors import BadInput, NotRunning
 from strife.core.failpoints import STEPS, FailpointError, parse_action
 from strife.core.money import AmountError, format_minor, parse_amount
 from strife.core.names import problem as name_problem
@@ -188,7 +188,7 @@ def load(path, home=None):
     return parse(doc, path, home)
 
 
-class NotStarted(BadInput):
+class NotStarted(NotRunning):
     """No deployment has been started in this directory (no resolved topology)."""
 
 

@@ -5,7 +5,7 @@ import time
 
 from strife.core.errors import Failed
 from strife.deployment.layout import Layout
-from strife.launcher import control, logs
+from strife.launcher import control, exits, logs
 
 
 class StartFailed(Failed):
@@ -45,11 +45,22 @@ def start(topology, timeout=120.0, progress=lambda text: None):
             if status.phase == "failed":
                 name = status.failed or ""
                 node = status.node(name)
-                raise StartFailed(
-                    [f"{name} failed to start: {node.state} after {node.restarts} restarts "
-                     f"(last exit {node.last_exit}); last lines of logs/{name}.log:"]
-                    + ["  " + line for line in logs.tail(layout.log(name), 20)]
-                    + ["the other nodes stay up for inspection; `strife down` stops them"])
+                raise StartFailed(_failed_start(layout, node))
         if time.monotonic() - begun > timeout:
             raise StartFailed([f"not all nodes healthy after {timeout:g}s; see `strife status` and `strife logs`"])
         time.sleep(0.05)  # a status call over the control socket costs well under a millisecond
+
+
+def _failed_start(layout, node):
+    """Which node, how it ended and what it said: its log's tail, else the supervisor's lines on it."""
+    why = exits.meaning(node.last_exit)
+    lines = [f"{node.name} failed to start: {node.state} after {node.restarts} restarts "
+             f"(last exit {node.last_exit}{': ' + why if why else ''})"]
+    tail = logs.tail(layout.log(node.name), 20)
+    if tail:
+        lines += [f"last lines of logs/{node.name}.log:"] + ["  " + line for line in tail]
+    else:
+        said = [line for line in logs.tail(layout.supervisor_log, 200) if f" {node.name} " in line][-10:]
+        lines += [f"logs/{node.name}.log is empty; the supervisor's log on it (`strife logs supervisor`):"]
+        lines += ["  " + line for line in said]
+    return lines + ["the other nodes stay up for inspection; `strife down` stops them"]

@@ -4,13 +4,13 @@ import os
 import pathlib
 import shutil
 
-from strife.core.errors import Failed
+from strife.core.errors import BadInput
 from strife.deployment.identities import INFRA, JWT_KEY
 from strife.deployment.layout import Layout
 
 
-class EtcdNotFound(Failed, RuntimeError):
-    pass
+class EtcdNotFound(BadInput, RuntimeError):
+    """No etcd to run: the topology, $STRIFE_ETCD_BIN or the installation must say where (exit 2: nothing started)."""
 
 
 def find_binary(topology):

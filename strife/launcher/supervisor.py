@@ -12,6 +12,7 @@ import signal
 
 from strife.core import tasks
 from strife.deployment.topology import KINDS
+from strife.launcher import exits
 from strife.launcher.clock import Clock
 from strife.launcher.node import NodeProcess
 from strife.launcher.printer import Printer
@@ -139,7 +140,7 @@ class Supervisor:
                 if task:
                     await task  # sees STOPPING and returns without restarting
                     code = proc.last_exit
-                self.event(f"{name} stopped (exit {code})")
+                self.event(f"{name} stopped{exits.after_stop(code)}")
             else:  # waiting out a backoff, or its life is over: nothing to signal
                 await tasks.cancel(task)
             if proc.state is not State.STOPPED:

@@ -51,15 +51,31 @@ def windowed_percentiles(samples, windows=30, ps=(50, 99)):
             for i, lat in sorted(buckets.items())]
 
 
-def plot(samples, path, title):
+def plot(samples, path, title, reference=(), reference_title="gRPC echo (reference)"):
+    """Latency over time of the payments and, beside them on the same scale, of the echo reference
+    (`reference`): how far a payment is from what the machine's gRPC allows."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib.ticker import FuncFormatter
     except ImportError as exc:
-        raise RuntimeError("--plot needs matplotlib: pip install 'strife[plot]'") from exc
-    fig, ax = plt.subplots(figsize=(10, 5))
+        raise RuntimeError(PLOT_NEEDS) from exc
+    panels = [(samples, title)] + ([(reference, reference_title)] if reference else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) if len(panels) > 1 else 10, 5),
+                             sharey=True, squeeze=False)
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 50, not 5 x 10^1
+    for ax, (points_of_panel, panel_title) in zip(axes[0], panels):
+        _latency_panel(ax, points_of_panel, panel_title, plain)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+PLOT_NEEDS = "--plot needs matplotlib: pip install -e '.[plot]' (or pip install matplotlib)"
+
+
+def _latency_panel(ax, samples, title, plain):
     for outcome, colour in (("ok", "tab:blue"), ("aborted", "tab:orange"), ("error", "tab:red")):
         points = [s for s in samples if s.outcome == outcome]
         if points:
@@ -71,11 +87,13 @@ def plot(samples, path, title):
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 50, not 5 x 10^1
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+
+def can_plot():
+    """Whether --plot can work here, asked before a run rather than after it."""
+    import importlib.util
+    return importlib.util.find_spec("matplotlib") is not None

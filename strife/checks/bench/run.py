@@ -38,6 +38,7 @@ class Bench:
             raise ValueError("the topology has no admin client to register bench accounts with")
         self.admin = admins[0]
         self.banks = {}  # bench account -> its bank, learnt at the start of a run
+        self.echo_samples = []
 
     async def _accounts(self):
         """bench-000... spread over the banks, each able to pay for the whole run; reused across runs."""
@@ -56,7 +57,9 @@ class Bench:
                     except grpc.aio.AioRpcError as exc:
                         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                             raise
-                        continue  # registered by an earlier run whose credentials are gone: skip it
+                        if name in known:  # its password is here, its certificate is not: a new one
+                            certs.issue(self.home, name, "client", force=True)
+                        continue  # else registered by an earlier run whose credentials are gone: skip it
                     certs.issue(self.home, name, "client")
                     credentials.set_password(self.home, name, password)
         known = credentials.load(self.home)
@@ -200,4 +203,5 @@ class Bench:
         for key, phase in (("single_p50_over_echo_p50", "payments_single"),
                            ("same_bank_single_p50_over_echo_p50", "payments_single_same_bank")):
             figures[key] = round(figures[phase]["p50_ms"] / echo_p50, 2) if echo_p50 and figures[phase]["ok"] else None
+        self.echo_samples = echo_many  # the plot's reference, beside the payments
         return figures, pay_many

@@ -52,7 +52,8 @@ class Gateway:
         self.users.seed(ctx.topology, credentials.load(ctx.topology.home))
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
         self.banks = BankDirectory(self.etcd, ctx.topology.home, ctx.spec.name, ctx.topology.settings.prepare_timeout)
-        self.coordinator = Coordinator(self.store, self.banks, self.etcd, ctx.topology.settings, ctx.failpoints)
+        self.coordinator = Coordinator(self.store, self.banks, self.etcd, ctx.topology.settings, ctx.failpoints,
+                                       shared=len(ctx.topology.of_kind("gateway")) > 1)
         self.clients = UntilReady(
             ClientGatewayService(self.store, self.banks, self.coordinator, self.users, ctx.topology))
         cl_gw_pb2_grpc.add_ClientGatewayServicer_to_server(self.clients, ctx.server)

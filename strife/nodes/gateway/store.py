@@ -173,7 +173,7 @@ class Store:
 
     async def begin(self, payment: Payment) -> None:
         """Record a new payment as PENDING, durably, before anything is sent to a bank."""
-        payment.created_at = time.time()
+        payment.created_at = payment.created_at or time.time()
         row = tuple(getattr(payment, f.name) for f in dataclasses.fields(payment))  # astuple deep-copies
         await self.writer.run(lambda db: db.execute(
             f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
@@ -204,13 +204,15 @@ class Store:
         await self.writer.run(lambda db: db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?",
                                                     (txn_id,)), durable=False)
 
-    def to_forget(self, decided_before: float, limit: int) -> list[tuple[str, tuple[str, str]]]:
-        """(txn_id, banks) of cross-bank payments finished everywhere before `decided_before` whose
-        decision is still in etcd."""
+    def to_forget(self, decided_before: float, limit: int) -> list[tuple[str, tuple[str, ...]]]:
+        """(txn_id, banks whose aborts to delete) of payments finished everywhere before
+        `decided_before` whose record may still be in etcd (a same-bank payment has only its terms
+        there, claimed when there are several gateways)."""
         rows = self.reader.execute(
             "SELECT txn_id, payer_bank, payee_bank FROM payments WHERE forgotten = 0 AND phase2_done = 1 "
-            "AND decided_at < ? AND payer_bank != payee_bank LIMIT ?", (decided_before, limit)).fetchall()
-        return [(txn_id, (payer_bank, payee_bank)) for txn_id, payer_bank, payee_bank in rows]
+            "AND decided_at < ? LIMIT ?", (decided_before, limit)).fetchall()
+        return [(txn_id, (payer_bank, payee_bank) if payer_bank != payee_bank else ())
+                for txn_id, payer_bank, payee_bank in rows]
 
     async def forgotten(self, txn_ids: list[str]) -> None:
         await self.writer.run(lambda db: db.executemany("UPDATE payments SET forgotten = 1 WHERE txn_id = ?",

@@ -198,3 +198,61 @@ def test_killing_a_gateway_under_load_every_payment_gets_one_definite_answer_and
     print(f"longest wait for a definite answer with gw1 killed: {longest[0]:.2f}s")
     wait_for(lambda: two.node("gw1")["health"] == "SERVING", what="gw1 back")
     verify_clean(two)
+
+
+def test_a_password_changed_at_one_gateway_works_at_the_other_and_the_old_one_is_refused_there(two):
+    t = load_deployment(two.home)
+    old, new = "carol-old-password", "carol-new-password"
+
+    async def balance_at(gateway, password):
+        async with GatewayClient(t, "carol", password=password, gateway=gateway) as client:
+            return await client.balance(timeout=5)
+
+    async def change(gateway, current, to):
+        async with GatewayClient(t, "carol", password=current, gateway=gateway) as client:
+            await client.update(new_password=to, timeout=10)
+
+    from strife.deployment import credentials
+    saved = credentials.password(two.home, "carol")
+    run(change("gw1", saved, old))
+    run(balance_at("gw2", old))  # verified once at gw2: remembered there
+    async def change_then_look_at_gw2():
+        async with GatewayClient(t, "carol", password=old, gateway="gw2") as at_gw2:
+            await at_gw2.balance(timeout=5)  # connected, and the old password remembered at gw2
+            await change("gw1", old, new)
+            changed = time.monotonic()
+            while True:
+                try:
+                    await at_gw2.balance(timeout=5)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, exc
+                    return time.monotonic() - changed
+                assert time.monotonic() - changed < 2.0, "gw2 still takes the old password"
+                await asyncio.sleep(0.01)
+    print(f"gw2 refused the old password {run(change_then_look_at_gw2()):.3f}s after the change at gw1")
+    assert run(balance_at("gw2", new)).username == "carol"
+    run(change("gw2", new, saved))
+
+
+def test_a_user_registered_at_one_gateway_logs_in_at_the_other_and_a_name_is_taken_once(two):
+    t = load_deployment(two.home)
+    from strife.deployment import certs, credentials
+
+    async def register(gateway, name, bank):
+        async with GatewayClient(t, "admin", gateway=gateway) as client:
+            try:
+                return (await client.register(name, bank, "erin-password", deposit_minor=0)).username
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+
+    async def both(name):
+        return await asyncio.gather(register("gw1", name, "bank1"), register("gw2", name, "bank1"))
+    outcomes = run(both("erin"))
+    assert sorted(map(str, outcomes)) == sorted(["erin", str(grpc.StatusCode.ALREADY_EXISTS)]), outcomes
+    certs.issue(two.home, "erin", "client")
+    credentials.set_password(two.home, "erin", "erin-password")
+
+    async def balance_at(gateway):
+        async with GatewayClient(t, "erin", gateway=gateway) as client:
+            return (await client.balance(timeout=5)).bank
+    assert run(balance_at("gw1")) == run(balance_at("gw2")) == "bank1"

@@ -45,8 +45,9 @@ def _gateway_commits(home, topology):
     found = {}
     for gateway in topology.of_kind("gateway"):
         path = Layout(home).gateway_db(gateway.name)
-        if path.exists():
-            found.update(store.acknowledged_commits(path))
+        if path.exists():  # with several gateways, one may have forgotten what another also answered
+            for txn, (same_bank, forgotten) in store.acknowledged_commits(path).items():
+                found[txn] = (same_bank, forgotten or found.get(txn, (same_bank, False))[1])
     return found
 
 

@@ -1,12 +1,21 @@
-"""Talking to the gateway as a user: mTLS with the user's certificate, name and password in metadata.
+"""Talking to the gateways as a user: mTLS with the user's certificate, name and password in metadata.
 
-Used by the `strife client` commands and by the client node's outbox sender.
+One channel over every gateway of the deployment (the list comes from the resolved topology: users
+have no etcd access), balanced round-robin, with calls that fail UNAVAILABLE sent again to another
+gateway by gRPC itself (a service config retry policy). Every gateway's certificate carries the
+common name `gateway`, which the channel pins. Used by the `strife client` commands, the client
+node's outbox sender, bench and torture.
 """
 from __future__ import annotations
+
+import ipaddress
+import json
+import socket
 
 from strife.core import headers, passwords
 from strife.core.errors import BadInput
 from strife.deployment import credentials, tls
+from strife.deployment.identities import GATEWAY_SERVER_NAME
 from strife.deployment.layout import Layout
 from strife.deployment.topology import Topology
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc
@@ -30,10 +39,39 @@ def user_password(home, user, password=None):
     return password
 
 
-class GatewayClient:
-    """One user's channel to the gateway (its own event loop's): each call carries their name and password."""
+# Round-robin over the gateways; a call refused UNAVAILABLE (a gateway down, starting, or gone
+# mid-call) is sent again, to the next gateway. Every ClientGateway call is safe to repeat: a
+# payment carries its id, and the others read or are refused the second time (ALREADY_EXISTS).
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{"service": "strife.clgw.ClientGateway"}],
+                      "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                                      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 
-    def __init__(self, topology: Topology, user: str, password: str | None = None) -> None:
+
+def _numeric(host: str, port: int) -> str:
+    """host:port with the host as an address (gRPC's ipv4:/ipv6: targets take addresses only)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = ipaddress.ip_address(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def gateways_target(gateways) -> str:
+    """One gRPC target naming every gateway: `ipv4:127.0.0.1:7001,127.0.0.1:7002`."""
+    addresses = [_numeric(g.host, g.port) for g in gateways]
+    scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
+    return f"{scheme}:{','.join(addresses)}"
+
+
+class GatewayClient:
+    """One user's channel to the gateways (its own event loop's): each call carries their name and password.
+
+    `gateway` names one gateway to talk to only that one (tests, and an operator's look at one node)."""
+
+    def __init__(self, topology: Topology, user: str, password: str | None = None,
+                 gateway: str | None = None) -> None:
         self.topology = topology
         self.user = user
         home = topology.home
@@ -42,10 +80,12 @@ class GatewayClient:
         self.seen = self._stamp()
         self.password = user_password(home, user, password)
         self.metadata = ((headers.USER, user), (headers.PASSWORD, self.password))
-        gateway = topology.of_kind("gateway")[0]
-        self.address = gateway.address
-        self.channel = tls.secure_channel(self.address, tls.channel_credentials(home, user), gateway.name, options=[
-            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000)])
+        gateways = [g for g in topology.of_kind("gateway") if gateway is None or g.name == gateway]
+        self.address = ", ".join(g.address for g in gateways)
+        self.channel = tls.secure_channel(gateways_target(gateways), tls.channel_credentials(home, user),
+                                          GATEWAY_SERVER_NAME, options=[
+            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)])
         self.stub = cl_gw_pb2_grpc.ClientGatewayStub(self.channel)
 
     async def __aenter__(self):

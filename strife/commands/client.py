@@ -67,7 +67,7 @@ def _require_identity(topology, name):
 def _run(args, work):
     """Run `work(topology, client)` against the gateway, turning gRPC errors into clear messages."""
     topology = deployment(args)
-    address = topology.of_kind("gateway")[0].address
+    address = ", ".join(g.address for g in topology.of_kind("gateway"))
 
     async def go():
         try:
@@ -84,7 +84,7 @@ def _run(args, work):
         if code == BAD_INPUT:
             raise BadInput(f"refused: {exc.details()}") from None
         if code == NOT_RUNNING:
-            raise NotRunning(f"the gateway at {address} is not reachable ({exc.code().name.lower()}); "
+            raise NotRunning(f"no gateway at {address} is reachable ({exc.code().name.lower()}); "
                              f"is Strife up? (`strife status`)") from None
         raise Failed(f"{exc.code().name}: {exc.details()}") from None
 

@@ -9,6 +9,12 @@ are kept exclusive by etcd transactions that compare both: a COMMIT is written o
 participant's abort exists, and a bank's abort only while no decision exists. Whoever writes
 first wins; everyone else obeys what stands. No lease: a decision must outlive every process
 that could ask about it.
+
+The payment record is these keys and `/strife/txn/<id>/terms`: the terms of the payment (payer,
+payee, their banks, amount, created_at) and their fingerprint. With several gateways a gateway
+claims the terms (create-if-absent) before it prepares anything, so one id is only ever prepared
+with one set of terms, whichever gateways receive it; with one gateway the terms are written in the
+decision's own transaction. The record is deleted `idempotency_retention` after phase 2 completed.
 """
 import dataclasses
 import json
@@ -21,6 +27,7 @@ COMMIT, ABORT = "COMMIT", "ABORT"
 PREFIX = "/strife/txn/"
 SUFFIX = "/decision"
 ANSWER = "/answer"
+TERMS = "/terms"
 ABORTS = "/strife/aborts/"
 PAGE = 5000  # keys per read: a deployment can hold many decisions, far past gRPC's 4 MB
 # The answer when a bank's in-doubt resolver aborted the payment before the coordinator decided.
@@ -34,6 +41,48 @@ def key(txn_id):
 
 def answer_key(txn_id):
     return f"{PREFIX}{txn_id}{ANSWER}"
+
+
+def terms_key(txn_id):
+    return f"{PREFIX}{txn_id}{TERMS}"
+
+
+def _json(value):
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What a claim of a payment's terms found: the terms that stand, and its answer if one is recorded."""
+    terms: dict
+    answer: dict | None = None
+    outcome: str | None = None
+
+
+async def claim_many(etcd, items, timeout=5.0):
+    """Claim (txn_id, terms) each, create-if-absent, in one etcd transaction; the Claim of each.
+
+    All-or-nothing in etcd: if any id is claimed already, none is written and each is claimed on
+    its own, reading the terms, decision and answer that stand."""
+    kv = etcd.kv
+    reply = await kv.txn(compare=[kv.txn_compare_create_revision(terms_key(t), 0) for t, _ in items],
+                         success=[kv.txn_op_put(terms_key(t), _json(terms)) for t, terms in items], timeout=timeout)
+    if reply.succeeded:
+        return [Claim(terms) for _, terms in items]
+    return [await _claim(etcd, txn_id, terms, timeout) for txn_id, terms in items]
+
+
+async def _claim(etcd, txn_id, terms, timeout):
+    kv = etcd.kv
+    reply = await kv.txn(compare=[kv.txn_compare_create_revision(terms_key(txn_id), 0)],
+                         success=[kv.txn_op_put(terms_key(txn_id), _json(terms))],
+                         failure=[kv.txn_op_get(k) for k in (terms_key(txn_id), key(txn_id), answer_key(txn_id))],
+                         timeout=timeout)
+    if reply.succeeded:
+        return Claim(terms)
+    decided = reply.responses[1].response_range.kvs
+    return Claim(_recorded(reply.responses[0]) or terms, _recorded(reply.responses[2]),
+                 decided[0].value.decode() if decided else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +115,16 @@ def _recorded(response):
     return json.loads(kvs[0].value) if kvs else None
 
 
-def _writes(kv, txn_id, outcome, answer):
+def _writes(kv, txn_id, outcome, answer, terms=None):
     ops = [kv.txn_op_put(key(txn_id), outcome)]
     if answer is not None:
-        ops.append(kv.txn_op_put(answer_key(txn_id), json.dumps(answer, separators=(",", ":"))))
+        ops.append(kv.txn_op_put(answer_key(txn_id), _json(answer)))
+    if terms is not None:
+        ops.append(kv.txn_op_put(terms_key(txn_id), _json(terms)))
     return ops
 
 
-async def decide(etcd, txn_id, outcome, banks=(), answer=None, timeout=5.0):
+async def decide(etcd, txn_id, outcome, banks=(), answer=None, timeout=5.0, terms=None):
     """The coordinator: record `outcome` (and the client's `answer` beside it) unless a decision
     exists; return the Standing: what stands and the answer recorded with it.
 
@@ -83,7 +134,7 @@ async def decide(etcd, txn_id, outcome, banks=(), answer=None, timeout=5.0):
     kv = etcd.kv
     aborts = [abort_key(b, txn_id) for b in banks] if outcome == COMMIT else []
     reply = await kv.txn(compare=[kv.txn_compare_create_revision(k, 0) for k in [key(txn_id), *aborts]],
-                         success=_writes(kv, txn_id, outcome, answer),
+                         success=_writes(kv, txn_id, outcome, answer, terms),
                          failure=[kv.txn_op_get(k) for k in [key(txn_id), answer_key(txn_id), *aborts]],
                          timeout=timeout)
     if reply.succeeded:
@@ -91,7 +142,7 @@ async def decide(etcd, txn_id, outcome, banks=(), answer=None, timeout=5.0):
     decided, recorded = reply.responses[0].response_range.kvs, _recorded(reply.responses[1])
     if decided:
         return Standing(decided[0].value.decode(), recorded)
-    return await decide(etcd, txn_id, ABORT, answer=RESOLVED_BY_BANK, timeout=timeout)  # a bank aborted
+    return await decide(etcd, txn_id, ABORT, answer=RESOLVED_BY_BANK, timeout=timeout, terms=terms)  # a bank aborted
 
 
 async def abort_as_bank(etcd, bank, txn_id, timeout=5.0):
@@ -155,22 +206,24 @@ async def read_all(etcd, timeout=10.0):
 
 
 async def decide_many(etcd, items, timeout=5.0):
-    """decide() for several (txn_id, outcome, banks, answer) in one etcd transaction; their Standings.
+    """decide() for several (txn_id, outcome, banks, answer, terms or None) in one etcd transaction;
+    their Standings.
 
     All-or-nothing in etcd: if any of them was decided already (a bank's resolver was first),
     none is written and each is settled on its own.
     """
     kv = etcd.kv
     compare, success = [], []
-    for txn_id, outcome, banks, answer in items:
+    items = [tuple(item) + (None,) * (5 - len(item)) for item in items]  # terms are optional
+    for txn_id, outcome, banks, answer, terms in items:
         compare.append(kv.txn_compare_create_revision(key(txn_id), 0))
         if outcome == COMMIT:
             compare.extend(kv.txn_compare_create_revision(abort_key(b, txn_id), 0) for b in banks)
-        success.extend(_writes(kv, txn_id, outcome, answer))
+        success.extend(_writes(kv, txn_id, outcome, answer, terms))
     reply = await kv.txn(compare=compare, success=success, timeout=timeout)
     if reply.succeeded:
-        return [Standing(outcome, answer) for _, outcome, _, answer in items]
-    return [await decide(etcd, t, outcome, banks, answer, timeout) for t, outcome, banks, answer in items]
+        return [Standing(outcome, answer) for _, outcome, _, answer, _ in items]
+    return [await decide(etcd, t, outcome, banks, answer, timeout, terms) for t, outcome, banks, answer, terms in items]
 
 
 async def read_many(etcd, txn_ids, bank, timeout=5.0):
@@ -182,11 +235,11 @@ async def read_many(etcd, txn_ids, bank, timeout=5.0):
 
 
 async def forget(etcd, items, timeout=5.0):
-    """Delete the decision, answer and bank aborts of finished transactions: (txn_id, banks) each.
-    Only for a transaction every participant has applied and whose answer is kept elsewhere."""
+    """Delete the record (terms, decision, answer) and bank aborts of finished transactions:
+    (txn_id, banks) each. Only for a transaction every participant has applied, once its retention is over."""
     kv = etcd.kv
     ops = []
     for txn_id, banks in items:
-        ops += [kv.txn_op_delete(key(txn_id)), kv.txn_op_delete(answer_key(txn_id))]
+        ops += [kv.txn_op_delete(key(txn_id)), kv.txn_op_delete(answer_key(txn_id)), kv.txn_op_delete(terms_key(txn_id))]
         ops += [kv.txn_op_delete(abort_key(b, txn_id)) for b in banks]
     await kv.txn(compare=[], success=ops, failure=[], timeout=timeout)

@@ -13,6 +13,8 @@ from strife.deployment import tls
 log = logging.getLogger(__name__)
 
 BANKS_PREFIX = "/strife/banks/"
+USERS_PREFIX = "/strife/users/"  # the user directory (strife/nodes/gateway/user_directory.py)
+GATEWAYS_PREFIX = "/strife/gateways/"  # gateways register here (for operators; clients use the topology)
 LEASE_TTL = 5  # seconds: how long a crashed bank stays listed
 
 
@@ -152,10 +154,12 @@ async def _first_of(*coroutines):
 class PrefixWatch:
     """A live dict of the keys under a prefix: one read at start, then the watch stream."""
 
-    def __init__(self, etcd, prefix):
+    def __init__(self, etcd, prefix, on_change=None):
+        """`on_change(name)`: called for each entry added, changed or removed after the first read."""
         self.etcd, self.prefix = etcd, prefix
         self.entries = {}
         self.ready = asyncio.Event()
+        self._on_change = on_change or (lambda name: None)
         self._task = None
 
     async def start(self):
@@ -167,17 +171,25 @@ class PrefixWatch:
         while True:
             try:
                 answer = await self.etcd.kv.get(self.prefix, range_end=prefix_range_end(self.prefix), timeout=5)
-                self.entries = {kv.key.decode()[len(self.prefix):]: kv.value.decode() for kv in answer.kvs}
+                before, self.entries = self.entries, {kv.key.decode()[len(self.prefix):]: kv.value.decode()
+                                                      for kv in answer.kvs}
+                for name in set(before) | set(self.entries):  # what changed while the watch was down
+                    if before.get(name) != self.entries.get(name) and self.ready.is_set():
+                        self._on_change(name)
                 self.ready.set()
                 async for event_batch in self.etcd.watch.watch(
                         self.prefix, range_end=prefix_range_end(self.prefix),
                         start_revision=answer.header.revision + 1):
                     for event in event_batch.events:
                         name = event.kv.key.decode()[len(self.prefix):]
-                        if event.type == event.DELETE:
+                        value = None if event.type == event.DELETE else event.kv.value.decode()
+                        if value == self.entries.get(name):
+                            continue  # e.g. written through by this process already
+                        if value is None:
                             self.entries.pop(name, None)
                         else:
-                            self.entries[name] = event.kv.value.decode()
+                            self.entries[name] = value
+                        self._on_change(name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -19,6 +19,8 @@ CA_NAME = {INFRA: "Strife infrastructure CA", USERS: "Strife users CA"}
 ROLES = {INFRA: frozenset({"etcd", "bank", "gateway", "operator"}), USERS: frozenset({"client", "admin"})}
 # Every etcd member's certificate also carries this name: clients of a whole cluster verify it.
 ETCD_SERVER_NAME = "etcd"
+# Every gateway's certificate also carries this name: a user's one channel to all gateways pins it.
+GATEWAY_SERVER_NAME = "gateway"
 JWT_KEY = "etcd-jwt"   # etcd signs its auth tokens with this key pair (ES256)
 LEGACY_CA = "ca"       # the single authority of deployments made before the split
 
@@ -43,6 +45,8 @@ def identities(topology: Topology, registered=()) -> list[tuple[str, str, set[st
         names = {node.name, node.host}
         if node.kind == "etcd":
             names.add(ETCD_SERVER_NAME)
+        if node.kind == "gateway":
+            names.add(GATEWAY_SERVER_NAME)
         out.append((node.name, role, names))
     out.append((OPERATOR, "operator", {OPERATOR}))
     known = {name for name, _, _ in out}

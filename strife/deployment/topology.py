@@ -44,6 +44,7 @@ SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MB, "mb": 
 SIZE = re.compile(r"(\d+(?:\.\d+)?) *([a-z]*)")
 MIN_LOG_BYTES, MAX_LOG_BYTES = 4096, 1024 * MB  # below a few records a file, a node would only rotate
 ROLES = ("client", "admin")
+SHORT_GATEWAY = "gateway"  # the name of the one gateway of the short form `gateway: {...}`
 
 
 class TopologyError(BadInput):
@@ -73,6 +74,8 @@ class Settings:
     log_max_bytes: int = 10 * MB      # a node's log file is rotated at this size ...
     log_keep: int = 4                 # ... and this many rotated files are kept: 5 files at most
     log_format: str = "text"          # or "json": one JSON object per line
+    # a payment's record in etcd (terms, decision, answer) lives this long after its phase 2
+    idempotency_retention: float = 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +139,8 @@ class Topology:
             "prepare_timeout": f"{s.prepare_timeout}s", "hold_timeout": f"{s.hold_timeout}s",
             "max_amount": format_minor(s.max_amount_minor), "start_timeout": f"{s.start_timeout}s",
             "stop_grace": f"{s.stop_grace}s", "backoff": f"{s.backoff}s", "max_restarts": s.max_restarts,
-            "log_max_bytes": s.log_max_bytes, "log_keep": s.log_keep, "log_format": s.log_format}}
+            "log_max_bytes": s.log_max_bytes, "log_keep": s.log_keep, "log_format": s.log_format,
+            "idempotency_retention": f"{s.idempotency_retention}s"}}
         members = self.of_kind("etcd")
         etcd = {"members": self.etcd.members, "tls": self.etcd.tls}
         if self.etcd.binary:
@@ -148,8 +152,11 @@ class Topology:
                         **_common(members[0]))
         doc["etcd"] = etcd
         doc["banks"] = {b.name: {"host": b.host, "port": b.port, **_common(b)} for b in self.of_kind("bank")}
-        gw = self.of_kind("gateway")[0]
-        doc["gateway"] = {"host": gw.host, "port": gw.port, **_common(gw)}
+        gateways = {g.name: {"host": g.host, "port": g.port, **_common(g)} for g in self.of_kind("gateway")}
+        if list(gateways) == [SHORT_GATEWAY]:
+            doc["gateway"] = gateways[SHORT_GATEWAY]
+        else:
+            doc["gateways"] = gateways
         doc["clients"] = {c.name: {"bank": c.bank, "role": c.role, "balance": format_minor(c.balance_minor),
                                    "host": c.host, "port": c.port, **_common(c)}
                           for c in self.of_kind("client")}
@@ -260,21 +267,36 @@ class _Validator:
         return value
 
     def topology(self, doc, path, home):
-        doc = self.mapping(doc, "", {"settings", "etcd", "banks", "gateway", "clients"},
-                           required=("banks", "gateway", "clients"))
+        doc = self.mapping(doc, "", {"settings", "etcd", "banks", "gateway", "gateways", "clients"},
+                           required=("banks", "clients"))
         settings = self.settings(doc.get("settings"))
         etcd, members = self.etcd(doc.get("etcd"))
         banks = self.named_nodes(doc.get("banks"), "banks", "bank")
-        gateway = self.node("gateway", "gateway", doc.get("gateway") or {}, "gateway")
+        gateways = self.gateways(doc)
         clients = self.named_nodes(doc.get("clients"), "clients", "client")
-        nodes = members + banks + [gateway] + clients
+        nodes = members + banks + gateways + clients
         self.cross_check(nodes, banks, clients, doc)
         return Topology(path=path, home=home, settings=settings, etcd=etcd, nodes=tuple(nodes))
+
+    def gateways(self, doc):
+        """`gateways: {gw1: {...}, ...}`, or the one-gateway short form `gateway: {...}` (named `gateway`)."""
+        if "gateway" in doc and "gateways" in doc:
+            self.bad("gateways", "give either `gateway:` (one gateway) or `gateways:` (named gateways), not both")
+            return []
+        if "gateways" in doc:
+            named = self.named_nodes(doc.get("gateways"), "gateways", "gateway")
+            if not named and doc.get("gateways") is None:
+                self.bad("gateways", "at least one gateway is needed")
+            return named
+        if "gateway" not in doc:
+            self.bad("gateway", "is required (or `gateways:` with named gateways)")
+            return []
+        return [self.node(SHORT_GATEWAY, "gateway", doc.get("gateway") or {}, "gateway")]
 
     def settings(self, raw):
         raw = self.mapping(raw, "settings", {"prepare_timeout", "hold_timeout", "max_amount", "start_timeout",
                                              "stop_grace", "backoff", "max_restarts", "log_max_bytes",
-                                             "log_keep", "log_format"})
+                                             "log_keep", "log_format", "idempotency_retention"})
         d = Settings()
         max_minor = d.max_amount_minor
         if "max_amount" in raw:
@@ -294,6 +316,8 @@ class _Validator:
                                     MIN_LOG_BYTES, MAX_LOG_BYTES),
             log_keep=self.integer(raw.get("log_keep", d.log_keep), "settings.log_keep", 0, 1000),
             log_format=self.choice(raw.get("log_format"), "settings.log_format", LOG_FORMATS, d.log_format),
+            idempotency_retention=self.duration(raw.get("idempotency_retention"), "settings.idempotency_retention",
+                                                d.idempotency_retention),
         )
 
     def size(self, value, where, default, low, high):
@@ -361,7 +385,7 @@ class _Validator:
         if kind == "client":
             allowed |= {"bank", "role", "balance"}
         raw = self.mapping(raw, where, allowed, required=("bank",) if kind == "client" else ())
-        if kind in ("bank", "client"):  # etcd members and the gateway are named by Strife itself
+        if kind in ("bank", "client") or where.startswith("gateways."):  # etcd members, the short gateway: by Strife
             why = name_problem(name)
             if why:
                 self.bad(where, why)
@@ -437,6 +461,6 @@ class _Validator:
 def _section(node):
     if node.kind == "etcd":
         return "etcd"
-    if node.kind == "gateway":
+    if node.kind == "gateway" and node.name == SHORT_GATEWAY:
         return "gateway"
     return f"{node.kind}s.{node.name}"

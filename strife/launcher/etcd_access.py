@@ -5,7 +5,8 @@ authentication on. Nobody else (a user, a node of another kind) can read or writ
 | who            | may write                                  | may read                          |
 |----------------|--------------------------------------------|-----------------------------------|
 | bank B         | /strife/banks/B, /strife/aborts/B/...      | those, decisions /strife/txn/...  |
-| gateway        | decisions and answers /strife/txn/...;     | /strife/banks/...                 |
+| gateway        | payment records /strife/txn/...; users     | /strife/banks/..., and what it    |
+|                | /strife/users/...; /strife/gateways/...;   | may write                         |
 |                | deletes banks' aborts once phase 2 is done |                                   |
 | operator, root | everything (etcd's root role)              | everything                        |
 
@@ -44,6 +45,8 @@ def grants(topology):
             (READWRITE, *_prefix(decisions.PREFIX)),
             (READWRITE, *_prefix(decisions.ABORTS)),  # to forget them; an abort is its to write anyway
             (READ, *_prefix(discovery.BANKS_PREFIX)),
+            (READWRITE, *_prefix(discovery.USERS_PREFIX)),      # the user directory: gateways only
+            (READWRITE, *_prefix(discovery.GATEWAYS_PREFIX)),  # its registration (one role for all gateways)
         ])
     return out
 

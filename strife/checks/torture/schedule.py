@@ -23,7 +23,7 @@ class Fault:
 def plan(seed, seconds, topology, outbox_client):
     rng = random.Random(seed)
     banks = [b.name for b in topology.of_kind("bank")]
-    gateway = topology.of_kind("gateway")[0].name
+    gateways = [g.name for g in topology.of_kind("gateway")]
     members = [m.name for m in topology.of_kind("etcd")]
     choices = [
         lambda at: Fault(at, "pause", rng.choice(banks), duration=rng.uniform(0.5, 2.5)),
@@ -31,10 +31,10 @@ def plan(seed, seconds, topology, outbox_client):
         lambda at: Fault(at, "failpoint", rng.choice(banks),
                          f"{rng.choice(TWO_PHASE['bank'])}={rng.choice(['pause', 'delay:400ms', 'error', 'crash'])}",
                          duration=rng.uniform(0.5, 2.0)),
-        lambda at: Fault(at, "failpoint", gateway,
+        lambda at: Fault(at, "failpoint", rng.choice(gateways),
                          f"{rng.choice(TWO_PHASE['gateway'])}={rng.choice(['crash', 'delay:400ms', 'error'])}",
                          duration=rng.uniform(0.5, 2.0)),
-        lambda at: Fault(at, "kill", gateway),
+        lambda at: Fault(at, "kill", rng.choice(gateways)),
         lambda at: Fault(at, "kill", outbox_client),
     ]
     if members:

@@ -13,6 +13,7 @@ from strife.nodes.gateway.banks import BankDirectory
 from strife.nodes.gateway.coordinator import Coordinator
 from strife.nodes.gateway.service import ClientGatewayService
 from strife.nodes.gateway.store import Store
+from strife.nodes.gateway.user_directory import UserDirectory
 from strife.nodes.gateway.users import Users
 from strife.rpc import cl_gw_pb2_grpc
 
@@ -48,11 +49,14 @@ class Gateway:
         self.ctx = ctx
         ctx.layout.data(ctx.spec.name).mkdir(parents=True, exist_ok=True)
         self.store = Store(ctx.layout.gateway_db(ctx.spec.name))
-        self.users = Users(self.store)
-        self.users.seed(ctx.topology, credentials.load(ctx.topology.home))
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
+        self.directory = UserDirectory(self.etcd)
+        self.users = Users(self.directory)
+        self.directory.on_change = self.users.changed
+        self.registration = None
         self.banks = BankDirectory(self.etcd, ctx.topology.home, ctx.spec.name, ctx.topology.settings.prepare_timeout)
-        self.coordinator = Coordinator(self.store, self.banks, self.etcd, ctx.topology.settings, ctx.failpoints)
+        self.coordinator = Coordinator(self.store, self.banks, self.etcd, ctx.topology.settings, ctx.failpoints,
+                                       shared=len(ctx.topology.of_kind("gateway")) > 1)
         self.clients = UntilReady(
             ClientGatewayService(self.store, self.banks, self.coordinator, self.users, ctx.topology))
         cl_gw_pb2_grpc.add_ClientGatewayServicer_to_server(self.clients, ctx.server)
@@ -61,17 +65,26 @@ class Gateway:
 
     async def start(self) -> None:
         await self.etcd.connect()
+        await self.directory.start()
+        await self.users.seed(self.ctx.topology, credentials.load(self.ctx.topology.home), self.store.legacy_users())
         await self.ctx.failpoints.hit("before-banks")
         # One watch, kept for the life of the process: no etcd read per request. It returns once
         # the list of banks has been read; only then are client calls taken (and SERVING reported).
         await self.banks.start()
         self.clients.ready = True
+        # listed for operators (`strife status`, etcdctl); clients take the gateways from the topology
+        self.registration = discovery.Registration(self.etcd, discovery.GATEWAYS_PREFIX + self.ctx.spec.name,
+                                                   self.ctx.spec.address)
+        await self.registration.start()
         self.recovery = asyncio.create_task(self.coordinator.run_recovery())
         self.forgetting = asyncio.create_task(self.coordinator.run_forgetting())
 
     async def stop(self) -> None:
         await tasks.cancel(self.forgetting)
         await tasks.cancel(self.recovery)
+        if self.registration is not None:
+            await self.registration.withdraw()
+        await self.directory.stop()
         await self.banks.stop()
         await self.etcd.close()
         await self.store.close()

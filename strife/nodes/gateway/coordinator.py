@@ -3,15 +3,21 @@
 Within one bank (payer and payee there): one Transfer to that bank, which debits, credits and
 records the id with its answer in one atomic step. No hold, no decision in etcd.
 
+With several gateways, any of them may receive any payment, even the same id at two of them at
+once: first the payment's terms are claimed in etcd (strife/core/decisions.py), so one id is only
+ever prepared with one set of terms. A claim that finds other terms is an idempotency error; one
+that finds a recorded answer returns it (and finishes phase 2, in case its gateway died).
+
 Between two banks, two-phase commit:
-1. Record the payment PENDING (the idempotency record) before anything is sent.
+1. Record the payment PENDING (this gateway's journal) before anything is sent.
 2. Prepare both sides in parallel under prepare_timeout; the first NO ends the wait.
 3. Decide: COMMIT only if both voted YES, written to etcd create-if-absent together with the
    answer; obey what stands (and its recorded answer).
 4. Answer the client: the decision is durable in etcd. A read that follows settles the account's
    holds from it (the bank resolves its PREPARED holds on read), so it already reflects the payment.
 5. Phase 2 to every bank that may hold something, in the background, retried until acknowledged;
-   some seconds later the decision is forgotten in etcd (this store's row keeps answering retries).
+   `idempotency_retention` later the record is deleted from etcd (this store's row keeps answering
+   retries here; elsewhere the banks refuse to move the money again: docs/architecture.md).
 Anything a crash interrupts is driven again by `recover`.
 """
 from __future__ import annotations
@@ -34,11 +40,12 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 5.0
 TRANSFER_TIMEOUT = 5.0
-# A decision is deleted from etcd this long after every bank acknowledged phase 2: by then the
-# banks' relaxed phase-2 writes and this store's row are on disk (both flush within a second).
-FORGET_AFTER = 10.0
+# A payment's record is deleted from etcd settings.idempotency_retention after every bank
+# acknowledged phase 2 (at least this long: the banks' relaxed phase-2 writes and this store's
+# row must be on disk first; both flush within a second).
+MIN_RETENTION = 2.0
 FORGET_EVERY = 2.0
-FORGET_BATCH = 30          # 4 deletes each: under etcd's 128 operations per transaction
+FORGET_BATCH = 25          # 5 deletes each: under etcd's 128 operations per transaction
 GATEWAY_STOPPED = {"outcome": Outcome.ABORTED, "reason": AbortReason.RECOVERED_ABORT,
                    "detail": "the gateway stopped before deciding"}
 
@@ -58,6 +65,13 @@ def _answer_for(standing):
     if standing.answer is not None:
         return standing.answer
     return _answer(Outcome.COMMITTED) if standing.outcome == decisions.COMMIT else GATEWAY_STOPPED
+
+
+def terms_of(payment):
+    """The payment's terms as recorded in etcd: what any gateway compares a retry with."""
+    return {"fingerprint": payment.fingerprint, "payer": payment.payer, "payer_bank": payment.payer_bank,
+            "payee": payment.payee, "payee_bank": payment.payee_bank, "amount_minor": payment.amount_minor,
+            "created_at": payment.created_at}
 
 
 class IdempotencyMismatch(Exception):
@@ -86,9 +100,14 @@ class Result:
 
 
 class Coordinator:
-    def __init__(self, store, banks, etcd, settings, failpoints):
+    def __init__(self, store, banks, etcd, settings, failpoints, shared=False):
         self.store, self.banks, self.etcd = store, banks, etcd
         self.prepare_timeout = settings.prepare_timeout
+        self.retention = max(MIN_RETENTION, settings.idempotency_retention)
+        # Several gateways: terms are claimed in etcd before anything is prepared. One gateway: its
+        # own store and in-flight map already see every use of an id; the terms go with the decision.
+        self.shared = shared
+        self.claimer = Batcher(lambda items: decisions.claim_many(etcd, items), max_batch=100)
         self.failpoints = failpoints
         self.inflight = {}     # txn_id -> (Task[Result], Payment): duplicates wait for one execution
         self.retrying = {}     # txn_id -> phase-2 retry task
@@ -128,10 +147,33 @@ class Coordinator:
             log.warning("payment %s stopped: %s", field(txn_id), field(error))
 
     async def _begin_and_execute(self, payment):
+        payment.created_at = time.time()
+        if self.shared:
+            try:
+                claim = await self.claimer.submit((payment.txn_id, terms_of(payment)))
+            except Exception as exc:  # nothing is recorded or sent: asking again is safe
+                log.warning("terms of %s not claimed: %s", field(payment.txn_id), field(exc))
+                return Result.pending(payment.txn_id, "the payment could not be recorded yet; "
+                                                      "ask again with the same id")
+            if claim.terms.get("fingerprint") != payment.fingerprint:
+                raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
+            payment.created_at = claim.terms.get("created_at", payment.created_at)
+            if claim.answer is not None:  # decided through another gateway: its answer, and phase 2 once more
+                return await self._obey(payment, claim)
         await self.store.begin(payment)
         if payment.payer_bank == payment.payee_bank:
             return await self._transfer(payment)
         return await self._execute(payment)
+
+    async def _obey(self, payment, claim):
+        """Journal a payment another gateway decided, finish its phase 2 (idempotent at the banks:
+        its gateway may have died before), and answer what was recorded."""
+        await self.store.begin(payment)
+        answer = claim.answer
+        await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"], phase2_done=False)
+        self._retry_phase2(payment.txn_id, claim.outcome or decisions.ABORT,
+                           {payment.payer_bank, payment.payee_bank}, first_delay=0)
+        return Result.of(payment)
 
     async def _transfer(self, payment):
         """One phase for one bank. A bank that did not answer may still apply it: the payment stays
@@ -168,7 +210,8 @@ class Coordinator:
         proposed = _answer(Outcome.COMMITTED) if want == decisions.COMMIT else _answer(Outcome.ABORTED, reason, detail)
         try:
             standing = await self.decider.submit(
-                (payment.txn_id, want, (payment.payer_bank, payment.payee_bank), proposed))
+                (payment.txn_id, want, (payment.payer_bank, payment.payee_bank), proposed,
+                 None if self.shared else terms_of(payment)))
         except Exception as exc:  # no decision recorded: banks and recovery will settle it
             log.warning("decision for %s not recorded: %s", field(payment.txn_id), field(exc))
             return Result.pending(payment.txn_id, "the decision could not be recorded yet; "
@@ -272,7 +315,8 @@ class Coordinator:
                 self._claim(listed, self._transfer(listed))
                 continue
             try:
-                standing = await decisions.decide(self.etcd, listed.txn_id, decisions.ABORT, answer=GATEWAY_STOPPED)
+                standing = await decisions.decide(self.etcd, listed.txn_id, decisions.ABORT, answer=GATEWAY_STOPPED,
+                                                  terms=None if self.shared else terms_of(listed))
             except Exception as exc:
                 log.warning("recovery of %s postponed: %s", field(listed.txn_id), field(exc))
                 continue
@@ -287,8 +331,8 @@ class Coordinator:
             self._retry_phase2(payment.txn_id, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
 
     async def forget_finished(self, now: float | None = None) -> int:
-        """Delete from etcd the decisions of payments every bank applied a while ago; how many."""
-        items = self.store.to_forget((now or time.time()) - FORGET_AFTER, limit=FORGET_BATCH * 10)
+        """Delete from etcd the records of payments every bank applied a retention ago; how many."""
+        items = self.store.to_forget((now or time.time()) - self.retention, limit=FORGET_BATCH * 10)
         for i in range(0, len(items), FORGET_BATCH):
             chunk = items[i:i + FORGET_BATCH]
             await decisions.forget(self.etcd, chunk)

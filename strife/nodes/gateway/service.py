@@ -60,16 +60,17 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "opening_deposit_minor: must be between 0 and "
                                 f"the maximum amount ({self.max_amount} minor units)")
         await self._check_full_name(context, request.full_name)
-        if self.store.user(name) is not None:
+        if self.users.user(name) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username: user {name} already exists")
         stub = await self._bank(context, request.bank)
         info = await self._bank_call(context, stub.RegisterClient, gb.RegisterClientRequest(
             account=name, opening_deposit_minor=request.opening_deposit_minor, full_name=request.full_name))
-        await self.users.add(name, request.bank, "client", request.password)
+        if not await self.users.add(name, request.bank, "client", request.password):  # another gateway was first
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username: user {name} already exists")
         return cl.RegisterClientResponse(username=name, bank=request.bank, balance_minor=info.balance_minor)
 
     async def UpdateClientDetails(self, request, context: grpc.aio.ServicerContext):
-        user = self.store.user(caller(context))
+        user = self.users.user(caller(context))
         if request.new_password:
             try:
                 passwords.check_strength(request.new_password)
@@ -92,14 +93,14 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
                                 f"full_name: over {MAX_FULL_NAME} characters ({len(full_name)})")
 
     async def ViewBalance(self, request, context: grpc.aio.ServicerContext):
-        user = self.store.user(caller(context))
+        user = self.users.user(caller(context))
         stub = await self._bank(context, user.bank)
         info = await self._bank_call(context, stub.ViewBalance, gb.ViewBalanceRequest(account=user.name))
         return cl.ViewBalanceResponse(username=user.name, bank=user.bank, balance_minor=info.balance_minor,
                                       available_minor=info.available_minor)
 
     async def InitiateTransaction(self, request, context: grpc.aio.ServicerContext):
-        payer = self.store.user(caller(context))
+        payer = self.users.user(caller(context))
         why = names.txn_id_problem(request.txn_id)
         if why:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"txn_id: {why}")
@@ -112,7 +113,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: payer and payee are the same user")
         if len(request.payee) > MAX_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payee: the name is over {MAX_NAME} characters")
-        payee = self.store.user(request.payee)
+        payee = self.users.user(request.payee)
         if payee is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"payee: unknown payee {names.shown(request.payee)}")
         payment = Payment(txn_id=request.txn_id, payer=payer.name, payer_bank=payer.bank,

@@ -1,7 +1,9 @@
-"""The gateway's store (SQLite): the user directory and one row per payment, which is both the
-idempotency record (id -> fingerprint, status, result) and the history.
+"""The gateway's store (SQLite): one row per payment this gateway took, its journal: the payments
+it still has to finish (phase 2) or to forget (their records in etcd, after the retention), and
+the answers it gave. (The users table is read once, to move users made before the directory
+moved to etcd: user_directory.py.)
 
-Users are written durably. Payment rows are not waited for on disk (WAL, synchronous=NORMAL): a
+Payment rows are not waited for on disk (WAL, synchronous=NORMAL): a
 process crash loses nothing, and after an OS crash the answers are in etcd beside their decisions
 (strife/core/decisions.py) and same-bank payments in the bank's ledger, where recovery finds them."""
 from __future__ import annotations
@@ -122,9 +124,6 @@ class Store:
         self.writer = group_commit.GroupCommit(db)
         self.reader = group_commit.connect(path, readonly=True)
         self.writer.start()
-        # Every payment looks up payer and payee; this process is the table's only writer, so
-        # a user read once stays valid until this store changes it.
-        self._users = {}
 
     async def close(self) -> None:
         await self.writer.stop()
@@ -133,36 +132,9 @@ class Store:
 
     # ---- users ----
 
-    def user(self, name: str) -> User | None:
-        known = self._users.get(name)
-        if known is None:
-            row = self.reader.execute("SELECT name, bank, role, salt, hash FROM users WHERE name = ?",
-                                      (name,)).fetchone()
-            if row is None:
-                return None  # not remembered: the name may be registered later
-            known = self._users[name] = User(*row)
-        return known
-
-    @staticmethod
-    def _add_user(name, bank, role, salt, digest):
-        def op(db):
-            return db.execute("INSERT OR IGNORE INTO users (name, bank, role, salt, hash, created_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (name, bank, role, salt, digest, time.time())).rowcount == 1
-        return op
-
-    def add_user_now(self, name: str, bank: str, role: str, salt: bytes, digest: bytes) -> bool:
-        """At start-up (seeding the topology's users). False when the name is taken."""
-        return self.writer.apply_now(self._add_user(name, bank, role, salt, digest))
-
-    async def add_user(self, name: str, bank: str, role: str, salt: bytes, digest: bytes) -> bool:
-        return await self.writer.run(self._add_user(name, bank, role, salt, digest))
-
-    async def set_password(self, name: str, salt: bytes, digest: bytes) -> None:
-        try:
-            await self.writer.run(lambda db: db.execute("UPDATE users SET salt = ?, hash = ? WHERE name = ?",
-                                                        (salt, digest, name)))
-        finally:
-            self._users.pop(name, None)
+    def legacy_users(self) -> list[User]:
+        """Users kept here before the user directory moved to etcd (user_directory.py): seeded from them."""
+        return [User(*row) for row in self.reader.execute("SELECT name, bank, role, salt, hash FROM users")]
 
     # ---- payments ----
 
@@ -175,7 +147,7 @@ class Store:
 
     async def begin(self, payment: Payment) -> None:
         """Record a new payment as PENDING, durably, before anything is sent to a bank."""
-        payment.created_at = time.time()
+        payment.created_at = payment.created_at or time.time()
         row = tuple(getattr(payment, f.name) for f in dataclasses.fields(payment))  # astuple deep-copies
         await self.writer.run(lambda db: db.execute(
             f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
@@ -206,13 +178,15 @@ class Store:
         await self.writer.run(lambda db: db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?",
                                                     (txn_id,)), durable=False)
 
-    def to_forget(self, decided_before: float, limit: int) -> list[tuple[str, tuple[str, str]]]:
-        """(txn_id, banks) of cross-bank payments finished everywhere before `decided_before` whose
-        decision is still in etcd."""
+    def to_forget(self, decided_before: float, limit: int) -> list[tuple[str, tuple[str, ...]]]:
+        """(txn_id, banks whose aborts to delete) of payments finished everywhere before
+        `decided_before` whose record may still be in etcd (a same-bank payment has only its terms
+        there, claimed when there are several gateways)."""
         rows = self.reader.execute(
             "SELECT txn_id, payer_bank, payee_bank FROM payments WHERE forgotten = 0 AND phase2_done = 1 "
-            "AND decided_at < ? AND payer_bank != payee_bank LIMIT ?", (decided_before, limit)).fetchall()
-        return [(txn_id, (payer_bank, payee_bank)) for txn_id, payer_bank, payee_bank in rows]
+            "AND decided_at < ? LIMIT ?", (decided_before, limit)).fetchall()
+        return [(txn_id, (payer_bank, payee_bank) if payer_bank != payee_bank else ())
+                for txn_id, payer_bank, payee_bank in rows]
 
     async def forgotten(self, txn_ids: list[str]) -> None:
         await self.writer.run(lambda db: db.executemany("UPDATE payments SET forgotten = 1 WHERE txn_id = ?",

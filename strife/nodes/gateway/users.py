@@ -48,8 +48,10 @@ def limit_keys(name, peer):
 
 
 class Users:
-    def __init__(self, store, limiter=None, scheduler=None):
-        self.store = store
+    """`directory`: where users are (user_directory.py: etcd, shared by every gateway)."""
+
+    def __init__(self, directory, limiter=None, scheduler=None):
+        self.directory = directory
         self.cache = passwords.VerifiedCache()
         self.limiter = limiter or LoginLimiter()
         # scrypt is slow and takes 16 MB on purpose: one thread for it keeps the event loop free
@@ -57,21 +59,36 @@ class Users:
         self.scrypt = scheduler or FairScheduler(MAX_WAITING_CHECKS, thread_name="scrypt")
         self._checking = {}  # (name, keyed digest) -> the check under way: one scrypt for identical tries
 
+    def user(self, name):
+        return self.directory.user(name)
+
+    def changed(self, name):
+        """The user's record changed (at another gateway too): a remembered password may be stale."""
+        self.cache.forget(name)
+
     async def add(self, name, bank, role, password):
+        """True when created; False when the name was taken meanwhile (at any gateway)."""
         salt, digest = await self.scrypt.run(name, passwords.hash_password, password, bounded=False)
-        return await self.store.add_user(name, bank, role, salt, digest)
+        return await self.directory.add(name, bank, role, salt, digest)
 
     async def change_password(self, name, password):
         salt, digest = await self.scrypt.run(name, passwords.hash_password, password, bounded=False)
-        await self.store.set_password(name, salt, digest)
+        await self.directory.set_password(name, salt, digest)
         self.cache.forget(name)
 
-    def seed(self, topology, credentials):
-        """Topology clients, hashed from the demo credentials file, on the gateway's first start."""
+    async def seed(self, topology, credentials, legacy=()):
+        """Create-if-absent: the topology's clients, hashed from the demo credentials file, and
+        `legacy` users (User rows of a gateway store made before the directory was in etcd)."""
+        known = self.directory.names()
+        for user in legacy:
+            if user.name not in known:
+                await self.directory.add(user.name, user.bank, user.role, user.salt, user.hash)
+                known.add(user.name)
         for client in topology.of_kind("client"):
-            if self.store.user(client.name) is None and client.name in credentials:
-                salt, digest = passwords.hash_password(credentials[client.name])
-                self.store.add_user_now(client.name, client.bank, client.role, salt, digest)
+            if client.name not in known and client.name in credentials:
+                salt, digest = await self.scrypt.run(client.name, passwords.hash_password,
+                                                     credentials[client.name], bounded=False)
+                await self.directory.add(client.name, client.bank, client.role, salt, digest)
 
     def close(self):
         self.scrypt.close()
@@ -89,7 +106,7 @@ class Users:
         if self.cache.hit(name, password):
             self._count(keys, True)
             return True
-        user = self.store.user(name)
+        user = self.directory.user(name)
         if user is None:
             return self._count(keys, False)
         ok = await self._verify(name, password, user, keys)

@@ -143,7 +143,7 @@ class Status:
     pid: int
     topology: str
     nodes: list[NodeStatus]
-    supervisors: dict[str, int] | None = None  # with hosts: each host's supervisor pid (None: no answer)
+    supervisors: dict[str, int | None] | None = None  # with hosts: each host's supervisor pid (None: no answer)
 
     @classmethod
     def of(cls, answer: dict) -> Status:

@@ -474,7 +474,11 @@ class _Validator:
         if not isinstance(listed, list) or len(listed) != members:
             self.bad("etcd.hosts", f"must list a host for each of the {members} members")
             return [{"host": self.hosts[0].name}] * members
-        return [{"host": h} for h in listed]
+        known = [h.name for h in self.hosts]
+        for name in listed:
+            if name not in known:
+                self.bad("etcd.hosts", f"{name!r} is not one of the hosts {', '.join(known)}")
+        return [{"host": h if h in known else known[0]} for h in listed]
 
     def etcd_ports(self, raw, members):
         """`port: N` gives member i client port N+2i and peer port N+2i+1; 0 picks free ones."""

@@ -33,6 +33,10 @@ def _lifecycle(sub):
     p.add_argument("-d", "--detach", action="store_true",
                    help="run the supervisor in the background; exit 0 when all nodes are healthy, 1 if one is not")
     p.add_argument("--timeout", type=float, default=120.0, help="with -d: seconds to wait for health (default 120)")
+    p.add_argument("--host", metavar="NAME",
+                   help="a topology with hosts, on real machines: run only this host's nodes here (run it on "
+                        "each machine, with the same topology, certs/ and state/credentials.json). Without it, "
+                        "every host runs here in its own network namespace (needs root)")
     p.set_defaults(run="lifecycle:up")
 
     p = sub.add_parser("down", help="stop every node (reverse order, SIGTERM then SIGKILL)")
@@ -142,7 +146,20 @@ def _chaos(sub):
                     "      remove every failpoint of the gateway\n"
                     "  strife chaos --list\n"
                     "      the armed failpoints of every node\n"
-                    "Failpoint actions: pause, delay:DURATION, error, crash.",
+                    "Failpoint actions: pause, delay:DURATION, error, crash.\n"
+                    "With hosts (a topology with `hosts:`, run as root):\n"
+                    "  strife chaos --kill-host h2 | --pause-host h2 [--for 5s] | --resume-host h2\n"
+                    "  strife chaos --partition h1 h2 [--one-way]\n"
+                    "      h1 and h2 no longer reach each other\n"
+                    "  strife chaos --isolate h3\n"
+                    "      h3 reaches nobody, nobody reaches h3\n"
+                    "  strife chaos --loss h2 5%\n"
+                    "      h2 loses 5% of what it receives and sends\n"
+                    "  strife chaos --latency h2 50ms [--jitter 10ms]\n"
+                    "      needs the kernel's netem\n"
+                    "  strife chaos --heal [h2]\n"
+                    "      remove every network fault (of h2)\n"
+                    "`strife status` lists the network faults in force.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _file_option(p)
     what = p.add_mutually_exclusive_group(required=True)
@@ -154,6 +171,17 @@ def _chaos(sub):
                       help="arm a failpoint (repeatable)")
     what.add_argument("--clear", metavar="NODE[:STEP]", help="remove a node's failpoints (or one of them)")
     what.add_argument("--list", action="store_true", help="show the armed failpoints of every node")
+    what.add_argument("--kill-host", metavar="HOST", help="SIGKILL every node of a host")
+    what.add_argument("--pause-host", metavar="HOST", help="freeze every running node of a host")
+    what.add_argument("--resume-host", metavar="HOST", help="unfreeze every paused node of a host")
+    what.add_argument("--partition", nargs=2, metavar="HOST", help="cut two hosts apart (both ways)")
+    what.add_argument("--isolate", metavar="HOST", help="cut a host from every other")
+    what.add_argument("--loss", nargs=2, metavar=("HOST", "PERCENT"), help="lose this share of a host's packets")
+    what.add_argument("--latency", nargs=2, metavar=("HOST", "DELAY"), help="delay a host's packets (tc netem)")
+    what.add_argument("--heal", nargs="?", const="", metavar="HOST",
+                      help="remove every network fault, or those involving HOST")
+    p.add_argument("--one-way", action="store_true", help="with --partition: only the first host's packets are lost")
+    p.add_argument("--jitter", metavar="DURATION", help="with --latency: random variation of the delay")
     p.add_argument("--for", dest="duration", metavar="DURATION", help="with --pause: resume after this long")
     p.add_argument("--at", metavar="STEP", help="with --pause: freeze inside this protocol step instead of now")
     p.add_argument("--json", action="store_true")

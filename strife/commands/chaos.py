@@ -34,9 +34,19 @@ def _admin(topology, node, work):
 
 def run(args):
     topology = deployment(args, must_run=True)
-    if (args.duration or args.at) and not args.pause:
-        raise BadInput("--for and --at go with --pause")
+    if args.duration and not (args.pause or args.pause_host):
+        raise BadInput("--for goes with --pause or --pause-host")
+    if args.at and not args.pause:
+        raise BadInput("--at goes with --pause")
     supervisor = ControlClient(Layout(topology.home))
+    if args.kill_host or args.pause_host or args.resume_host:
+        from strife.commands import network_chaos
+        return network_chaos.host_action(args, topology, supervisor)
+    if args.partition or args.isolate or args.loss or args.latency or args.heal is not None:
+        from strife.commands import network_chaos
+        return network_chaos.network_fault(args, topology, Layout(topology.home))
+    if args.one_way or args.jitter:
+        raise BadInput("--one-way goes with --partition, --jitter with --latency")
     if args.pause and args.at:
         from strife.launcher import chaos
         node = _node(topology, args.pause)

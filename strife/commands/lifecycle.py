@@ -24,7 +24,7 @@ def _prepare(args):
     from strife.deployment import topology as topology_model
     from strife.launcher import deploy
     try:
-        return deploy.prepare(topology_path(args))
+        return deploy.prepare(topology_path(args), host=args.host)
     except topology_model.TopologyError as exc:
         raise BadInput(_problems(exc)) from None
 
@@ -33,6 +33,8 @@ def up(args):
     if args.topology and args.file:
         raise BadInput("give the topology either as an argument or with -f, not both")
     resolved = _prepare(args)
+    if resolved.hosts:
+        return _up_hosts(resolved, args)
     if args.detach:
         return _up_detached(resolved, args.timeout)
     import asyncio
@@ -55,6 +57,44 @@ def _up_detached(topology, timeout):
     return OK
 
 
+def _up_hosts(topology, args):
+    """One supervisor per host: every host here, each in its network namespace (root), or with
+    --host only that one (a real machine). In the foreground: their logs until Ctrl-C, then down."""
+    from strife.launcher import detach, netns
+    network = None
+    if args.host is None:
+        network = netns.Network(topology.home, topology.hosts)
+        network.create()
+        print(f"hosts: {', '.join(f'{h.name} {h.address}' for h in topology.hosts)} "
+              f"(network namespaces {network.namespace('*')}, bridge {network.bridge})")
+    hosts = [args.host] if args.host else [h.name for h in topology.hosts]
+    try:
+        status, elapsed = detach.start(topology, args.timeout, progress=print, hosts=hosts, network=network)
+    except detach.StartFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return FAILED
+    mine = [n for n in status.nodes if n.host in hosts]
+    print(f"all {len(mine)} nodes healthy in {elapsed:.1f}s on {len(hosts)} host(s) "
+          f"(`strife status`, `strife logs -f`, `strife down`)")
+    if args.detach:
+        return OK
+    from strife.launcher import logs
+    from strife.launcher.printer import Printer
+    layout = Layout(topology.home)
+    names = [n.name for n in mine]
+    opened = [logs.Log(name, layout.log(name)) for name in names]
+    printer = Printer(width=max(len(n) for n in names))
+    try:
+        logs.follow(opened, printer.relay)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for log in opened:
+            log.close()
+    ControlClient(layout).down()
+    return OK
+
+
 def _supervisor(args):
     return ControlClient(Layout(topology_path(args).parent))
 
@@ -64,6 +104,9 @@ def down(args):
     try:
         status = supervisor.down()
     except NotRunning:
+        if supervisor.placement:  # supervisors gone (a crash): their namespaces may be left
+            from strife.launcher import host_control
+            host_control.remove_network(supervisor.layout)
         print(f"Strife is not running in {supervisor.layout.home}; nothing to stop")
         return OK
     print(f"stopped {len(status.nodes)} nodes")
@@ -84,16 +127,24 @@ def status(args):
     # the same exit code with or without --json: 0 when every node runs, 1 when one does not
     code = OK if all(n.state == "RUNNING" for n in status.nodes) else FAILED
     if args.json:
+        if supervisor.placement:
+            from strife.launcher import faults
+            shown["faults"] = [dict(f, text=faults.describe(f)) for f in faults.load(supervisor.layout)]
         print(json.dumps(shown, indent=2))
         return code
-    print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  ADDRESS")
+    hosts = any(n.host for n in status.nodes)
+    host_column = f"{'HOST':<8} " if hosts else ""
+    print(f"{'NAME':<10} {'KIND':<8} {host_column}{'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  "
+          f"{'UPTIME':>8}  ADDRESS")
     for n in shown["nodes"]:
         uptime = _duration(n["uptime"]) if n["uptime"] is not None else "-"
         why = f"  ({n['health_reason']})" if n["health_reason"] else ""
         if n["state"] in ("EXITED", "FATAL") and n["last_exit"] is not None:
             why += f"  (last exit {n['last_exit']}{_exit_meaning(n['last_exit'])})"
-        print(f"{n['name']:<10} {n['kind']:<8} {n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
+        host = f"{n['host'] or '-':<8} " if hosts else ""
+        print(f"{n['name']:<10} {n['kind']:<8} {host}{n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
               f"{n['restarts']:>8}  {uptime:>8}  {n['address']}{why}")
+    _print_faults(supervisor.layout)
     return code
 
 
@@ -101,6 +152,13 @@ def _exit_meaning(code):
     from strife.launcher.exits import meaning
     why = meaning(code)
     return f": {why}" if why else ""
+
+
+def _print_faults(layout):
+    from strife.launcher import faults
+    active = faults.load(layout)
+    if active:
+        print("network faults in force: " + "; ".join(faults.describe(f) for f in active))
 
 
 def _duration(seconds):

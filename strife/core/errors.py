@@ -13,6 +13,7 @@ class Exit(enum.IntEnum):
     BAD_INPUT = 2    # the request is wrong: nothing was done
     NOT_RUNNING = 3  # no deployment is running here
     QUEUED = 4       # `pay`: the payment waits in the outbox, to be delivered later
+    UNSUPPORTED = 5  # this user or machine cannot do it (not root, no netem in the kernel): nothing was done
 
 
 class StrifeError(Exception):
@@ -33,3 +34,9 @@ class Failed(StrifeError):
 class NotRunning(StrifeError):
     """No supervisor answers for this deployment."""
     exit_code = Exit.NOT_RUNNING
+
+
+class Unsupported(StrifeError):
+    """The request is sound but this user or machine cannot carry it out (it needs root, or a
+    kernel feature that is missing): nothing was done."""
+    exit_code = Exit.UNSUPPORTED

@@ -23,6 +23,18 @@ class Layout:
         self.supervisor_log = self.logs / "supervisor.log"
 
         self.credentials = self.state / "credentials.json"  # demo passwords (strife/deployment/credentials.py)
+        # with hosts: which host runs which node (for the CLI to find each host's supervisor), and
+        # the network faults in force (strife/launcher/faults.py)
+        self.placement = self.state / "hosts.json"
+        self.faults = self.state / "faults.json"
+
+    # ---- with hosts: one supervisor per host ----
+
+    def host_socket(self, host):
+        return self.state / f"supervisor-{host}.sock"
+
+    def host_supervisor_log(self, host):
+        return self.logs / f"supervisor-{host}.log"
 
     # ---- certs/ ----
 

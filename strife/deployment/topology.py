@@ -5,6 +5,8 @@ Every problem is reported at once, one line each, naming the field path and why
 """
 import dataclasses
 import enum
+import hashlib
+import ipaddress
 import pathlib
 import re
 from typing import Any
@@ -45,6 +47,7 @@ SIZE = re.compile(r"(\d+(?:\.\d+)?) *([a-z]*)")
 MIN_LOG_BYTES, MAX_LOG_BYTES = 4096, 1024 * MB  # below a few records a file, a node would only rotate
 ROLES = ("client", "admin")
 SHORT_GATEWAY = "gateway"  # the name of the one gateway of the short form `gateway: {...}`
+HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,15}")
 
 
 class TopologyError(BadInput):
@@ -93,10 +96,19 @@ class Node:
     balance_minor: int = 0
     # etcd members only
     peer_port: int = 0
+    # with a `hosts:` section: the host the node runs on (then `host` above is that host's address)
+    host_name: str | None = None
 
     @property
     def address(self):
         return f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """A machine of the deployment (on one Linux machine as root: a network namespace)."""
+    name: str
+    address: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +126,7 @@ class Topology:
     settings: Settings
     etcd: EtcdConfig
     nodes: tuple  # in start order
+    hosts: tuple = ()  # Host, ...: empty when every node runs on this machine at its `host` address
 
     def node(self, name):
         for node in self.nodes:
@@ -131,6 +144,22 @@ class Topology:
 
     def with_nodes(self, nodes):
         return dataclasses.replace(self, nodes=tuple(nodes))
+
+    def host(self, name):
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+    def on_host(self, name):
+        """The nodes that run on host `name`, in start order."""
+        return [n for n in self.nodes if n.host_name == name]
+
+    def with_host_addresses(self, addresses):
+        """The same deployment with hosts moved to new addresses ({host name: address})."""
+        hosts = tuple(dataclasses.replace(h, address=addresses[h.name]) for h in self.hosts)
+        nodes = [dataclasses.replace(n, host=addresses[n.host_name]) if n.host_name else n for n in self.nodes]
+        return dataclasses.replace(self, hosts=hosts, nodes=tuple(nodes))
 
     def to_yaml(self):
         """The same schema back, e.g. with the ports chosen at `up` filled in."""
@@ -160,7 +189,43 @@ class Topology:
         doc["clients"] = {c.name: {"bank": c.bank, "role": c.role, "balance": format_minor(c.balance_minor),
                                    "host": c.host, "port": c.port, **_common(c)}
                           for c in self.of_kind("client")}
+        if self.hosts:
+            doc = _name_hosts(doc, self)
         return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _name_hosts(doc, topology):
+    """With hosts, nodes say which host they run on (`host: h1`), not its address."""
+    named = {h.address: h.name for h in topology.hosts}
+    doc = {"settings": doc.pop("settings"), "hosts": {h.name: {"address": h.address} for h in topology.hosts},
+           **doc}
+    etcd = doc["etcd"]
+    if "host" in etcd:
+        etcd.pop("host")
+        etcd["hosts"] = [m.host_name for m in topology.of_kind("etcd")]
+    for section in doc.values():
+        if isinstance(section, dict):
+            for entry in (section, *section.values()):
+                if isinstance(entry, dict) and entry.get("host") in named:
+                    entry["host"] = named[entry["host"]]
+    return doc
+
+
+def default_subnet(home):
+    """The private /24 a deployment's hosts get when the topology gives no addresses: one of 32768
+    in 10.64.0.0/9, from the deployment's directory, so two deployments on one machine differ
+    (`up` moves on to the next one if the machine already uses it)."""
+    digest = hashlib.sha256(str(home).encode()).digest()
+    return subnet_at(int.from_bytes(digest[:2], "big") % 32768)
+
+
+def subnet_at(index):
+    return ipaddress.ip_network(f"10.{64 + index // 256}.{index % 256}.0/24")
+
+
+def host_addresses(subnet, hosts):
+    """{host: address}: the first hosts of the subnet, in order (.1, .2, ...)."""
+    return {name: str(subnet.network_address + i + 1) for i, name in enumerate(hosts)}
 
 
 def _common(node):
@@ -221,6 +286,7 @@ class _Validator:
 
     def __init__(self):
         self.problems = []
+        self.hosts = ()
 
     def bad(self, where, why):
         self.problems.append(f"{where}: {why}")
@@ -267,16 +333,70 @@ class _Validator:
         return value
 
     def topology(self, doc, path, home):
-        doc = self.mapping(doc, "", {"settings", "etcd", "banks", "gateway", "gateways", "clients"},
+        doc = self.mapping(doc, "", {"settings", "hosts", "etcd", "banks", "gateway", "gateways", "clients"},
                            required=("banks", "clients"))
         settings = self.settings(doc.get("settings"))
+        self.hosts = self.parse_hosts(doc.get("hosts"), home) if "hosts" in doc else ()
         etcd, members = self.etcd(doc.get("etcd"))
         banks = self.named_nodes(doc.get("banks"), "banks", "bank")
         gateways = self.gateways(doc)
         clients = self.named_nodes(doc.get("clients"), "clients", "client")
         nodes = members + banks + gateways + clients
         self.cross_check(nodes, banks, clients, doc)
-        return Topology(path=path, home=home, settings=settings, etcd=etcd, nodes=tuple(nodes))
+        return Topology(path=path, home=home, settings=settings, etcd=etcd, nodes=tuple(nodes), hosts=self.hosts)
+
+    def parse_hosts(self, raw, home):
+        """`hosts: {h1: {address: 10.1.2.1}, h2: {}}`: every host with an address, or none (then
+        they get the deployment's default subnet)."""
+        if not isinstance(raw, dict) or not raw:
+            self.bad("hosts", "must be a mapping of host names to their settings, e.g. {h1: {}, h2: {}}")
+            return ()
+        names, given = [], {}
+        for name, spec in raw.items():
+            where = f"hosts.{name}"
+            if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+                self.bad("hosts", f"{name!r} is not a usable host name: 1 to 16 lower-case letters, digits "
+                                  f"and -, starting with a letter")
+                continue
+            spec = self.mapping(spec, where, {"address"})
+            names.append(name)
+            if "address" in spec:
+                address = spec["address"]
+                try:
+                    ip = ipaddress.IPv4Address(str(address))
+                except ValueError:
+                    self.bad(f"{where}.address", f"{address!r} is not an IPv4 address")
+                    continue
+                if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+                    self.bad(f"{where}.address", f"{address} cannot be a host's own address")
+                    continue
+                owner = next((h for h, a in given.items() if a == str(ip)), None)
+                if owner:
+                    self.bad(f"{where}.address", f"{ip} already used by hosts.{owner}")
+                    continue
+                given[name] = str(ip)
+        if given and len(given) != len(names):
+            missing = [n for n in names if n not in given]
+            self.bad(f"hosts.{missing[0]}.address", "give an address to every host or to none "
+                                                   "(then they share a private /24 chosen per deployment)")
+        addresses = given if len(given) == len(names) else host_addresses(default_subnet(home), names)
+        return tuple(Host(name, addresses[name]) for name in names)
+
+    def place(self, raw_host, where, default_host):
+        """(address, host name) of a node: with hosts, `host:` names one of them."""
+        if not self.hosts:
+            if raw_host is None:
+                return "127.0.0.1", None
+            if not isinstance(raw_host, str) or not raw_host:
+                self.bad(f"{where}.host", "must be a host name or address")
+                return "127.0.0.1", None
+            return raw_host, None
+        name = default_host if raw_host is None else raw_host
+        for host in self.hosts:
+            if host.name == name:
+                return host.address, host.name
+        self.bad(f"{where}.host", f"{name!r} is not one of the hosts {', '.join(h.name for h in self.hosts)}")
+        return self.hosts[0].address, self.hosts[0].name
 
     def gateways(self, doc):
         """`gateways: {gw1: {...}, ...}`, or the one-gateway short form `gateway: {...}` (named `gateway`)."""
@@ -335,7 +455,7 @@ class _Validator:
         return size
 
     def etcd(self, raw):
-        raw = self.mapping(raw, "etcd", {"members", "port", "ports", "host", "binary", "endpoints", "tls",
+        raw = self.mapping(raw, "etcd", {"members", "port", "ports", "host", "hosts", "binary", "endpoints", "tls",
                                          "restart", "max_restarts", "failpoints"})
         endpoints = raw.get("endpoints") or []
         if not isinstance(endpoints, list) or not all(isinstance(e, str) and e for e in endpoints):
@@ -354,12 +474,35 @@ class _Validator:
             return config, []  # an existing cluster: we spawn nothing
         ports = self.etcd_ports(raw, members)
         base = {k: raw[k] for k in ("host", "restart", "max_restarts", "failpoints") if k in raw}
+        placed = self.etcd_hosts(raw, members)
         nodes = []
         for i in range(members):
             name = "etcd" if members == 1 else f"etcd{i + 1}"
-            node = self.node(name, "etcd", dict(base, port=0), "etcd")
+            node = self.node(name, "etcd", dict(base, port=0, **placed[i]), "etcd")
             nodes.append(dataclasses.replace(node, port=ports[i][0], peer_port=ports[i][1]))
         return config, nodes
+
+    def etcd_hosts(self, raw, members):
+        """With hosts: `etcd.hosts: [h1, h2, h3]` (one per member), or `etcd.host` for all, or by
+        default member i on the i-th host (round the list): [{'host': name} or {}] per member."""
+        if "hosts" not in raw:
+            if self.hosts and "host" not in raw:
+                return [{"host": self.hosts[i % len(self.hosts)].name} for i in range(members)]
+            return [{}] * members
+        listed = raw["hosts"]
+        if not self.hosts:
+            self.bad("etcd.hosts", "needs a `hosts:` section naming the hosts")
+            return [{}] * members
+        if "host" in raw:
+            self.bad("etcd.hosts", "give etcd.host (all members on one host) or etcd.hosts, not both")
+        if not isinstance(listed, list) or len(listed) != members:
+            self.bad("etcd.hosts", f"must list a host for each of the {members} members")
+            return [{"host": self.hosts[0].name}] * members
+        known = [h.name for h in self.hosts]
+        for name in listed:
+            if name not in known:
+                self.bad("etcd.hosts", f"{name!r} is not one of the hosts {', '.join(known)}")
+        return [{"host": h if h in known else known[0]} for h in listed]
 
     def etcd_ports(self, raw, members):
         """`port: N` gives member i client port N+2i and peer port N+2i+1; 0 picks free ones."""
@@ -389,15 +532,12 @@ class _Validator:
             why = name_problem(name)
             if why:
                 self.bad(where, why)
-        host = raw.get("host", "127.0.0.1")
-        if not isinstance(host, str) or not host:
-            self.bad(f"{where}.host", "must be a host name or address")
-            host = "127.0.0.1"
+        host, host_name = self.place(raw.get("host"), where, self.hosts[0].name if self.hosts else None)
         restart = raw.get("restart")
         if restart is False:  # YAML 1.1 reads an unquoted `no` as false: the policy of that name
             restart = RestartPolicy.NO
         fields: dict[str, Any] = dict(
-            name=str(name), kind=NodeKind(kind), host=host,
+            name=str(name), kind=NodeKind(kind), host=host, host_name=host_name,
             port=self.integer(raw.get("port", 0), f"{where}.port", 0, 65535),
             restart=RestartPolicy(self.choice(restart, f"{where}.restart", RESTART_POLICIES, RestartPolicy.ON_FAILURE)),
             max_restarts=(self.integer(raw["max_restarts"], f"{where}.max_restarts", 0, 100)
@@ -452,10 +592,11 @@ class _Validator:
             for label, port in (("port", node.port), ("peer port", node.peer_port)):
                 if not port:
                     continue
-                if port in used:
-                    self.bad(f"{_section(node)}.port", f"{port} already used by {used[port]}")
+                key = (node.host_name, port)  # with hosts, each host has its own ports
+                if key in used:
+                    self.bad(f"{_section(node)}.port", f"{port} already used by {used[key]}")
                 else:
-                    used[port] = node.name if label == "port" else f"{node.name} ({label})"
+                    used[key] = node.name if label == "port" else f"{node.name} ({label})"
 
 
 def _section(node):

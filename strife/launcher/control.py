@@ -127,6 +127,7 @@ class NodeStatus:
     uptime: float | None
     address: str
     last_exit: int | None
+    host: str | None = None  # with hosts: the host it runs on
 
     def health_and_reason(self) -> tuple[str, str | None]:
         """('NOT_SERVING', 'disk full: ...') from the health the probe gave; the reason may be None."""
@@ -142,11 +143,12 @@ class Status:
     pid: int
     topology: str
     nodes: list[NodeStatus]
+    supervisors: dict[str, int | None] | None = None  # with hosts: each host's supervisor pid (None: no answer)
 
     @classmethod
     def of(cls, answer: dict) -> Status:
         return cls(answer["phase"], answer["failed"], answer["pid"], answer["topology"],
-                   [NodeStatus(**node) for node in answer["nodes"]])
+                   [NodeStatus(**node) for node in answer["nodes"]], answer.get("supervisors"))
 
     def node(self, name: str) -> NodeStatus:
         return next(n for n in self.nodes if n.name == name)
@@ -169,8 +171,12 @@ class ControlClient:
     def __init__(self, layout: Layout, timeout: float = 120.0):
         self.layout = layout
         self.timeout = timeout
+        self.placement = read_placement(layout)  # with hosts: {host: [node name, ...]}
 
     def _ask(self, request: dict, timeout: float | None = None) -> Status:
+        if self.placement:
+            from strife.launcher import host_control  # one supervisor per host: ask the right ones
+            return host_control.ask(self, request, timeout or self.timeout)
         try:
             answer = call(self.layout.socket, request, timeout or self.timeout)
         except NotRunning:
@@ -180,11 +186,15 @@ class ControlClient:
         return Status.of(answer)
 
     def is_running(self) -> bool:
-        try:
-            call(self.layout.socket, {"cmd": "status"}, timeout=5)
-            return True
-        except (NotRunning, OSError, ValueError):
-            return False
+        """Whether a supervisor answers (with hosts: the supervisor of any host)."""
+        sockets = [self.layout.host_socket(h) for h in self.placement] or [self.layout.socket]
+        for path in sockets:
+            try:
+                call(path, {"cmd": "status"}, timeout=5)
+                return True
+            except (NotRunning, OSError, ValueError):
+                pass
+        return False
 
     def status(self, timeout: float = 10.0) -> Status:
         return self._ask({"cmd": "status"}, timeout)
@@ -192,7 +202,12 @@ class ControlClient:
     def down(self, timeout: float = 300.0) -> Status:
         """Stop every node, and wait until the supervisor process itself has ended."""
         status = self._ask({"cmd": "down"}, timeout)
-        _wait_gone(status.pid)
+        for pid in (status.supervisors or {}).values() if status.supervisors else [status.pid]:
+            if pid:
+                _wait_gone(pid)
+        if self.placement:
+            from strife.launcher import host_control
+            host_control.remove_network(self.layout)
         return status
 
     def restart(self, node: str, timeout: float | None = None) -> Status:
@@ -206,6 +221,23 @@ class ControlClient:
 
     def kill(self, node: str) -> Status:
         return self._ask({"cmd": "kill", "node": node})
+
+
+def read_placement(layout: Layout) -> dict[str, list[str]]:
+    """{host: [node names]} of a deployment started with hosts (state/hosts.json), else {}."""
+    try:
+        return json.loads(layout.placement.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def write_placement(layout: Layout, topology) -> None:
+    """Written at `up`: where the CLI finds each host's supervisor; removed for a topology without hosts."""
+    if topology.hosts:
+        layout.placement.write_text(json.dumps({h.name: [n.name for n in topology.on_host(h.name)]
+                                                for h in topology.hosts}))
+    else:
+        layout.placement.unlink(missing_ok=True)
 
 
 def _wait_gone(pid: int, timeout: float = 30.0) -> None:

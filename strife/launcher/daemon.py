@@ -13,9 +13,10 @@ from strife.launcher.control_server import ControlServer
 from strife.launcher.printer import LogPrinter
 
 
-async def serve(topology, printer, echo_nodes):
-    supervisor = spawner.build(topology, printer=printer, echo_nodes=echo_nodes)
-    control = ControlServer(supervisor, Layout(topology.home).socket)
+async def serve(topology, printer, echo_nodes, host=None):
+    supervisor = spawner.build(topology, printer=printer, echo_nodes=echo_nodes, host=host)
+    layout = Layout(topology.home)
+    control = ControlServer(supervisor, layout.host_socket(host) if host else layout.socket)
     await control.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -31,11 +32,16 @@ def main(argv=None):
     os.umask(0o077)  # the supervisor's files, and every node and etcd it spawns, are its owner's alone
     parser = argparse.ArgumentParser(description="Strife supervisor daemon (started by `strife up -d`)")
     parser.add_argument("--home", required=True)
+    parser.add_argument("--host", help="run only this host's nodes (a topology with hosts: one supervisor per host)")
     args = parser.parse_args(argv)
     layout = Layout(args.home)
     topology = topology_model.load(layout.resolved, home=layout.home)
-    with log_setup.process_log(layout.supervisor_log, "supervisor", topology.settings):  # rotated like a node's
-        asyncio.run(serve(topology, LogPrinter(), echo_nodes=False))
+    if args.host is not None and args.host not in {h.name for h in topology.hosts}:
+        parser.error(f"--host: {args.host!r} is not one of the hosts "
+                     f"{', '.join(h.name for h in topology.hosts) or '(the topology has none)'}")
+    log = layout.host_supervisor_log(args.host) if args.host else layout.supervisor_log
+    with log_setup.process_log(log, "supervisor", topology.settings):  # rotated like a node's
+        asyncio.run(serve(topology, LogPrinter(), echo_nodes=False, host=args.host))
 
 
 if __name__ == "__main__":

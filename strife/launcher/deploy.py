@@ -16,11 +16,20 @@ class AlreadyRunning(Failed):
     pass
 
 
-def prepare(path, force_certs=False):
+def prepare(path, force_certs=False, host=None):
     """The resolved topology, written to state/ for the nodes to read. Raises TopologyError,
-    AlreadyRunning or etcd.EtcdNotFound with a message fit for the user."""
+    AlreadyRunning, etcd.EtcdNotFound or (hosts on this machine without root) Unsupported with a
+    message fit for the user.
+
+    `host`: only that host's nodes will run here (`strife up --host NAME` on each machine)."""
     topology = topology_model.load(path)
     layout = Layout(topology.home)
+    if host is not None and host not in {h.name for h in topology.hosts}:
+        raise topology_model.TopologyError([f"--host: {host!r} is not one of the hosts "
+                                            f"{', '.join(h.name for h in topology.hosts) or '(the topology has none)'}"])
+    if topology.hosts and host is None:  # every host here, each in a network namespace
+        from strife.launcher import netns
+        netns.require_root()
     if len(str(layout.socket).encode()) > MAX_SOCKET_PATH:
         raise topology_model.TopologyError([
             f"{layout.home}: the directory path is too long for the control socket "
@@ -28,6 +37,8 @@ def prepare(path, force_certs=False):
     if control.ControlClient(layout).is_running():
         raise AlreadyRunning(f"Strife is already up in {layout.home} (see `strife status`; "
                              f"`strife down` stops it)")
+    if topology.hosts and host is None:
+        topology = netns.place(topology)  # pyright: ignore[reportPossiblyUnbound]
     if topology.of_kind("etcd"):
         etcd.find_binary(topology)
     previous = None
@@ -40,4 +51,6 @@ def prepare(path, force_certs=False):
     certs.ensure(resolved, force=force_certs, registered=credentials.registered(resolved))
     credentials.ensure(resolved)
     layout.resolved.write_text(resolved.to_yaml())
+    control.write_placement(layout, resolved)
+    layout.faults.unlink(missing_ok=True)  # faults lived in namespaces that are made anew
     return resolved

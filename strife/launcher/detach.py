@@ -1,4 +1,5 @@
 """`up -d` as a library call: start the supervisor daemon and wait until every node is healthy."""
+import dataclasses
 import subprocess
 import sys
 import time
@@ -16,33 +17,56 @@ class StartFailed(Failed):
         self.lines = lines
 
 
-def start(topology, timeout=120.0, progress=lambda text: None):
-    """Spawn the daemon for a prepared topology; (its Status, seconds it took) once all nodes are RUNNING."""
+def _daemon(layout, log, prefix=(), host=None):
+    with open(log, "ab") as out:  # -P: a strife/ folder in home cannot shadow the package
+        return subprocess.Popen([*prefix, sys.executable, "-P", "-m", "strife.launcher.daemon",
+                                 "--home", str(layout.home), *(["--host", host] if host else [])],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=layout.home)
+
+
+def start(topology, timeout=120.0, progress=lambda text: None, hosts=None, network=None):
+    """Spawn the daemon for a prepared topology; (its Status, seconds it took) once all nodes are RUNNING.
+
+    `hosts`: one daemon per host named, each inside its host's namespace when `network` is given
+    (netns.Network), else on this machine (`strife up --host NAME`)."""
     layout = Layout(topology.home)
     supervisor = control.ControlClient(layout)
-    with open(layout.supervisor_log, "ab") as out:  # -P: a strife/ folder in home cannot shadow the package
-        daemon = subprocess.Popen([sys.executable, "-P", "-m", "strife.launcher.daemon", "--home", str(layout.home)],
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True, cwd=layout.home)
+    if hosts:
+        daemons = {layout.host_supervisor_log(h): _daemon(layout, layout.host_supervisor_log(h),
+                                                          network.exec_prefix(h) if network else (), h)
+                   for h in hosts}
+    else:
+        daemons = {layout.supervisor_log: _daemon(layout, layout.supervisor_log)}
     begun, shown = time.monotonic(), {}
-    progress(f"starting {len(topology.nodes)} nodes from {topology.path} (supervisor pid {daemon.pid})")
+    pids = ", ".join(str(d.pid) for d in daemons.values())
+    progress(f"starting {len(topology.nodes)} nodes from {topology.path} (supervisor pid {pids})")
     while True:
-        if daemon.poll() is not None:
-            raise StartFailed([f"the supervisor exited with {daemon.returncode}; last lines of "
-                               f"{layout.supervisor_log}:"] + ["  " + line for line in logs.tail(layout.supervisor_log, 20)])
+        for log, daemon in daemons.items():
+            if daemon.poll() is not None:
+                raise StartFailed([f"the supervisor exited with {daemon.returncode}; last lines of "
+                                   f"{log}:"] + ["  " + line for line in logs.tail(log, 20)])
         try:
             status = supervisor.status(timeout=5)
         except (control.NotRunning, OSError):
             status = None
         if status:
             for node in status.nodes:
+                if hosts and node.host not in hosts:
+                    continue  # `up --host NAME`: the other hosts are someone else's
                 key = (node.state, node.restarts)
-                if node.state != "STOPPED" and shown.get(node.name) != key:
+                if node.state not in ("STOPPED", "LOST") and shown.get(node.name) != key:
                     shown[node.name] = key
                     progress(f"  {node.name:<10} {node.state:<9} pid {node.pid or '-':<7} restarts {node.restarts}")
-            if status.phase == "ready":
+            phase = status.phase
+            if hosts and network is None:  # `up --host NAME`: only this machine's nodes count
+                mine = [n for n in status.nodes if n.host in hosts]
+                stuck = next((n.name for n in mine if n.state in ("FATAL", "EXITED")), None)
+                phase = "failed" if stuck else "ready" if all(n.state == "RUNNING" for n in mine) else phase
+                status = dataclasses.replace(status, failed=stuck or status.failed)
+            if phase == "ready":
                 return status, time.monotonic() - begun
-            if status.phase == "failed":
+            if phase == "failed":
                 name = status.failed or ""
                 node = status.node(name)
                 raise StartFailed(_failed_start(layout, node))

@@ -13,12 +13,39 @@ def _free(host, port):
         return sock.getsockname()[1]
 
 
+ETCD_PORTS = (2379, 2380)  # etcd's own defaults: with hosts, each member is alone at its address
+FIRST_NODE_PORT = 7001
+
+
+def resolve_on_hosts(topology):
+    """With hosts, every host has an address (and, on one machine, a network namespace) of its own
+    where nothing else listens: ports 0 become fixed, predictable ones (etcd 2379/2380, nodes from
+    7001 on), the same on every machine that reads the topology. No problems to report."""
+    taken = {(n.host_name, p) for n in topology.nodes for p in (n.port, n.peer_port) if p}
+    nodes = []
+    for node in topology.nodes:
+        fields = {}
+        wanted = (("port", ETCD_PORTS[0]), ("peer_port", ETCD_PORTS[1])) if node.kind == "etcd" else (("port", 0),)
+        for field, preferred in wanted:
+            if getattr(node, field):
+                continue
+            port = preferred or FIRST_NODE_PORT
+            while (node.host_name, port) in taken:
+                port += 1
+            taken.add((node.host_name, port))
+            fields[field] = port
+        nodes.append(dataclasses.replace(node, **fields))
+    return topology.with_nodes(nodes), []
+
+
 def resolve(topology, previous=None):
     """A copy of `topology` where every port is concrete.
 
     A port chosen at a previous `up` is kept while it is free, so addresses stay stable.
     Returns (topology, problems) where problems name fixed ports some other program holds.
     """
+    if topology.hosts:
+        return resolve_on_hosts(topology)
     problems, taken, nodes = [], set(), []
     old = {n.name: n for n in previous.nodes} if previous else {}
     for node in topology.nodes:

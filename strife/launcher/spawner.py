@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from strife.core import lifeline
 from strife.deployment import identities, tls
 from strife.deployment.layout import Layout
-from strife.launcher import etcd, etcd_access, etcd_upkeep, health, process
+from strife.launcher import etcd, etcd_access, etcd_upkeep, health, process, remote_ready
 from strife.launcher.printer import Printer
 from strife.launcher.supervisor import Supervisor
 
@@ -42,10 +42,11 @@ def python_argv(topology, kind, name=None):
             *(["--name", name] if name else [])]
 
 
-def build(topology, printer=None, echo_nodes=True):
-    """The supervisor of a prepared topology, with real processes. Raises etcd.EtcdNotFound."""
+def build(topology, printer=None, echo_nodes=True, host=None):
+    """The supervisor of a prepared topology (or of one of its hosts), with real processes.
+    Raises etcd.EtcdNotFound."""
     printer = printer or Printer()
-    return Supervisor(topology, Spawner(topology, printer, echo_nodes), printer)
+    return Supervisor(topology, Spawner(topology, printer, echo_nodes, host), printer, host=host)
 
 
 class Waiting:
@@ -57,12 +58,14 @@ class Waiting:
 
 
 class Spawner:
-    def __init__(self, topology, printer, echo_nodes):
+    def __init__(self, topology, printer, echo_nodes, host=None):
         self.topology = topology
+        self.host = host
         self.layout = Layout(topology.home)
         self.printer = printer
         self.echo_nodes = echo_nodes
-        self.etcd_binary = etcd.find_binary(topology) if topology.of_kind("etcd") else None
+        local = topology.on_host(host) if host else topology.nodes
+        self.etcd_binary = etcd.find_binary(topology) if any(n.kind == "etcd" for n in local) else None
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **{lifeline.ENV: str(os.getpid())})
         self._credentials = {domain: tls.channel_credentials(topology.home, identities.OPERATOR, trust=(domain,))
                              for domain in (identities.INFRA, identities.USERS)}
@@ -107,7 +110,8 @@ class Spawner:
     def all_started(self):
         """Every node is up: time for the spares (not before, they would compete for the CPU)."""
         self._want_spares = True
-        for kind in sorted({n.kind for n in self.topology.nodes} - {"etcd"}):
+        local = self.topology.on_host(self.host) if self.host else self.topology.nodes
+        for kind in sorted({n.kind for n in local} - {"etcd"}):
             self._refill(kind, delay=0)
 
     async def probe(self, spec):
@@ -118,11 +122,21 @@ class Spawner:
 
     async def etcd_ready(self):
         """Users, roles and authentication in the etcd we spawned, before any node uses it; then
-        its upkeep (defragmentation when it pays) for as long as the deployment runs."""
+        its upkeep (defragmentation when it pays) for as long as the deployment runs. With hosts,
+        the host of the first member does this; the others wait until it is done."""
+        if self.host and self.topology.of_kind("etcd")[0].host_name != self.host:
+            await remote_ready.etcd_secured(self.topology)
+            return
         await etcd_access.ensure(self.topology)
         if self._upkeep is None:
             self._upkeep = asyncio.create_task(etcd_upkeep.run(
                 self.topology, lambda text: self.printer.line("etcd", text)), name="etcd upkeep")
+
+    async def remote_ready(self, kind):
+        """Nodes of `kind` on other hosts are ready (seen through etcd)."""
+        wait = remote_ready.WAITS.get(kind)
+        if wait is not None:
+            await wait(self.topology)
 
     async def close(self):
         self._closed = True

@@ -35,13 +35,18 @@ class _StartFailed(Exception):
 
 
 class Supervisor:
-    def __init__(self, topology, spawner, printer=None, clock=None):
+    def __init__(self, topology, spawner, printer=None, clock=None, host=None):
         self.topology = topology
         self.settings = topology.settings
         self.spawner = spawner
         self.printer = printer or Printer()
         self.clock = clock or Clock()
-        self.procs = {n.name: NodeProcess(n) for n in topology.nodes}
+        self.host = host  # with hosts: this supervisor runs only the nodes of this host
+        nodes = topology.on_host(host) if host else topology.nodes
+        self.procs = {n.name: NodeProcess(n) for n in nodes}
+        # kinds its nodes need that run only on other hosts: waited for through etcd, not started
+        local = {n.kind for n in nodes}
+        self.remote_needs = {k for kind in local for k in NEEDS[kind]} - local
         self.phase = "starting"   # starting -> ready | failed -> stopping -> stopped
         self.failed = None        # name of the node that kept startup from completing
         self._changed = asyncio.Event()  # set and replaced at every change of state
@@ -83,6 +88,11 @@ class Supervisor:
         for needed in NEEDS[kind]:
             await ready[needed].wait()
         group = [p for p in self.procs.values() if p.spec.kind == kind]
+        if not group and kind in self.remote_needs:
+            begun = self.clock.now()
+            self.event(f"waiting for the {kind} nodes of other hosts")
+            await self.spawner.remote_ready(kind)
+            self.event(f"{kind} of other hosts ready after {self.clock.now() - begun:.2f}s")
         for proc in group:
             self._launch(proc)
         failed = await self._wait_group(group)

@@ -1,6 +1,8 @@
 """Run the torture: workload and faults together, then heal, settle and audit."""
 import asyncio
 import contextlib
+import os
+import shutil
 import time
 import uuid
 
@@ -31,7 +33,12 @@ class Torture:
             raise ValueError("torture needs at least two clients with role client")
         self.users = users
         self.outbox_client = users[0]
-        self.plan = schedule.plan(seed, seconds, topology, self.outbox_client)
+        # network faults when the hosts are namespaces here that we may change (root, nftables)
+        self.network = bool(topology.hosts) and os.geteuid() == 0 and shutil.which("nft") is not None \
+            and self.layout.placement.exists()
+        self.plan = schedule.plan(seed, seconds, topology, self.outbox_client, network=self.network)
+        self.network_faults = []  # in force now, as strife/launcher/faults.py records them
+        self.network_lock = asyncio.Lock()
         self.injected = []
         self.queued = []
         self.watching = []  # per applied fault: (record, task measuring until healthy)
@@ -53,7 +60,9 @@ class Torture:
         try:
             if fault.kind in recovery.KILLS:
                 pid_before, injected_at = await self._pid(fault.node), time.monotonic()
-            if fault.kind == "pause":
+            if fault.kind in schedule.NETWORK:
+                await self._network_fault(fault)
+            elif fault.kind == "pause":
                 await asyncio.to_thread(self.supervisor.pause, fault.node, fault.duration)
             elif fault.kind in ("kill", "restart-etcd"):
                 await asyncio.to_thread(self.supervisor.kill, fault.node)
@@ -71,11 +80,37 @@ class Torture:
             done, note = False, f" (not applied: {exc})"
         self.injected.append({"fault": fault.describe(), "applied": done})
         self.progress(fault.describe() + note)
+        if fault.kind in schedule.NETWORK:
+            return  # no node to watch: the nodes' own recovery shows in the commits
         record = {"fault": fault.describe(), "kind": fault.kind, "node": fault.node,
                   "node_kind": self.topology.node(fault.node).kind, "applied": done, "injected_at": injected_at}
         if done:
             self.watching.append((record, asyncio.create_task(recovery.until_healthy(
                 self._status, fault, fault.node, injected_at, pid_before))))
+
+    async def _network_fault(self, fault):
+        from strife.launcher import faults
+        if fault.kind == "partition":
+            record = faults.partition(*fault.hosts)
+        elif fault.kind == "isolate":
+            record = faults.isolate(fault.hosts[0])
+        else:
+            record = faults.loss(fault.hosts[0], fault.percent)
+        await self._set_network(self.network_faults + [record])
+        asyncio.get_running_loop().call_later(
+            fault.duration, lambda: asyncio.ensure_future(self._lift_network(record)))
+
+    async def _lift_network(self, record):
+        remaining = list(self.network_faults)
+        if record in remaining:
+            remaining.remove(record)
+        await self._set_network(remaining)
+
+    async def _set_network(self, wanted):
+        from strife.launcher import faults
+        async with self.network_lock:
+            await asyncio.to_thread(faults.apply, self.topology, self.layout, wanted)
+            self.network_faults = list(wanted)
 
     async def _clear(self, node, step=""):
         with contextlib.suppress(grpc.aio.AioRpcError, OSError):
@@ -106,7 +141,9 @@ class Torture:
     # ---- heal and settle ----
 
     async def _heal(self):
-        self.progress("healing: clearing failpoints, resuming paused nodes, waiting for every node")
+        self.progress("healing: clearing failpoints and network faults, resuming paused nodes, waiting for every node")
+        if self.network:
+            await self._set_network([])
         for node in self.topology.nodes:
             if node.kind != "etcd":
                 await self._clear(node.name)

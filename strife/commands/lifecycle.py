@@ -84,12 +84,12 @@ def status(args):
     if args.json:
         print(json.dumps(shown, indent=2))
         return OK
-    print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  ADDRESS")
+    print(f"{'NAME':<10} {'KIND':<8} {'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  {'UPTIME':>8}  {'ADDRESS':<21} METRICS")
     for n in shown["nodes"]:
         uptime = _duration(n["uptime"]) if n["uptime"] is not None else "-"
         why = f"  ({n['health_reason']})" if n["health_reason"] else ""
         print(f"{n['name']:<10} {n['kind']:<8} {n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
-              f"{n['restarts']:>8}  {uptime:>8}  {n['address']}{why}")
+              f"{n['restarts']:>8}  {uptime:>8}  {n['address']:<21} {n.get('metrics') or '-'}{why}")
     return OK if all(n.state == "RUNNING" for n in status.nodes) else FAILED
 
 

@@ -127,6 +127,7 @@ class NodeStatus:
     uptime: float | None
     address: str
     last_exit: int | None
+    metrics: str | None = None  # host:port of its Prometheus metrics (strife/observe/metrics.py)
 
     def health_and_reason(self) -> tuple[str, str | None]:
         """('NOT_SERVING', 'disk full: ...') from the health the probe gave; the reason may be None."""

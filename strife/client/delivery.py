@@ -24,6 +24,7 @@ import grpc
 from strife.core.money import format_minor
 from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
 from strife.core.untrusted import field
+from strife.observe import client_steps as observe
 
 if TYPE_CHECKING:
     from strife.client.gateway_client import GatewayClient
@@ -84,6 +85,7 @@ async def attempt(outbox: Outbox, client: GatewayClient, failpoints: Failpoints 
     if entry is None or entry.next_attempt_at > time.time():
         return None
     outbox.sending(entry.txn_id)
+    began = time.time()
     if failpoints:
         await failpoints.hit("send")
     try:
@@ -103,7 +105,7 @@ async def attempt(outbox: Outbox, client: GatewayClient, failpoints: Failpoints 
             error = f"{exc.code().name.lower()}: {exc.details() or ''}".strip()
             outbox.retry_later(entry.txn_id, error, time.time() + backoff(entry.attempts + 1))
             log.info("%s: gateway not reachable (%s); will retry with the same id", describe(entry), field(error))
-        return outbox.get(entry.txn_id)
+        return observe.sent(outbox.get(entry.txn_id), entry, began, getattr(client, "user", ""))
     if failpoints:
         await failpoints.hit("after-send")  # the gateway answered; the outbox does not know yet
     outcome, reason = Outcome.of_number(answer.outcome), AbortReason.of_number(answer.reason)
@@ -115,7 +117,7 @@ async def attempt(outbox: Outbox, client: GatewayClient, failpoints: Failpoints 
         log.info("%s: aborted (%s) %s", describe(entry), reason, field(answer.detail))
     else:
         outbox.retry_later(entry.txn_id, f"in progress: {answer.detail}", time.time() + backoff(entry.attempts + 1))
-    return outbox.get(entry.txn_id)
+    return observe.sent(outbox.get(entry.txn_id), entry, began, getattr(client, "user", ""))
 
 
 Until = Callable[["Entry | None"], bool]

@@ -135,7 +135,7 @@ def status(args):
     hosts = any(n.host for n in status.nodes)
     host_column = f"{'HOST':<8} " if hosts else ""
     print(f"{'NAME':<10} {'KIND':<8} {host_column}{'PID':>7}  {'STATE':<9} {'HEALTH':<12} {'RESTARTS':>8}  "
-          f"{'UPTIME':>8}  ADDRESS")
+          f"{'UPTIME':>8}  {'ADDRESS':<21} METRICS")
     for n in shown["nodes"]:
         uptime = _duration(n["uptime"]) if n["uptime"] is not None else "-"
         why = f"  ({n['health_reason']})" if n["health_reason"] else ""
@@ -143,7 +143,7 @@ def status(args):
             why += f"  (last exit {n['last_exit']}{_exit_meaning(n['last_exit'])})"
         host = f"{n['host'] or '-':<8} " if hosts else ""
         print(f"{n['name']:<10} {n['kind']:<8} {host}{n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
-              f"{n['restarts']:>8}  {uptime:>8}  {n['address']}{why}")
+              f"{n['restarts']:>8}  {uptime:>8}  {n['address']:<21} {n.get('metrics') or '-'}{why}")
     _print_faults(supervisor.layout)
     return code
 

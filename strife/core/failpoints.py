@@ -80,6 +80,8 @@ class Failpoints:
         action = self._armed.get(step)
         if action is None:
             return
+        from strife.observe import timeline  # here: the topology's validation imports this module
+        timeline.node_event("failpoint", point=step, action=action)
         name, arg = parse_action(action)
         if name == "crash":
             # said first, so the node's log tells why it ended (the supervisor's shows only the code)

@@ -2,6 +2,7 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import etcd3aio
 import grpc.aio
@@ -32,6 +33,8 @@ def client(topology, name, endpoints=None):
     return etcd
 
 
+# a node that serves metrics sets this: called with the name of each etcd operation it requests
+count_request: Callable[[str], None] | None = None
 ATTEMPT = 0.6  # seconds one etcd request may take before it is sent again, within the caller's timeout
 
 
@@ -52,6 +55,8 @@ class _Client(etcd3aio.Etcd3Client):
 
 def _in_attempts(rpc):
     async def rpc_in_attempts(call, request, *, operation, timeout=None, max_attempts=None):
+        if count_request is not None:
+            count_request(operation)
         if timeout is None or timeout <= ATTEMPT:
             return await rpc(call, request, operation=operation, timeout=timeout, max_attempts=max_attempts)
         async with asyncio.timeout(timeout):

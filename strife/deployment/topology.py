@@ -87,6 +87,7 @@ class Node:
     kind: NodeKind
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free one at `up`
+    metrics_port: int = 0  # Prometheus metrics (strife/observe/metrics.py); 0 = chosen at `up`
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
     max_restarts: int | None = None  # None = settings.max_restarts
     failpoints: tuple = ()           # ((step, action), ...) armed at start
@@ -102,6 +103,10 @@ class Node:
     @property
     def address(self):
         return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_address(self):
+        return f"{self.host}:{self.metrics_port}" if self.metrics_port else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +184,8 @@ class Topology:
         if members:
             etcd.update(host=members[0].host, ports=[[m.port, m.peer_port] for m in members],
                         **_common(members[0]))
+            if any(m.metrics_port for m in members):
+                etcd["metrics_port"] = [m.metrics_port for m in members]
         doc["etcd"] = etcd
         doc["banks"] = {b.name: {"host": b.host, "port": b.port, **_common(b)} for b in self.of_kind("bank")}
         gateways = {g.name: {"host": g.host, "port": g.port, **_common(g)} for g in self.of_kind("gateway")}
@@ -230,6 +237,8 @@ def host_addresses(subnet, hosts):
 
 def _common(node):
     out: dict[str, Any] = {"restart": str(node.restart)}
+    if node.metrics_port:
+        out["metrics_port"] = node.metrics_port
     if node.max_restarts is not None:
         out["max_restarts"] = node.max_restarts
     if node.failpoints:
@@ -456,7 +465,7 @@ class _Validator:
 
     def etcd(self, raw):
         raw = self.mapping(raw, "etcd", {"members", "port", "ports", "host", "hosts", "binary", "endpoints", "tls",
-                                         "restart", "max_restarts", "failpoints"})
+                                         "restart", "max_restarts", "failpoints", "metrics_port"})
         endpoints = raw.get("endpoints") or []
         if not isinstance(endpoints, list) or not all(isinstance(e, str) and e for e in endpoints):
             self.bad("etcd.endpoints", "must be a list of host:port strings")
@@ -475,11 +484,13 @@ class _Validator:
         ports = self.etcd_ports(raw, members)
         base = {k: raw[k] for k in ("host", "restart", "max_restarts", "failpoints") if k in raw}
         placed = self.etcd_hosts(raw, members)
+        metrics_ports = raw.get("metrics_port", 0)  # the resolved form: one per member
         nodes = []
         for i in range(members):
             name = "etcd" if members == 1 else f"etcd{i + 1}"
             node = self.node(name, "etcd", dict(base, port=0, **placed[i]), "etcd")
-            nodes.append(dataclasses.replace(node, port=ports[i][0], peer_port=ports[i][1]))
+            metrics = self.etcd_metrics_port(metrics_ports, i, members)
+            nodes.append(dataclasses.replace(node, port=ports[i][0], peer_port=ports[i][1], metrics_port=metrics))
         return config, nodes
 
     def etcd_hosts(self, raw, members):
@@ -516,6 +527,16 @@ class _Validator:
         base = self.integer(raw.get("port", 0), "etcd.port", 0, 65535 - 2 * members)
         return [(base + 2 * i, base + 2 * i + 1) if base else (0, 0) for i in range(members)]
 
+    def etcd_metrics_port(self, raw, i, members):
+        """`metrics_port: N` gives member i port N+i (0 picks free ones); the resolved form lists them."""
+        if isinstance(raw, list):
+            if len(raw) != members:
+                self.bad("etcd.metrics_port", f"must list a port for each of the {members} members")
+                return 0
+            return self.integer(raw[i], "etcd.metrics_port", 0, 65535)
+        base = self.integer(raw, "etcd.metrics_port", 0, 65535 - members)
+        return base + i if base else 0
+
     def named_nodes(self, raw, section, kind):
         if not isinstance(raw, dict) or not raw:
             if raw is not None:
@@ -524,7 +545,7 @@ class _Validator:
         return [self.node(name, kind, spec or {}, f"{section}.{name}") for name, spec in raw.items()]
 
     def node(self, name, kind, raw, where):
-        allowed = {"host", "port", "restart", "max_restarts", "failpoints"}
+        allowed = {"host", "port", "metrics_port", "restart", "max_restarts", "failpoints"}
         if kind == "client":
             allowed |= {"bank", "role", "balance"}
         raw = self.mapping(raw, where, allowed, required=("bank",) if kind == "client" else ())
@@ -539,6 +560,7 @@ class _Validator:
         fields: dict[str, Any] = dict(
             name=str(name), kind=NodeKind(kind), host=host, host_name=host_name,
             port=self.integer(raw.get("port", 0), f"{where}.port", 0, 65535),
+            metrics_port=self.integer(raw.get("metrics_port", 0), f"{where}.metrics_port", 0, 65535),
             restart=RestartPolicy(self.choice(restart, f"{where}.restart", RESTART_POLICIES, RestartPolicy.ON_FAILURE)),
             max_restarts=(self.integer(raw["max_restarts"], f"{where}.max_restarts", 0, 100)
                           if "max_restarts" in raw else None),
@@ -589,7 +611,8 @@ class _Validator:
                 self.bad(f"clients.{client.name}.bank", f"unknown bank {client.bank!r} (banks: {known})")
         used = {}
         for node in nodes:
-            for label, port in (("port", node.port), ("peer port", node.peer_port)):
+            for label, port in (("port", node.port), ("peer port", node.peer_port),
+                                ("metrics port", node.metrics_port)):
                 if not port:
                     continue
                 key = (node.host_name, port)  # with hosts, each host has its own ports

@@ -128,6 +128,7 @@ class NodeStatus:
     address: str
     last_exit: int | None
     host: str | None = None  # with hosts: the host it runs on
+    metrics: str | None = None  # host:port of its Prometheus metrics (strife/observe/metrics.py)
 
     def health_and_reason(self) -> tuple[str, str | None]:
         """('NOT_SERVING', 'disk full: ...') from the health the probe gave; the reason may be None."""

@@ -55,6 +55,11 @@ def command(topology, member, binary):
     peer_url = f"https://{member.host}:{member.peer_port}"
     cluster = ",".join(f"{m.name}=https://{m.host}:{m.peer_port}" for m in members)
     heartbeat, election = TIMING_MS.get(len(members), CLUSTER_TIMING_MS)
+    metrics = []
+    if member.metrics_port:  # over the client port's TLS (client certificate required) off loopback
+        from strife.observe.metrics import on_loopback
+        scheme = "http" if on_loopback(member.host) else "https"
+        metrics = ["--listen-metrics-urls", f"{scheme}://{member.host}:{member.metrics_port}"]
     return [
         binary, "--name", member.name, "--data-dir", str(layout.data(member.name)),
         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
@@ -68,4 +73,5 @@ def command(topology, member, binary):
         "--grpc-keepalive-min-time", KEEPALIVE_MIN_TIME,
         # history older than a minute is dropped (watches resume from a fresh read); see etcd_upkeep
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
+        *metrics,
     ]

@@ -55,4 +55,5 @@ class NodeProcess:
         return {"name": spec.name, "kind": spec.kind, "pid": self.pid, "state": self.state.value,
                 "health": self.health, "restarts": self.restarts,
                 "uptime": round(uptime, 1) if uptime is not None else None,
-                "address": spec.address, "last_exit": self.last_exit, "host": spec.host_name}
+                "address": spec.address, "metrics": spec.metrics_address, "last_exit": self.last_exit,
+                "host": spec.host_name}

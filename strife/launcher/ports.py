@@ -50,14 +50,14 @@ def resolve(topology, previous=None):
     old = {n.name: n for n in previous.nodes} if previous else {}
     for node in topology.nodes:
         fields = {}
-        for field in ("port", "peer_port") if node.kind == "etcd" else ("port",):
+        for field in ("port", "peer_port", "metrics_port") if node.kind == "etcd" else ("port", "metrics_port"):
             wanted = getattr(node, field)
             if wanted:
                 if _free(node.host, wanted) is None:
                     problems.append(f"{node.name}: {field.replace('_', ' ')} {wanted} is in use by another program")
                 fields[field] = wanted
             else:
-                earlier = getattr(old[node.name], field) if node.name in old else 0
+                earlier = getattr(old[node.name], field, 0) if node.name in old else 0
                 chosen = earlier if earlier and earlier not in taken and _free(node.host, earlier) else None
                 while chosen is None or chosen in taken:
                     chosen = _free(node.host, 0)

@@ -16,6 +16,7 @@ from strife.core import tasks
 from strife.deployment import identities
 from strife.deployment.topology import NodeKind
 from strife.nodes import runtime
+from strife.observe import client_steps
 
 POLL = 0.05  # how often the node asks for the sender lock while a CLI holds it
 
@@ -31,6 +32,7 @@ class Client:
         name = ctx.spec.name
         self.outbox = Outbox(ctx.layout.outbox(name))
         self.lock = SenderLock(ctx.layout.sender_lock(name))
+        client_steps.watch_outbox(self.outbox, name)
         self.task = None
 
     async def start(self) -> None:

@@ -27,6 +27,7 @@ from strife.deployment.topology import Node as TopologyNode, NodeKind, Topology
 from strife.nodes.admin import NodeAdmin
 from strife.nodes.health import DiskWatch, NodeHealth
 from strife.nodes.interceptors import EVERYONE, AccessInterceptor, CallLogInterceptor
+from strife.observe import node_hooks
 from strife.rpc import admin_pb2_grpc
 
 MAX_MESSAGE = 64 * 1024  # no Strife request is near this; anything larger is refused unread
@@ -128,6 +129,7 @@ def _wait_for_go(name, imported):
 
 async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
                 stages: dict[str, float] | None = None) -> None:
+    node_hooks.begin(topology, spec)
     failpoints = Failpoints(spec.failpoints)
     await failpoints.hit("start")
     policy = dict(BASE_POLICY, **node_class.POLICY)
@@ -149,6 +151,7 @@ async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await node.start()
+    observing = node_hooks.serving(topology, spec)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     lifeline.ready(**(stages or {}), listening=listening, ready=time.time())  # the supervisor is not polling
     logging.getLogger(spec.name).info("%s %s serving on %s", node_class.KIND, spec.name, spec.address)
@@ -156,6 +159,7 @@ async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
     logging.getLogger(spec.name).info("stopping")
     await health.enter_graceful_shutdown()
     await disk.stop()
+    observing.cancel()
     await server.stop(grace=min(2.0, topology.settings.stop_grace / 2))
     await node.stop()
 

@@ -11,6 +11,7 @@ from strife.nodes import runtime
 from strife.nodes.bank import resolver
 from strife.nodes.bank.ledger import Ledger
 from strife.nodes.bank.service import BankService
+from strife.observe import bank_steps
 from strife.rpc import gw_bank_pb2_grpc
 
 
@@ -28,6 +29,7 @@ class Bank:
             if client.bank == ctx.spec.name:
                 self.ledger.open_account_now(client.name, client.balance_minor, deposit_id=f"open:{client.name}")
         self.ledger.start()
+        bank_steps.watch_holds(self.ledger, ctx.topology.settings.prepare_timeout)
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
         settle = functools.partial(resolver.settle_account, self.ledger, self.etcd, ctx.spec.name)
         gw_bank_pb2_grpc.add_BankServicer_to_server(BankService(self.ledger, ctx.failpoints, settle), ctx.server)

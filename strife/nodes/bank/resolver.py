@@ -7,6 +7,7 @@ import time
 
 from strife.core import decisions
 from strife.core.untrusted import field
+from strife.observe import bank_steps as observe
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ async def resolve_once(ledger, etcd, bank, hold_timeout):
         decision = await decisions.abort_as_bank(etcd, bank, txn_id)
         settled[txn_id] = await (ledger.commit(txn_id) if decision == decisions.COMMIT else ledger.abort(txn_id))
         log.info("in-doubt %s resolved from etcd: %s", field(txn_id), settled[txn_id])
+        observe.resolved(txn_id, settled[txn_id], "bank resolver")
     return settled
 
 
@@ -30,9 +32,9 @@ async def settle_account(ledger, etcd, bank, account):
         return
     for txn_id, outcome in (await decisions.read_many(etcd, txn_ids, bank)).items():
         if outcome == decisions.COMMIT:
-            await ledger.commit(txn_id)
+            observe.resolved(txn_id, await ledger.commit(txn_id), "settled before a read")
         elif outcome == decisions.ABORT:
-            await ledger.abort(txn_id)
+            observe.resolved(txn_id, await ledger.abort(txn_id), "settled before a read")
 
 
 async def run(ledger, etcd, bank, hold_timeout):

@@ -4,6 +4,7 @@ Ledger writes are group-committed: concurrent prepares and commits share one tra
 one fsync, and each answer leaves only once its change is on disk.
 """
 import asyncio
+import time
 from typing import Any, cast
 
 import grpc
@@ -11,6 +12,7 @@ import grpc
 from strife.core.failpoints import FailpointFired
 from strife.core.limits import MAX_FULL_NAME, MAX_NAME
 from strife.nodes.bank import ledger as L
+from strife.observe import bank_steps as observe
 from strife.rpc import gw_bank_pb2 as pb, gw_bank_pb2_grpc
 
 MAX_BATCH = 256
@@ -138,19 +140,23 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
     async def _transfer(self, transfers, context: grpc.aio.ServicerContext):
         if not transfers:
             return []
+        began = time.time()
         await self._failpoint("transfer", context)
         answers = await asyncio.gather(*(self.ledger.transfer(t.txn_id, t.payer, t.payee, t.amount_minor)
                                          for t in transfers))
+        observe.transferred(transfers, answers, began)
         return [pb.TransferResult(state=_state(outcome), reason=reason.number, detail=detail) for outcome, reason, detail in answers]
 
     async def _prepare(self, legs, context: grpc.aio.ServicerContext):
         if not legs:
             return []
+        began = time.time()
         await self._failpoint("before-prepare", context)
         votes = await asyncio.gather(*(self.ledger.prepare(leg.txn_id, leg.account, leg.amount_minor,
                                                            _DIRECTIONS[leg.direction]) for leg in legs))
         if any(vote == L.YES for vote, _, _ in votes):
             await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
+        observe.prepared(legs, votes, began, _DIRECTIONS)
         return [pb.VoteResult(vote=pb.YES) if vote == L.YES
                 else pb.VoteResult(vote=pb.NO, reason=reason.number, detail=detail)
                 for vote, reason, detail in votes]
@@ -158,8 +164,10 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
     async def _decide(self, txn_ids, context: grpc.aio.ServicerContext, step, apply):
         if not txn_ids:
             return []
+        began = time.time()
         await self._failpoint(step, context)
         outcomes = await asyncio.gather(*(apply(txn_id) for txn_id in txn_ids), return_exceptions=True)
+        observe.decided(step, txn_ids, outcomes, began)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, (L.NothingPrepared, L.DecisionConflict)):

@@ -34,6 +34,7 @@ from strife.core.untrusted import field
 from strife.nodes.gateway.banks import PhaseTwoRefused
 from strife.nodes.gateway.batching import Batcher
 from strife.nodes.gateway.store import Payment
+from strife.observe import gateway_steps as observe
 from strife.rpc import cl_gw_pb2 as cl, gw_bank_pb2 as gb
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class Coordinator:
         self.decider = Batcher(lambda items: decisions.decide_many(etcd, items), max_batch=40)
 
     async def pay(self, payment: Payment) -> Result:
+        observe.received(payment)
         running, known = self.inflight.get(payment.txn_id, (None, None))
         existing = self.store.payment(payment.txn_id) if running is None else None
         if running is not None or existing is not None:
@@ -162,8 +164,8 @@ class Coordinator:
                 return await self._obey(payment, claim)
         await self.store.begin(payment)
         if payment.payer_bank == payment.payee_bank:
-            return await self._transfer(payment)
-        return await self._execute(payment)
+            return observe.answered(payment, await self._transfer(payment))
+        return observe.answered(payment, await self._execute(payment))
 
     async def _obey(self, payment, claim):
         """Journal a payment another gateway decided, finish its phase 2 (idempotent at the banks:
@@ -186,8 +188,9 @@ class Coordinator:
             return Result.of(payment)
         try:
             async with asyncio.timeout(TRANSFER_TIMEOUT):
-                answer = await link.transfer(gb.Transfer(txn_id=payment.txn_id, payer=payment.payer,
-                                                         payee=payment.payee, amount_minor=payment.amount_minor))
+                answer = await observe.transfer(link.transfer(gb.Transfer(
+                    txn_id=payment.txn_id, payer=payment.payer, payee=payment.payee,
+                    amount_minor=payment.amount_minor)), payment.txn_id, bank)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "no answer in time"
             log.warning("transfer %s at %s not answered: %s", field(payment.txn_id), bank, why)
@@ -217,6 +220,7 @@ class Coordinator:
             return Result.pending(payment.txn_id, "the decision could not be recorded yet; "
                                                             "ask again with the same id")
         decided = time.perf_counter()
+        observe.decided(payment.txn_id, decided - prepared, want, standing)
         await self.failpoints.hit("after-decision")
         answer = _answer_for(standing)  # what was recorded first, by whichever path got there
         await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"], phase2_done=False)
@@ -228,8 +232,9 @@ class Coordinator:
     async def _prepare_all(self, payment):
         """(COMMIT|ABORT, reason, detail, banks that may hold something, banks that did not answer)."""
         contacted, unreachable = set(), set()
-        tasks = [asyncio.ensure_future(self._prepare(payment.txn_id, bank, direction, account,
-                                                     payment.amount_minor, contacted, unreachable))
+        tasks = [asyncio.ensure_future(observe.prepare(self._prepare(
+                     payment.txn_id, bank, direction, account, payment.amount_minor, contacted, unreachable),
+                     payment.txn_id, bank))
                  for bank, direction, account in payment.legs()]
         try:
             for next_vote in asyncio.as_completed(tasks):
@@ -280,16 +285,19 @@ class Coordinator:
                 self._phase2_until_done(txn_id, decision, banks, first_delay))
 
     async def _phase2_until_done(self, txn_id, decision, banks, delay):
-        pending = set(banks)
+        pending, attempt, started = set(banks), 0, time.time()
         try:
             await self.failpoints.hit("before-commit")
             while pending:
                 if delay:
                     await asyncio.sleep(delay)
-                acknowledged = await asyncio.gather(*(self._tell(b, txn_id, decision) for b in sorted(pending)))
+                attempt += 1
+                acknowledged = await asyncio.gather(*(observe.phase2(self._tell(b, txn_id, decision), txn_id, b,
+                                                                     decision, attempt) for b in sorted(pending)))
                 pending = {b for b, ok in zip(sorted(pending), acknowledged) if not ok}
                 delay = min(max(delay, 0.1) * 2, MAX_RETRY_DELAY)
             await self.store.phase2_done(txn_id)
+            observe.phase2_done(txn_id, started)
         finally:
             self.retrying.pop(txn_id, None)
 
@@ -323,10 +331,12 @@ class Coordinator:
             payment = self._unsettled(listed.txn_id)
             if payment is None:
                 continue
+            answer = None
             if not payment.final:
                 answer = _answer_for(standing)
                 await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"],
                                         phase2_done=False)
+            observe.recovered(payment, standing.outcome, answer)
             log.info("recovering %s: %s", field(payment.txn_id), standing.outcome)
             self._retry_phase2(payment.txn_id, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
 

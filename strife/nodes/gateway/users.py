@@ -16,6 +16,7 @@ import grpc
 from strife.core import headers, passwords
 from strife.nodes.gateway.fair_scheduler import FairScheduler, QueueFull
 from strife.nodes.gateway.login_limits import LoginLimiter
+from strife.observe import metrics
 
 MAX_WAITING_CHECKS = 4  # per user: distinct passwords being tried at once; more is a flood
 PUSHBACK = "grpc-retry-pushback-ms"  # gRPC's standard trailer for "retry after"
@@ -119,6 +120,7 @@ class Users:
             self.limiter.succeeded(*keys)
         else:
             self.limiter.failed(*keys)
+            metrics.LOGIN_FAILURES.inc()
         return ok
 
     async def _verify(self, name, password, user, keys):

@@ -1,0 +1,23 @@
+"""What the runtime (strife/nodes/runtime.py) does for observation in every node: the timeline
+file, the metrics endpoint, and the gauge samplers."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from strife.deployment import discovery
+from strife.deployment.layout import Layout
+from strife.observe import metrics, timeline
+
+
+def begin(topology, spec) -> None:
+    """Before the node does anything: its timeline file (a `start` failpoint is in it)."""
+    timeline.configure(timeline.file_of(Layout(topology.home), spec.name), spec.name, topology.settings)
+
+
+def serving(topology, spec) -> asyncio.Task:
+    """Once the node's port is open: its metrics served, its gauges sampled (the task)."""
+    metrics.serve(topology.home, spec)
+    discovery.count_request = lambda operation: metrics.ETCD_ROUND_TRIPS.labels(operation).inc()
+    timeline.node_event("started", pid=os.getpid())
+    return asyncio.create_task(metrics.run_samplers(), name="metrics samplers")

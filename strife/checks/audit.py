@@ -39,15 +39,18 @@ class Report:
         return dataclasses.asdict(self)
 
 
-def _gateway_commits(home, topology):
-    """{txn_id: (same bank?, phase 2 done everywhere?)} of every commit a gateway acknowledged.
-    Read after etcd: a decision found deleted there is then always seen as finished here."""
+def _gateway_commits(home, topology, decided_before):
+    """{txn_id: (same bank?, phase 2 done everywhere?)} of every commit a gateway acknowledged
+    before the audit began. Read after etcd: a decision found deleted there is then always seen as
+    finished here. A gateway records a commit only once the bank's transfer or the decision in etcd
+    is durable, so what it recorded before the audit began is in the audit's earlier reads (a later
+    payment is left to a later audit)."""
     found = {}
     for gateway in topology.of_kind("gateway"):
         path = Layout(home).gateway_db(gateway.name)
-        if path.exists():  # with several gateways, one may have forgotten what another also answered
-            for txn, (same_bank, forgotten) in store.acknowledged_commits(path).items():
-                found[txn] = (same_bank, forgotten or found.get(txn, (same_bank, False))[1])
+        if path.exists():  # with several gateways, one may have finished what another also answered
+            for txn, (same_bank, finished) in store.acknowledged_commits(path, decided_before).items():
+                found[txn] = (same_bank, finished or found.get(txn, (same_bank, False))[1])
     return found
 
 
@@ -91,7 +94,7 @@ async def audit_async(topology):
     for txn, record in records.items():
         if record.decision == decisions.COMMIT and record.aborted_by:
             problems.append(f"txn {txn}: etcd records COMMIT and an abort by {', '.join(record.aborted_by)}")
-    acknowledged = _gateway_commits(home, topology)
+    acknowledged = _gateway_commits(home, topology, decided_before=now)
     in_transit = 0
     counts = collections.Counter()
     for txn, sides in legs.items():

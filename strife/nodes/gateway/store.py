@@ -97,15 +97,17 @@ def fingerprint(payer, payer_bank, payee, payee_bank, amount_minor):
     return hashlib.sha256(f"{payer}\0{payer_bank}\0{payee}\0{payee_bank}\0{amount_minor}".encode()).hexdigest()
 
 
-def acknowledged_commits(path: Path) -> dict[str, tuple[bool, bool]]:
+def acknowledged_commits(path: Path, decided_before: float) -> dict[str, tuple[bool, bool]]:
     """{txn_id: (same bank?, phase 2 acknowledged by every bank?)} of every commit a gateway's store
-    acknowledged, read without the gateway (for the audit). A finished cross-bank payment's decision
-    may be missing from etcd: the gateway deletes it there before it marks the row `forgotten`, so
-    an audit that reads etcd and then this store can see it gone with the row not yet marked."""
+    acknowledged before `decided_before`, read without the gateway (for the audit). A finished
+    cross-bank payment's decision may be missing from etcd: the gateway deletes it there before it
+    marks the row `forgotten`, so an audit that reads etcd and then this store can see it gone with
+    the row not yet marked."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return {txn: (bool(same), bool(finished)) for txn, same, finished in db.execute(
-            "SELECT txn_id, payer_bank = payee_bank, phase2_done FROM payments WHERE status = 'COMMITTED'")}
+            "SELECT txn_id, payer_bank = payee_bank, phase2_done FROM payments WHERE status = 'COMMITTED' "
+            "AND decided_at < ?", (decided_before,))}
     finally:
         db.close()
 

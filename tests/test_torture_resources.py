@@ -70,3 +70,36 @@ def test_the_text_report_names_what_grew_and_what_each_payment_keeps(capsys):
     _print_resources(resources.summarize(samples(rss, ledgers=[500 * i for i in range(100)]), payments=99))
     line = capsys.readouterr().out
     assert "(100 samples): GROWING: bank1.rss_bytes" in line and "ledgers 500.0 B" in line
+
+
+def test_payments_left_without_an_answer_are_asked_again_in_parallel_until_the_time_is_up(monkeypatch):
+    """A soak under faults leaves thousands of payments without an answer: asking one at a time
+    (each up to 5 s) would outlast any deadline."""
+    from strife.checks.torture import run
+
+    class Workload:
+        def __init__(self, answers):
+            self.sent = [SimpleNamespace(outcome="unknown", asked=0) for _ in range(40)]
+            self.answers, self.flying, self.most = answers, 0, 0
+
+        def unknown(self):
+            return [s for s in self.sent if s.outcome == "unknown"]
+
+        async def settle(self, sent, timeout):
+            self.flying += 1
+            self.most = max(self.most, self.flying)
+            await asyncio.sleep(0.01)
+            self.flying -= 1
+            sent.asked += 1
+            if self.answers:
+                sent.outcome = "committed"
+
+    torture = object.__new__(run.Torture)
+    torture.concurrency = 8
+    answering = Workload(answers=True)
+    asyncio.run(torture._settle_unknown(answering))
+    assert answering.unknown() == [] and answering.most == 8 and all(s.asked == 1 for s in answering.sent)
+    monkeypatch.setattr(run, "SETTLE_FOR", 0.3)
+    silent = Workload(answers=False)
+    asyncio.run(torture._settle_unknown(silent))  # returns at the deadline though none is answered
+    assert len(silent.unknown()) == 40 and all(s.asked >= 1 for s in silent.sent)

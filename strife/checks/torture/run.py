@@ -17,6 +17,7 @@ from strife.launcher import chaos, control
 from strife.nodes.bank import ledger
 
 OUTBOX_EVERY = 0.5     # seconds between payments queued through the outbox client
+SETTLE_FOR = 90.0      # seconds to get a definite answer for every payment left without one
 PROGRESS_EVERY = 60.0  # seconds between two progress lines while the load runs
 
 
@@ -160,10 +161,18 @@ class Torture:
         return False
 
     async def _settle_unknown(self, workload):
-        deadline = time.monotonic() + 90
-        while workload.unknown() and time.monotonic() < deadline:
-            for sent in workload.unknown():
-                await workload.settle(sent, timeout=5.0)
+        """Ask again for every payment without a definite answer, as many at once as the load ran
+        (a long run under faults leaves thousands), until each has one or the time is up."""
+        deadline = time.monotonic() + SETTLE_FOR
+        while (unknown := workload.unknown()) and time.monotonic() < deadline:
+            queue = iter(unknown)
+
+            async def asker():
+                for sent in queue:
+                    if time.monotonic() >= deadline:
+                        return
+                    await workload.settle(sent, timeout=5.0)
+            await asyncio.gather(*(asker() for _ in range(self.concurrency)))
             if workload.unknown():
                 await asyncio.sleep(0.5)
 

@@ -36,6 +36,25 @@ def test_descriptors_get_two_units_of_slack_but_not_more():
     assert leaking["growing"] == ["bank1.open_files"]
 
 
+def test_a_restarted_node_is_judged_once_it_has_run_a_while():
+    young = samples([50, 60, 70, 80] * 25)  # every sample of a process that keeps being killed
+    for i, s in enumerate(young):
+        s.nodes["bank1"]["age_s"] = 5.0 * (i % 4)
+    assert resources.summarize(young, 10)["nodes"]["bank1"]["rss_bytes"] is None  # nothing to judge
+    climbing = samples([10] * 10 + [50 + 10 * i for i in range(8)] + [130] * 82)
+    for i, s in enumerate(climbing):  # killed at sample 10: its new process climbs for 40 s, then holds
+        s.nodes["bank1"]["age_s"] = 5.0 * i if i < 10 else 5.0 * (i - 10)
+    assert resources.summarize(climbing, 10)["flat"]
+
+
+def test_logs_are_judged_against_their_rotation_cap():
+    grown = samples([100] * 50)
+    for i, s in enumerate(grown):
+        s.disk["logs_bytes"] = 1000 * i
+    assert resources.summarize(grown, 10, logs_cap=60_000)["flat"]
+    assert resources.summarize(grown, 10, logs_cap=40_000)["growing"] == ["logs_bytes"]
+
+
 def test_etcd_is_judged_and_ledgers_are_reported_per_payment():
     grown = resources.summarize(samples([100] * 50, etcd=[1_000_000 + 50_000 * i for i in range(50)]), 10)
     assert grown["growing"] == ["etcd_bytes"]
@@ -53,8 +72,8 @@ def test_a_sample_reads_a_live_process_and_the_disk(tmp_path):
     topology = SimpleNamespace(of_kind=lambda kind: [SimpleNamespace(name="bank1")] if kind == "bank" else [])
 
     async def status():
-        return SimpleNamespace(nodes=[SimpleNamespace(name="bank1", pid=os.getpid()),
-                                      SimpleNamespace(name="gone", pid=2**22 + 1)])
+        return SimpleNamespace(nodes=[SimpleNamespace(name="bank1", pid=os.getpid(), uptime=100.0),
+                                      SimpleNamespace(name="gone", pid=2**22 + 1, uptime=1.0)])
 
     sampler = resources.Sampler(status, layout, topology)
     asyncio.run(sampler.sample(0.0))

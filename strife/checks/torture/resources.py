@@ -4,10 +4,14 @@ Every few seconds: each node's resident memory, open descriptors and threads (by
 supervisor reports, so a restarted node is followed into its new process), and the bytes on disk of
 the logs, etcd's data and the ledgers and gateway records. A figure is flat when, after the warm-up,
 the median of the last tenth of its samples is within 10 % of the median of the first tenth (counts
-of descriptors and threads get two units of slack: 9 -> 11 threads is noise, not growth).
+of descriptors and threads get two units of slack: 9 -> 11 threads is noise, not growth). A node's
+samples count once its process is SETTLED_AGE old: a node killed by the torture comes back as a new
+process that has yet to load what it keeps, and that climb is a restart, not a leak.
 
 Ledgers and gateway records keep every payment on purpose (the banks' books, the answers the
 gateway gave); they grow with the payments made, so they are reported per payment, not judged flat.
+Logs grow until rotation caps them (settings.log_max_bytes x (log_keep + 1) per node): they are
+judged against that cap.
 """
 import asyncio
 import dataclasses
@@ -21,9 +25,11 @@ EVERY = 5.0                 # seconds between two samples
 WARM_UP = 0.2               # the share of the run ignored before judging flatness
 TOLERANCE = 0.10            # growth allowed from the start to the end of the judged stretch
 COUNT_SLACK = 2             # descriptors and threads: units of slack on top of the tolerance
+SETTLED_AGE = 30.0          # seconds a node's process runs before its figures are judged
 PER_NODE = ("rss_bytes", "open_files", "threads")
 KEPT_ON_PURPOSE = ("ledgers_bytes", "gateway_records_bytes")
-BOUNDED = ("logs_bytes", "etcd_bytes")
+BOUNDED = ("etcd_bytes",)
+ROTATED = "logs_bytes"
 
 
 @dataclasses.dataclass
@@ -79,8 +85,8 @@ class Sampler:
         for node in status.nodes:
             if node.pid:
                 figures = await asyncio.to_thread(_process_figures, node.pid)
-                if figures:
-                    nodes[node.name] = figures
+                if figures:  # how long it has been this node (a warm spare is older than that)
+                    nodes[node.name] = {**figures, "age_s": node.uptime or 0.0}
         disk = await asyncio.to_thread(disk_usage, self.layout, self.topology)
         self.samples.append(Sample(round(self.clock() - began, 1), nodes, disk))
 
@@ -96,7 +102,9 @@ class Sampler:
         await self.sample(began)  # the end, always
 
     def report(self, payments):
-        return summarize(self.samples, payments)
+        settings = self.topology.settings
+        nodes = len(self.topology.nodes) + 1  # and the supervisor's own log
+        return summarize(self.samples, payments, logs_cap=nodes * settings.log_max_bytes * (settings.log_keep + 1))
 
 
 def _judge(series, slack):
@@ -111,7 +119,7 @@ def _judge(series, slack):
             "flat": end <= start * (1 + TOLERANCE) + slack}
 
 
-def summarize(samples, payments):
+def summarize(samples, payments, logs_cap=None):
     """Per node and per disk figure: first and last sample, and flatness after the warm-up."""
     if not samples:
         return {"samples": 0}
@@ -119,19 +127,24 @@ def summarize(samples, payments):
     for name in sorted({n for s in samples for n in s.nodes}):
         nodes[name] = {}
         for figure in PER_NODE:
-            series = [s.nodes[name][figure] for s in samples if name in s.nodes]
+            series = [s.nodes[name][figure] for s in samples
+                      if name in s.nodes and s.nodes[name].get("age_s", SETTLED_AGE) >= SETTLED_AGE]
             nodes[name][figure] = _judge(series, 0 if figure == "rss_bytes" else COUNT_SLACK)
     disk = {}
     for figure in BOUNDED:
         disk[figure] = _judge([s.disk[figure] for s in samples], 0)
+    logs = [s.disk[ROTATED] for s in samples]
+    disk[ROTATED] = {"start": logs[0], "end": logs[-1], "cap": logs_cap,
+                     "flat": logs_cap is None or max(logs) <= logs_cap}
     for figure in KEPT_ON_PURPOSE:
         first, last = samples[0].disk[figure], samples[-1].disk[figure]
         disk[figure] = {"start": first, "end": last,
                         "bytes_per_payment": round((last - first) / payments, 1) if payments else None}
     judged = [f for per_node in nodes.values() for f in per_node.values() if f] + \
-             [disk[f] for f in BOUNDED if disk[f]]
+             [disk[f] for f in (*BOUNDED, ROTATED) if disk[f]]
     growing = sorted([f"{name}.{figure}" for name, per in nodes.items() for figure, f in per.items()
-                      if f and not f["flat"]] + [figure for figure in BOUNDED if disk[figure] and not disk[figure]["flat"]])
+                      if f and not f["flat"]] + [figure for figure in (*BOUNDED, ROTATED)
+                                                 if disk[figure] and not disk[figure]["flat"]])
     return {"samples": len(samples), "seconds": samples[-1].at, "flat": bool(judged) and not growing, "growing": growing,
             "nodes": nodes, "disk": disk,
             "series": [dataclasses.asdict(s) for s in samples]}

@@ -106,14 +106,21 @@ def test_two_topologies_run_side_by_side(deployment, live):
     assert {n["name"]: n["pid"] for n in second.status()["nodes"] if n["state"] == "RUNNING"} == running
 
 
+def alive(pid):
+    """Running, and not a zombie; an orphan may be reaped between two looks at it."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_killing_the_supervisor_leaves_no_orphans(deployment):
     d = deployment()
     d.up()
     status = d.status()
     pids = [n["pid"] for n in status["nodes"]]
     os.kill(status["pid"], signal.SIGKILL)
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                             for p in pids), timeout=20, what="every node to die with its supervisor")
+    wait_for(lambda: not any(map(alive, pids)), timeout=20, what="every node to die with its supervisor")
     assert d.run("status").returncode == 3  # the stale socket is not mistaken for a running supervisor
     d.up()  # and a fresh `up` works
     assert d.status()["phase"] == "ready"

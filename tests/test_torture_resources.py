@@ -122,3 +122,42 @@ def test_payments_left_without_an_answer_are_asked_again_in_parallel_until_the_t
     silent = Workload(answers=False)
     asyncio.run(torture._settle_unknown(silent))  # returns at the deadline though none is answered
     assert len(silent.unknown()) == 40 and all(s.asked >= 1 for s in silent.sent)
+
+
+def test_a_worker_asks_again_for_the_same_payment_until_it_has_an_answer():
+    """While the gateway is away a worker retries its payment (same id) instead of starting a new
+    one every 50 ms: after an outage the torture should not be left with thousands unanswered."""
+    import grpc
+
+    from strife.checks.torture.workload import Workload
+    from strife.core.outcomes import Outcome
+
+    class Away(grpc.aio.AioRpcError):
+        def __init__(self):
+            super().__init__(grpc.StatusCode.UNAVAILABLE, None, None)
+
+    class Client:
+        def __init__(self):
+            self.asked = []
+
+        async def pay(self, payee, amount, txn_id, timeout):
+            self.asked.append(txn_id)
+            if len(self.asked) <= 3:
+                raise Away()
+            if len(self.asked) >= 6:
+                stop.set()
+            return SimpleNamespace(outcome=Outcome.COMMITTED.number)
+
+    async def scenario():
+        global stop
+        stop = asyncio.Event()
+        workload = Workload(topology=None, users=["alice", "bob"], seed=1, nonce="n", concurrency=1)
+        workload.clients = {"alice": Client(), "bob": Client()}
+        await workload._worker(0, stop)
+        return workload
+
+    workload = asyncio.run(scenario())
+    first = workload.sent[0]
+    asked = workload.clients[first.payer].asked
+    assert asked[:4] == [first.txn_id] * 4           # three refusals, then the same id answered
+    assert first.outcome == "committed" and workload.unknown() == []

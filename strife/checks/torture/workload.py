@@ -9,6 +9,8 @@ import grpc
 from strife.client.gateway_client import GatewayClient
 from strife.core.outcomes import Outcome
 
+RETRY_FIRST, RETRY_MAX = 0.05, 0.5  # seconds between two tries of a payment without an answer
+
 
 @dataclasses.dataclass
 class Sent:
@@ -47,7 +49,15 @@ class Workload:
             sent = Sent(f"torture-{self.nonce}-{worker}-{count}", payer, payee, self.rng.randint(1, 2500))
             count += 1
             self.sent.append(sent)
-            await self.settle(sent, timeout=3.0)
+            # as a client would: the same payment again until it has its answer, not a new one
+            # every 50 ms while the gateway is away (each would be one more without an answer)
+            delay = RETRY_FIRST
+            while not stop.is_set():
+                await self.settle(sent, timeout=3.0)
+                if sent.outcome != "unknown":
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
 
     async def settle(self, sent, timeout):
         """Ask once; a definite answer sets the outcome, anything else leaves it unknown."""

@@ -113,3 +113,20 @@ def test_a_payment_refused_for_credentials_stays_queued_one_refused_for_itself_i
         assert entry.last_error == "refused for credentials: wrong user name or password"
         assert entry.next_attempt_at > time.time()
     outbox.close()
+
+
+def test_a_user_with_a_certificate_from_another_authority_is_told_to_reissue_it(deployment, tmp_path):
+    d = deployment(ONE_BANK)
+    d.up()
+    (tmp_path / "topology.yaml").write_text(ONE_BANK)  # another deployment's authorities
+    other = load(tmp_path / "topology.yaml")
+    certs.ensure(other)
+    for suffix in (".pem", ".key"):
+        (d.home / "certs" / f"alice{suffix}").write_bytes((tmp_path / "certs" / f"alice{suffix}").read_bytes())
+    refused = d.run("client", "alice", "balance")
+    assert refused.returncode == 1, refused.stderr  # up and running: not "is Strife up?" (3)
+    assert "runs but did not take alice's connection" in refused.stderr
+    assert "`strife certs --reissue alice` gives a new one" in refused.stderr
+    assert d.run("certs", "--reissue", "alice").returncode == 0
+    again = d.run("client", "alice", "balance")
+    assert again.returncode == 0 and again.stdout.startswith("alice at bank1: balance 100.00"), again.stderr

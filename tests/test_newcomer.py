@@ -101,3 +101,16 @@ def test_a_user_with_a_certificate_from_another_authority_is_told_to_reissue_it(
     assert d.run("certs", "--reissue", "alice").returncode == 0
     again = d.run("client", "alice", "balance")
     assert again.returncode == 0 and again.stdout.startswith("alice at bank1: balance 100.00"), again.stderr
+
+
+def test_bench_plot_without_matplotlib_is_refused_before_the_run_with_the_install_hint(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from strife.checks.bench import report
+    from strife.cli import main
+    (tmp_path / "topology.yaml").write_text(ONE_BANK)
+    monkeypatch.setattr(report, "can_plot", lambda: False)  # as where matplotlib is not installed
+    code = main(["bench", "--file", str(tmp_path / "topology.yaml"), "--plot", str(tmp_path / "b.png")])
+    assert code == 2
+    assert capsys.readouterr().err == ("strife bench: --plot needs matplotlib: pip install -e '.[plot]' "
+                                       "(or pip install matplotlib); nothing was run\n")
+    assert not (tmp_path / "state").exists()  # no deployment was started for it

@@ -84,7 +84,11 @@ def _run(args, work):
         if code == BAD_INPUT:
             raise BadInput(f"refused: {exc.details()}") from None
         if code == NOT_RUNNING:
-            if _gateway_serving(topology):  # up and answering its supervisor: it is us it will not take
+            serving = _gateway_serving(topology)
+            if serving and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise Failed(f"the gateway at {address} runs but did not answer in time (deadline_exceeded): "
+                             f"it may be overloaded; try again, or see `strife logs gateway`") from None
+            if serving:  # up and answering its supervisor: it is us it will not take
                 raise Failed(f"the gateway at {address} runs but did not take {args.name}'s connection "
                              f"({exc.code().name.lower()}: {exc.details()}); if {args.name}'s certificate is "
                              f"from another authority (renewed certificates), `strife certs --reissue "

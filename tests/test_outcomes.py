@@ -52,7 +52,8 @@ class Refusing:
 
 
 @pytest.mark.parametrize("code, settled", [
-    (grpc.StatusCode.NOT_FOUND, True), (grpc.StatusCode.UNAUTHENTICATED, True),
+    (grpc.StatusCode.NOT_FOUND, True),
+    (grpc.StatusCode.UNAUTHENTICATED, False),  # the sender's credentials, not the payment: it waits, saying why
     (grpc.StatusCode.RESOURCE_EXHAUSTED, False),  # a login lockout: the payment waits, it is not dropped
     (grpc.StatusCode.UNAVAILABLE, False), (grpc.StatusCode.INTERNAL, False)])
 def test_delivery_settles_a_final_refusal_and_keeps_the_rest_queued(tmp_path, code, settled):

@@ -39,6 +39,11 @@ def deployment(args, must_run=False):
     from strife.deployment.topology import load_deployment
     from strife.launcher.control import ControlClient, NotRunning
     home = topology_path(args).parent
-    if must_run and not ControlClient(Layout(home)).is_running():
-        raise NotRunning(f"Strife is not running in {home} (start it with `strife up -d`)")
+    if must_run:
+        try:
+            ControlClient(Layout(home)).status(timeout=30)
+        except NotRunning:  # nobody at the socket; one that is slow to answer is running
+            raise NotRunning(f"Strife is not running in {home} (start it with `strife up -d`)") from None
+        except (OSError, ValueError):
+            pass
     return load_deployment(home)

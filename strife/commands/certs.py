@@ -67,6 +67,6 @@ def _reissue(topology, layout, name, registered):
     role = certs.reissue(topology, name, registered)
     runs = name in {n.name for n in topology.nodes}  # a node (a topology client too) loads it at its start
     print(f"re-issued {name} ({role}): {layout.key(name)} and {layout.cert(name)}; "
-          + (f"a running {name} keeps its old certificate, still valid, until it restarts" if runs
+          + (f"node {name} uses it from its next start (while it runs, its old one stays valid)" if runs
              else "every command from now on uses it"))
     return OK

@@ -84,9 +84,27 @@ def _run(args, work):
         if code == BAD_INPUT:
             raise BadInput(f"refused: {exc.details()}") from None
         if code == NOT_RUNNING:
+            serving = _gateway_serving(topology)
+            if serving and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise Failed(f"the gateway at {address} runs but did not answer in time (deadline_exceeded): "
+                             f"it may be overloaded; try again, or see `strife logs gateway`") from None
+            if serving:  # up and answering its supervisor: it is us it will not take
+                raise Failed(f"the gateway at {address} runs but did not take {args.name}'s connection "
+                             f"({exc.code().name.lower()}: {exc.details()}); if {args.name}'s certificate is "
+                             f"from another authority (renewed certificates), `strife certs --reissue "
+                             f"{args.name}` gives a new one; else see `strife logs gateway`") from None
             raise NotRunning(f"no gateway at {address} is reachable ({exc.code().name.lower()}); "
                              f"is Strife up? (`strife status`)") from None
         raise Failed(f"{exc.code().name}: {exc.details()}") from None
+
+
+def _gateway_serving(topology):
+    from strife.launcher.control import ControlClient, NotRunning as Stopped
+    try:
+        status = ControlClient(Layout(topology.home)).status(timeout=5)
+    except (Stopped, OSError, ValueError):
+        return False
+    return any(n.kind == "gateway" and n.state == "RUNNING" and n.health == "SERVING" for n in status.nodes)
 
 
 async def _drain_if_no_node(topology, name, client):

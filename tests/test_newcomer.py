@@ -1,0 +1,116 @@
+"""What a newcomer tripped over (issue 13), each on the real thing: a password changed under a
+running client node, a payment refused for its sender's credentials, a node that crashes at start,
+and certificates whose holder lost them. The exit codes and first lines of every command are in
+tests/test_cli_contract.py."""
+import json
+import time
+
+from strife.deployment import certs, credentials
+from strife.deployment.layout import Layout
+from strife.deployment.topology import load
+from tests.helpers import wait_for
+
+ONE_BANK = """
+settings:
+  stop_grace: 3s
+  backoff: 200ms
+etcd:
+  members: 1
+banks:
+  bank1: {}
+gateway: {}
+clients:
+  alice: {bank: bank1, balance: "100.00"}
+  carol: {bank: bank1, balance: "10.00"}
+"""
+
+
+def outbox_rows(d, user):
+    result = d.run("client", user, "outbox", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_password_change_reaches_the_running_client_node_and_a_refused_sender_keeps_its_payment(deployment):
+    d = deployment(ONE_BANK)
+    d.up()
+    assert d.node("carol")["state"] == "RUNNING"  # carol's node delivers her payments
+    changed = d.run("client", "carol", "passwd", "--password", "a-new-password-for-carol")
+    assert changed.returncode == 0, changed.stderr
+    paid = d.run("client", "carol", "pay", "alice", "1")
+    assert paid.returncode == 0 and paid.stdout.startswith("committed: carol paid alice 1.00"), paid.stdout + paid.stderr
+
+    # the saved password goes wrong (as when it was changed from elsewhere): the payment waits, saying why
+    credentials.set_password(d.home, "carol", "not-carols-password")
+    queued = d.run("client", "carol", "pay", "alice", "2", "--wait", "3")
+    assert queued.returncode == 4, queued.stdout + queued.stderr
+    assert "refused for credentials: wrong user name or password" in queued.stderr
+    [row] = outbox_rows(d, "carol")
+    assert (row["payer"], row["status"], row["amount_minor"]) == ("carol", "queued", 200)
+    assert row["last_error"] == "refused for credentials: wrong user name or password"
+    credentials.set_password(d.home, "carol", "a-new-password-for-carol")  # put right: it goes, with its id
+    wait_for(lambda: outbox_rows(d, "carol") == [], timeout=60, what="the queued payment delivered")
+    history = json.loads(d.run("client", "carol", "history", "--json").stdout)
+    assert {r["txn_id"]: r["status"] for r in history}[row["txn_id"]] == "committed"
+
+
+def test_a_node_that_crashes_at_start_with_restart_no_is_reported_at_once_with_its_log(deployment):
+    d = deployment(ONE_BANK.replace("  bank1: {}", "  bank1: {failpoints: {start: crash}, restart: no}"))
+    began = time.monotonic()
+    result = d.run("up", "-d")
+    took = time.monotonic() - began
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("bank1 failed to start: EXITED after 0 restarts (last exit 86: a `crash` failpoint fired; "
+                        "see failpoints in topology.yaml, `strife chaos --list`)"), result.stderr
+    assert lines[1] == "last lines of logs/bank1.log:"
+    assert "failpoint start=crash fired: exiting at once with 86" in lines[2]
+    assert took < 60  # no restarts, no backoff: etcd's start and one crash (seconds on an idle machine)
+    status = d.run("status")
+    assert status.returncode == 1  # a node is not RUNNING: the same with --json
+    assert d.run("status", "--json").returncode == 1
+    bank = next(line for line in status.stdout.splitlines() if line.startswith("bank1"))
+    assert "EXITED" in bank and "(last exit 86: a `crash` failpoint fired" in bank
+
+
+def test_a_registered_user_whose_certificate_is_gone_gets_a_new_one_by_reissue(tmp_path):
+    (tmp_path / "topology.yaml").write_text(ONE_BANK)
+    topology = load(tmp_path / "topology.yaml")
+    credentials.set_password(tmp_path, "bench-000", "a-password-of-bench")
+    certs.ensure(topology, registered=credentials.registered(topology))
+    layout = Layout(tmp_path)
+    first = layout.cert("bench-000").read_bytes()
+    layout.cert("bench-000").unlink()
+    assert certs.reissue(topology, "bench-000", credentials.registered(topology)) == "client"
+    assert layout.cert("bench-000").read_bytes() != first
+    assert certs.reissue(topology, "nobody", credentials.registered(topology)) is None
+
+
+def test_a_user_with_a_certificate_from_another_authority_is_told_to_reissue_it(deployment, tmp_path):
+    d = deployment(ONE_BANK)
+    d.up()
+    (tmp_path / "topology.yaml").write_text(ONE_BANK)  # another deployment's authorities
+    other = load(tmp_path / "topology.yaml")
+    certs.ensure(other)
+    for suffix in (".pem", ".key"):
+        (d.home / "certs" / f"alice{suffix}").write_bytes((tmp_path / "certs" / f"alice{suffix}").read_bytes())
+    refused = d.run("client", "alice", "balance")
+    assert refused.returncode == 1, refused.stderr  # up and running: not "is Strife up?" (3)
+    assert "runs but did not take alice's connection" in refused.stderr
+    assert "`strife certs --reissue alice` gives a new one" in refused.stderr
+    assert d.run("certs", "--reissue", "alice").returncode == 0
+    again = d.run("client", "alice", "balance")
+    assert again.returncode == 0 and again.stdout.startswith("alice at bank1: balance 100.00"), again.stderr
+
+
+def test_bench_plot_without_matplotlib_is_refused_before_the_run_with_the_install_hint(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from strife.checks.bench import report
+    from strife.cli import main
+    (tmp_path / "topology.yaml").write_text(ONE_BANK)
+    monkeypatch.setattr(report, "can_plot", lambda: False)  # as where matplotlib is not installed
+    code = main(["bench", "--file", str(tmp_path / "topology.yaml"), "--plot", str(tmp_path / "b.png")])
+    assert code == 2
+    assert capsys.readouterr().err == ("strife bench: --plot needs matplotlib: pip install -e '.[plot]' "
+                                       "(or pip install matplotlib); nothing was run\n")
+    assert not (tmp_path / "state").exists()  # no deployment was started for it

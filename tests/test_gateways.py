@@ -88,7 +88,7 @@ def test_every_gateway_certificate_names_the_common_gateway_name_and_the_cli_pay
     before = balances(two.home)
     ids = []
     for _ in range(6):  # the CLI's channel takes turns over both gateways
-        answer = json.loads(two.run("client", "alice", "pay", "bob", "1", "--json").stdout)
+        answer = json.loads(two.run("client", "alice", "pay", "bob", "1", "--json", "--wait", "60").stdout)
         assert answer["outcome"] == "committed", answer
         ids.append(answer["txn_id"])
     after = settled(two.home)

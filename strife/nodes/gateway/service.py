@@ -114,7 +114,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: payer and payee are the same user")
         if len(request.payee) > MAX_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payee: the name is over {MAX_NAME} characters")
-        payee = self.users.user(request.payee)
+        payee = await self.users.lookup(request.payee)
         if payee is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"payee: unknown payee {names.shown(request.payee)}")
         payment = Payment(txn_id=request.txn_id, payer=payer.name, payer_bank=payer.bank,

@@ -112,7 +112,7 @@ PAYMENT_TOPOLOGY = """
 settings:
   prepare_timeout: 1500ms
   hold_timeout: 6s
-  idempotency_retention: 10s   # records leave etcd soon after phase 2 (test_etcd_growth waits for it)
+  idempotency_retention: 30s   # records leave etcd soon after phase 2 (test_etcd_growth waits for it)
   stop_grace: 3s
   backoff: 200ms
   max_amount: "1000.00"

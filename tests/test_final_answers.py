@@ -137,7 +137,8 @@ def run_with_coordinator(tmp_path, endpoint, scenario):
         banks = ScriptedBanks("bank1", "bank2")
         failpoints = Failpoints()
         async with etcd3aio.Etcd3Client([endpoint]) as etcd:
-            coordinator = Coordinator(store, banks, etcd, types.SimpleNamespace(prepare_timeout=2.0), failpoints)
+            coordinator = Coordinator(store, banks, etcd, types.SimpleNamespace(prepare_timeout=2.0, idempotency_retention=86400.0),
+                                      failpoints)
             try:
                 async with asyncio.timeout(60):
                     await scenario(coordinator, banks, failpoints)

@@ -54,15 +54,22 @@ def _numeric(host: str, port: int) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        address = ipaddress.ip_address(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ClientSetupError(f"gateway host {host!r} cannot be resolved ({exc})") from None
+        found.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first: one family for all
+        address = ipaddress.ip_address(found[0][4][0])
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
 def gateways_target(gateways) -> str:
     """One gRPC target naming every gateway: `ipv4:127.0.0.1:7001,127.0.0.1:7002`."""
     addresses = [_numeric(g.host, g.port) for g in gateways]
-    scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
-    return f"{scheme}:{','.join(addresses)}"
+    families = {a.startswith("[") for a in addresses}
+    if len(families) > 1:
+        raise ClientSetupError("the gateways' hosts mix IPv4 and IPv6 addresses; one channel takes one family")
+    return f"{'ipv6' if families == {True} else 'ipv4'}:{','.join(addresses)}"
 
 
 class GatewayClient:

@@ -16,6 +16,7 @@ claims the terms (create-if-absent) before it prepares anything, so one id is on
 with one set of terms, whichever gateways receive it; with one gateway the terms are written in the
 decision's own transaction. The record is deleted `idempotency_retention` after phase 2 completed.
 """
+import asyncio
 import dataclasses
 import json
 
@@ -69,7 +70,7 @@ async def claim_many(etcd, items, timeout=5.0):
                          success=[kv.txn_op_put(terms_key(t), _json(terms)) for t, terms in items], timeout=timeout)
     if reply.succeeded:
         return [Claim(terms) for _, terms in items]
-    return [await _claim(etcd, txn_id, terms, timeout) for txn_id, terms in items]
+    return await asyncio.gather(*(_claim(etcd, txn_id, terms, timeout) for txn_id, terms in items))
 
 
 async def _claim(etcd, txn_id, terms, timeout):
@@ -156,6 +157,21 @@ async def abort_as_bank(etcd, bank, txn_id, timeout=5.0):
     return _stands(answer.responses)
 
 
+async def read_answers(etcd, txn_ids, timeout=5.0):
+    """{txn_id: answer} of those of `txn_ids` with an answer recorded (100 reads per etcd transaction)."""
+    kv, found = etcd.kv, {}
+    txn_ids = list(txn_ids)
+    for i in range(0, len(txn_ids), 100):
+        chunk = txn_ids[i:i + 100]
+        reply = await kv.txn(compare=[], success=[kv.txn_op_get(answer_key(t)) for t in chunk], failure=[],
+                             timeout=timeout)
+        for txn_id, response in zip(chunk, reply.responses):
+            recorded = _recorded(response)
+            if recorded is not None:
+                found[txn_id] = recorded
+    return found
+
+
 async def read(etcd, txn_id, banks=(), timeout=5.0):
     """The recorded outcome (the decision, else ABORT when one of `banks` aborted), or None."""
     kv = etcd.kv
@@ -223,7 +239,9 @@ async def decide_many(etcd, items, timeout=5.0):
     reply = await kv.txn(compare=compare, success=success, timeout=timeout)
     if reply.succeeded:
         return [Standing(outcome, answer) for _, outcome, _, answer, _ in items]
-    return [await decide(etcd, t, outcome, banks, answer, timeout, terms) for t, outcome, banks, answer, terms in items]
+    # each on its own, all at once: with several gateways, racing ids make this path common
+    return await asyncio.gather(*(decide(etcd, t, outcome, banks, answer, timeout, terms)
+                                  for t, outcome, banks, answer, terms in items))
 
 
 async def read_many(etcd, txn_ids, bank, timeout=5.0):

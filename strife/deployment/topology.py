@@ -78,7 +78,7 @@ class Settings:
     log_keep: int = 4                 # ... and this many rotated files are kept: 5 files at most
     log_format: str = "text"          # or "json": one JSON object per line
     # a payment's record in etcd (terms, decision, answer) lives this long after its phase 2
-    idempotency_retention: float = 24 * 3600.0
+    idempotency_retention: float = 3600.0  # bounds etcd: see docs/architecture.md
 
 
 @dataclasses.dataclass(frozen=True)

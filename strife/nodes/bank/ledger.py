@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS holds (
     state TEXT NOT NULL CHECK (state IN ('PREPARED', 'COMMITTED', 'ABORTED')),
     created_at REAL NOT NULL,
     decided_at REAL,
+    counterparty TEXT NOT NULL DEFAULT '',       -- the other side's account and bank ('' in older ledgers)
+    counterparty_bank TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (txn_id, direction)
 );
 CREATE INDEX IF NOT EXISTS holds_prepared ON holds (state, created_at);
@@ -63,6 +65,10 @@ CREATE TABLE IF NOT EXISTS transfers (         -- payments between two accounts 
 CREATE INDEX IF NOT EXISTS transfers_payer ON transfers (payer, created_at);
 CREATE INDEX IF NOT EXISTS transfers_payee ON transfers (payee, created_at);
 """
+
+# Applied to ledgers made before the columns existed (CREATE TABLE IF NOT EXISTS leaves them as they are).
+MIGRATIONS = {"counterparty": "ALTER TABLE holds ADD COLUMN counterparty TEXT NOT NULL DEFAULT ''",
+              "counterparty_bank": "ALTER TABLE holds ADD COLUMN counterparty_bank TEXT NOT NULL DEFAULT ''"}
 
 YES, NO = "YES", "NO"
 COMMITTED, ABORTED = Outcome.COMMITTED, Outcome.ABORTED
@@ -129,6 +135,10 @@ class Ledger:
         self.path = path
         db = group_commit.connect(path)
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(holds)")}
+        for column, statement in MIGRATIONS.items():
+            if column not in columns:
+                db.execute(statement)
         self.writer = group_commit.GroupCommit(db)
         self.reader = group_commit.connect(path, readonly=True)
 
@@ -169,10 +179,11 @@ class Ledger:
 
     # ---- two-phase commit ----
 
-    async def prepare(self, txn_id: str, account: str, amount_minor: int,
-                      direction: str) -> tuple[str, NoReason, str]:
+    async def prepare(self, txn_id: str, account: str, amount_minor: int, direction: str,
+                      counterparty: str = "", counterparty_bank: str = "") -> tuple[str, NoReason, str]:
         """Vote on one side of a transaction: (YES|NO, reason, detail), once the hold is durable."""
-        return await self.writer.run(lambda db: _prepare(db, txn_id, account, amount_minor, direction))
+        return await self.writer.run(lambda db: _prepare(db, txn_id, account, amount_minor, direction,
+                                                         counterparty, counterparty_bank))
 
     async def commit(self, txn_id: str) -> Outcome:
         """Apply every PREPARED hold of the transaction. Idempotent; returns Outcome.COMMITTED."""
@@ -188,6 +199,18 @@ class Ledger:
         """Pay between two accounts of this bank in one atomic, durable step: (COMMITTED|ABORTED,
         reason, detail). The same id with the same terms gets the same answer again."""
         return await self.writer.run(lambda db: _transfer(db, txn_id, payer, payee, amount_minor))
+
+    def history(self, account: str, limit: int) -> list[tuple]:
+        """Payments that touched `account` here, newest first: (txn_id, payer, payee, amount_minor,
+        state, reason, detail, created_at, decided_at, same_bank). A cross-bank payment's reason is
+        not kept here (it is in the payment's record in etcd, and in the answer its gateway gave)."""
+        return self.reader.execute(
+            "SELECT txn_id, CASE direction WHEN 'DEBIT' THEN account ELSE counterparty END, "
+            "CASE direction WHEN 'DEBIT' THEN counterparty ELSE account END, amount_minor, state, '', '', "
+            "created_at, COALESCE(decided_at, 0), 0 FROM holds WHERE account = ? "
+            "UNION ALL SELECT txn_id, payer, payee, amount_minor, outcome, reason, detail, created_at, created_at, 1 "
+            "FROM transfers WHERE payer = ? OR payee = ? ORDER BY 8 DESC LIMIT ?",
+            (account, account, account, limit)).fetchall()
 
     def prepared_of(self, account: str) -> list[str]:
         """Transactions holding money of `account` in PREPARED state (in flight or in doubt)."""
@@ -254,14 +277,15 @@ def _transfer(db, txn_id, payer, payee, amount_minor):
     return outcome, reason, detail
 
 
-def _prepare(db, txn_id, account, amount_minor, direction):
+def _prepare(db, txn_id, account, amount_minor, direction, counterparty="", counterparty_bank=""):
     if db.execute("SELECT 1 FROM transfers WHERE txn_id = ?", (txn_id,)).fetchone():
         return NO, CONFLICT, f"{txn_id} was used for a payment within this bank"
-    existing = db.execute("SELECT account, amount_minor, state FROM holds WHERE txn_id = ? AND direction = ?",
-                          (txn_id, direction)).fetchone()
+    existing = db.execute("SELECT account, amount_minor, state, counterparty, counterparty_bank FROM holds "
+                          "WHERE txn_id = ? AND direction = ?", (txn_id, direction)).fetchone()
     if existing is not None:
-        if existing[:2] != (account, amount_minor):
-            return NO, CONFLICT, f"{txn_id} {direction} was prepared for another account or amount"
+        other = (counterparty, counterparty_bank)
+        if existing[:2] != (account, amount_minor) or (all(existing[3:]) and all(other) and existing[3:] != other):
+            return NO, CONFLICT, f"{txn_id} {direction} was prepared for another account, amount or counterparty"
         if existing[2] == "ABORTED":
             return NO, ALREADY_DECIDED, f"{txn_id} was aborted"
         return YES, NoReason.NONE, ""
@@ -271,14 +295,19 @@ def _prepare(db, txn_id, account, amount_minor, direction):
     row = db.execute("SELECT balance_minor FROM accounts WHERE name = ?", (account,)).fetchone()
     if row is None:
         return NO, ACCOUNT_UNKNOWN, f"no account {account!r} at this bank"
+    state, vote = "PREPARED", (YES, NoReason.NONE, "")
     if direction == "DEBIT":
         available = row[0] - _held(db, account)
         if available < amount_minor:
-            return NO, INSUFFICIENT_FUNDS, (f"{account} has {format_minor(available)} available, "
-                                            f"needs {format_minor(amount_minor)}")
-    db.execute("INSERT INTO holds (txn_id, direction, account, amount_minor, state, created_at) "
-               "VALUES (?, ?, ?, ?, 'PREPARED', ?)", (txn_id, direction, account, amount_minor, time.time()))
-    return YES, NoReason.NONE, ""
+            # kept as an aborted hold: the payer's history at this bank shows the refused payment
+            state, vote = "ABORTED", (NO, INSUFFICIENT_FUNDS, (f"{account} has {format_minor(available)} available, "
+                                                               f"needs {format_minor(amount_minor)}"))
+    now = time.time()
+    db.execute("INSERT INTO holds (txn_id, direction, account, amount_minor, state, created_at, decided_at, "
+               "counterparty, counterparty_bank) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (txn_id, direction, account, amount_minor, state, now, now if state == "ABORTED" else None,
+                counterparty, counterparty_bank))
+    return vote
 
 
 def _commit(db, txn_id):

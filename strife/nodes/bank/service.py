@@ -10,7 +10,7 @@ from typing import Any, cast
 import grpc
 
 from strife.core.failpoints import FailpointFired
-from strife.core.limits import MAX_FULL_NAME, MAX_NAME
+from strife.core.limits import MAX_FULL_NAME, MAX_HISTORY, MAX_NAME
 from strife.nodes.bank import ledger as L
 from strife.observe import bank_steps as observe
 from strife.rpc import gw_bank_pb2 as pb, gw_bank_pb2_grpc
@@ -72,6 +72,21 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             return _info(request.account, self.ledger.account(request.account))
         except L.UnknownAccount:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"account: no account {request.account!r}")
+
+    async def History(self, request, context: grpc.aio.ServicerContext):
+        """The account's payments, newest first, once its decided holds are applied (as a balance read)."""
+        await self._check_name(context, request.account)
+        limit = request.limit if 0 < request.limit <= MAX_HISTORY else MAX_HISTORY
+        try:
+            await self.settle_account(request.account)
+        except Exception as exc:  # etcd away: a history that might miss an answered payment is not given
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot settle held payments yet: {exc}")
+        return pb.HistoryResponse(entries=[
+            pb.HistoryEntry(txn_id=txn_id, payer=payer, payee=payee, amount_minor=amount, state=_state(state),
+                            reason=L.NoReason(reason).number, detail=detail, created_at=created, decided_at=decided,
+                            same_bank=bool(same_bank))
+            for txn_id, payer, payee, amount, state, reason, detail, created, decided, same_bank
+            in self.ledger.history(request.account, limit)])
 
     async def LockTransaction(self, request, context: grpc.aio.ServicerContext):
         """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
@@ -153,7 +168,8 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         began = time.time()
         await self._failpoint("before-prepare", context)
         votes = await asyncio.gather(*(self.ledger.prepare(leg.txn_id, leg.account, leg.amount_minor,
-                                                           _DIRECTIONS[leg.direction]) for leg in legs))
+                                                           _DIRECTIONS[leg.direction], leg.counterparty,
+                                                           leg.counterparty_bank) for leg in legs))
         if any(vote == L.YES for vote, _, _ in votes):
             await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
         observe.prepared(legs, votes, began, _DIRECTIONS)

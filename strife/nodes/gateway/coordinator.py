@@ -233,8 +233,7 @@ class Coordinator:
         """(COMMIT|ABORT, reason, detail, banks that may hold something, banks that did not answer)."""
         contacted, unreachable = set(), set()
         tasks = [asyncio.ensure_future(observe.prepare(self._prepare(
-                     payment.txn_id, bank, direction, account, payment.amount_minor, contacted, unreachable),
-                     payment.txn_id, bank))
+                     payment, bank, direction, account, contacted, unreachable), payment.txn_id, bank))
                  for bank, direction, account in payment.legs()]
         try:
             for next_vote in asyncio.as_completed(tasks):
@@ -246,13 +245,16 @@ class Coordinator:
                 task.cancel()
         return decisions.COMMIT, AbortReason.NONE, "", contacted, unreachable
 
-    async def _prepare(self, txn_id, bank, direction, account, amount_minor, contacted, unreachable):
+    async def _prepare(self, payment, bank, direction, account, contacted, unreachable):
         link = self.banks.link(bank)
         if link is None:
             return False, AbortReason.BANK_UNAVAILABLE, f"bank {bank} is not available"
         contacted.add(bank)
-        leg = gb.Leg(txn_id=txn_id, account=account, amount_minor=amount_minor,
-                     direction=gb.Direction.Value(direction))  # pyright: ignore[reportArgumentType] (stubs: int)
+        debit = direction == "DEBIT"
+        leg = gb.Leg(txn_id=payment.txn_id, account=account, amount_minor=payment.amount_minor,
+                     direction=gb.Direction.Value(direction),  # pyright: ignore[reportArgumentType] (stubs: int)
+                     counterparty=payment.payee if debit else payment.payer,
+                     counterparty_bank=payment.payee_bank if debit else payment.payer_bank)
         try:
             async with asyncio.timeout(self.prepare_timeout):  # queueing for the batch counts too
                 answer = await link.prepare(leg)
@@ -339,6 +341,19 @@ class Coordinator:
             observe.recovered(payment, standing.outcome, answer)
             log.info("recovering %s: %s", field(payment.txn_id), standing.outcome)
             self._retry_phase2(payment.txn_id, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
+
+    async def recorded_answers(self, txn_ids):
+        """{txn_id: answer} of the given payments: the record in etcd (any gateway's answer, within the
+        retention), else this gateway's journal. Payments with neither are missing."""
+        answers = {}
+        try:
+            answers = await decisions.read_answers(self.etcd, txn_ids)
+        except Exception as exc:  # etcd away: this gateway's own answers still show
+            log.warning("history without the records in etcd: %s", field(exc))
+        for txn_id in txn_ids:
+            if txn_id not in answers and (payment := self.store.payment(txn_id)) is not None and payment.final:
+                answers[txn_id] = _answer(payment.outcome, payment.abort_reason, payment.detail)
+        return answers
 
     async def forget_finished(self, now: float | None = None) -> int:
         """Delete from etcd the records of payments every bank applied a retention ago; how many."""

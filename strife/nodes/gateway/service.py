@@ -2,6 +2,7 @@
 import grpc
 
 from strife.core import headers, names, passwords
+from strife.core.outcomes import AbortReason, NoReason, Outcome
 from strife.core.limits import MAX_FULL_NAME, MAX_HISTORY, MAX_NAME
 from strife.deployment import tls
 from strife.nodes.gateway.coordinator import IdempotencyMismatch
@@ -113,7 +114,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: payer and payee are the same user")
         if len(request.payee) > MAX_NAME:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payee: the name is over {MAX_NAME} characters")
-        payee = self.users.user(request.payee)
+        payee = await self.users.lookup(request.payee)
         if payee is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"payee: unknown payee {names.shown(request.payee)}")
         payment = Payment(txn_id=request.txn_id, payer=payer.name, payer_bank=payer.bank,
@@ -129,10 +130,31 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         return result.to_proto()
 
     async def ViewTransactionHistory(self, request, context: grpc.aio.ServicerContext):
+        """From the user's bank (it knows every payment that touched the account, whichever gateway
+        took it), each with the answer its gateway gave: the record in etcd, within the retention;
+        after it, the bank's state with no reason (docs/architecture.md)."""
+        user = self.users.user(caller(context))
         limit = request.limit if 0 < request.limit <= MAX_HISTORY else MAX_HISTORY
-        rows = self.store.history(caller(context), limit)
+        stub = await self._bank(context, user.bank)
+        entries = (await self._bank_call(context, stub.History, gb.HistoryRequest(account=user.name, limit=limit))).entries
+        answers = await self.coordinator.recorded_answers([e.txn_id for e in entries if not e.same_bank])
         return cl.ViewTransactionHistoryResponse(payments=[
-            cl.Payment(txn_id=p.txn_id, payer=p.payer, payee=p.payee, amount_minor=p.amount_minor,
-                       outcome=p.outcome.number, reason=p.abort_reason.number,
-                       detail=p.detail, created_at=p.created_at, decided_at=p.decided_at or 0.0)
-            for p in rows])
+            cl.Payment(txn_id=e.txn_id, payer=e.payer, payee=e.payee, amount_minor=e.amount_minor,
+                       created_at=e.created_at, decided_at=e.decided_at,
+                       **_shown_answer(e, answers.get(e.txn_id), user.bank))
+            for e in entries])
+
+
+_STATES = {gb.PREPARED: Outcome.IN_PROGRESS, gb.COMMITTED: Outcome.COMMITTED, gb.ABORTED: Outcome.ABORTED}
+
+
+def _shown_answer(entry, recorded, bank):
+    """outcome, reason, detail of one history entry, as wire numbers: the recorded answer if any."""
+    if entry.same_bank:  # the bank's transfer row is the record
+        reason = NoReason.of_number(entry.reason)
+        return {"outcome": _STATES[entry.state].number, "reason": reason.for_the_payer().number if reason else 0,
+                "detail": f"bank {bank}: {entry.detail}" if entry.detail else ""}
+    if recorded is not None:
+        return {"outcome": Outcome(recorded["outcome"]).number, "reason": AbortReason(recorded["reason"]).number,
+                "detail": recorded["detail"]}
+    return {"outcome": _STATES[entry.state].number, "reason": 0, "detail": ""}

@@ -58,6 +58,14 @@ class UserDirectory:
             known = self._parsed[name] = (value, _decode(name, value))
         return known[1]
 
+    async def fetch(self, name: str) -> User | None:
+        """The user as etcd has it now: for a name this copy does not know yet (registered at another
+        gateway a moment ago, its watch event still on the way)."""
+        answer = await self.etcd.kv.get(key(name), timeout=TIMEOUT)
+        if answer.kvs and name not in self.watch.entries:
+            self.watch.entries[name] = answer.kvs[0].value.decode()
+        return self.user(name)
+
     def names(self) -> set[str]:
         return set(self.watch.entries)
 

@@ -63,6 +63,10 @@ class Users:
     def user(self, name):
         return self.directory.user(name)
 
+    async def lookup(self, name):
+        """The user, also when registered at another gateway a moment ago (one etcd read then)."""
+        return self.directory.user(name) or await self._fetch(name)
+
     def changed(self, name):
         """The user's record changed (at another gateway too): a remembered password may be stale."""
         self.cache.forget(name)
@@ -107,13 +111,24 @@ class Users:
         if self.cache.hit(name, password):
             self._count(keys, True)
             return True
-        user = self.directory.user(name)
+        user = await self.lookup(name)
         if user is None:
             return self._count(keys, False)
         ok = await self._verify(name, password, user, keys)
         if ok:
             self.cache.remember(name, password)
         return ok
+
+    async def _fetch(self, name):
+        """A name unknown here may have been registered at another gateway a moment ago. One etcd
+        read per such attempt; the login limits bound how many."""
+        fetch = getattr(self.directory, "fetch", None)
+        if fetch is None:
+            return None
+        try:
+            return await fetch(name)
+        except Exception:  # etcd away: unknown, as before
+            return None
 
     def _count(self, keys, ok):
         if ok:

@@ -139,19 +139,24 @@ def test_isolating_a_bank_host_mid_prepare_aborts_in_prepare_timeout_and_heals_c
     assert strife(cluster, "chaos", "--failpoint", "bank2:prepare=pause")[0] == 0
     payment = subprocess.Popen([*STRIFE, "client", "alice", "pay", "bob", "4", "--id", txn, "--json",
                                 "--wait", "20"], cwd=cluster.home, stdout=subprocess.PIPE, text=True)
+    inside = payment
     try:
         # the gateway asks both banks at once: once bank1 holds alice's money, bank2 is inside its prepare
-        prepared = wait_for(lambda: hold("bank1"), timeout=30, what="bank1's hold").created_at
+        prepared = wait_for(lambda: hold("bank1"), timeout=120, what="bank1's hold").created_at
         faults.apply(topology, layout, [faults.isolate("h2")])  # in-process: well within prepare_timeout
         isolated = time.time() - prepared
-        inside = subprocess.run([*netns.Network(cluster.home).exec_prefix("h2"), *STRIFE, "chaos", "--clear",
-                                 "bank2"], cwd=cluster.home, capture_output=True, text=True, timeout=120)
-        assert inside.returncode == 0, inside.stderr
+        # let bank2 go, from inside its namespace (nothing from outside reaches it now)
+        inside = subprocess.Popen([*netns.Network(cluster.home).exec_prefix("h2"), *STRIFE, "chaos", "--clear",
+                                   "bank2"], cwd=cluster.home, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
         out, _ = payment.communicate(timeout=60)
         answered = time.time() - prepared
+        _, err = inside.communicate(timeout=120)
+        assert inside.returncode == 0, err
     finally:
-        if payment.poll() is None:
-            payment.kill()
+        for proc in (payment, inside):
+            if proc.poll() is None:
+                proc.kill()
     answer = json.loads(out)
     assert answer["outcome"] == "aborted" and "did not vote in time" in answer["detail"], answer
     assert isolated < PREPARE_TIMEOUT, f"isolated {isolated:.2f}s after the prepare: too late to test"

@@ -60,16 +60,10 @@ def _up_detached(topology, timeout):
 def _up_hosts(topology, args):
     """One supervisor per host: every host here, each in its network namespace (root), or with
     --host only that one (a real machine). In the foreground: their logs until Ctrl-C, then down."""
-    from strife.launcher import detach, netns
-    network = None
-    if args.host is None:
-        network = netns.Network(topology.home, topology.hosts)
-        network.create()
-        print(f"hosts: {', '.join(f'{h.name} {h.address}' for h in topology.hosts)} "
-              f"(network namespaces {network.namespace('*')}, bridge {network.bridge})")
+    from strife.launcher import detach
     hosts = [args.host] if args.host else [h.name for h in topology.hosts]
     try:
-        status, elapsed = detach.start(topology, args.timeout, progress=print, hosts=hosts, network=network)
+        status, elapsed = detach.start_all(topology, args.timeout, progress=print, host=args.host)
     except detach.StartFailed as exc:
         print(str(exc), file=sys.stderr)
         return FAILED
@@ -174,13 +168,14 @@ def show_logs(args):
     from strife.launcher.printer import Printer
     topology = _load(args)
     layout = Layout(topology.home)
-    names = [n.name for n in topology.nodes] + [SUPERVISOR_LOG]
+    hosts = {f"{SUPERVISOR_LOG}-{h.name}": layout.host_supervisor_log(h.name) for h in topology.hosts}
+    names = [n.name for n in topology.nodes] + [SUPERVISOR_LOG, *hosts]
     if args.node and args.node not in names:
         raise BadInput(f"no node named {args.node!r} (nodes: {', '.join(names)})")
     if args.lines < 0:
         raise BadInput("--lines must be 0 or more")
     chosen = [args.node] if args.node else names
-    opened = [logs.Log(name, layout.supervisor_log if name == SUPERVISOR_LOG else layout.log(name))
+    opened = [logs.Log(name, layout.supervisor_log if name == SUPERVISOR_LOG else hosts.get(name) or layout.log(name))
               for name in chosen]
     printer = Printer(width=max(len(n) for n in chosen))
     emit = (lambda name, line: print(line)) if args.node else printer.relay

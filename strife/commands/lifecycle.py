@@ -134,7 +134,8 @@ def status(args):
         host = f"{n['host'] or '-':<8} " if hosts else ""
         print(f"{n['name']:<10} {n['kind']:<8} {host}{n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
               f"{n['restarts']:>8}  {uptime:>8}  {n['address']}{why}")
-    _print_faults(supervisor.layout)
+    if supervisor.placement:
+        _print_faults(supervisor.layout)
     return OK if all(n.state == "RUNNING" for n in status.nodes) else FAILED
 
 

@@ -67,24 +67,31 @@ def _up_hosts(topology, args):
     except detach.StartFailed as exc:
         print(str(exc), file=sys.stderr)
         return FAILED
+    except KeyboardInterrupt:
+        if args.detach:
+            raise
+        print("stopping every host")  # Ctrl-C while starting in the foreground: stop what started
+        ControlClient(Layout(topology.home)).down()
+        return 130
     mine = [n for n in status.nodes if n.host in hosts]
     print(f"all {len(mine)} nodes healthy in {elapsed:.1f}s on {len(hosts)} host(s) "
           f"(`strife status`, `strife logs -f`, `strife down`)")
     if args.detach:
         return OK
-    from strife.launcher import logs
-    from strife.launcher.printer import Printer
     layout = Layout(topology.home)
-    names = [n.name for n in mine]
-    opened = [logs.Log(name, layout.log(name)) for name in names]
-    printer = Printer(width=max(len(n) for n in names))
-    try:
-        logs.follow(opened, printer.relay)
+    opened = []
+    try:  # from here on, Ctrl-C (even during the imports) means: stop everything
+        from strife.launcher import logs
+        from strife.launcher.printer import Printer
+        names = [n.name for n in mine]
+        opened = [logs.Log(name, layout.log(name)) for name in names]
+        logs.follow(opened, Printer(width=max(len(n) for n in names)).relay)
     except KeyboardInterrupt:
         pass
     finally:
         for log in opened:
             log.close()
+    print("stopping every host")
     ControlClient(layout).down()
     return OK
 

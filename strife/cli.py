@@ -200,7 +200,8 @@ def _checks(sub):
                        description="A Jepsen-style bank workload against the running deployment: concurrent "
                                    "random payments among all clients (some through a client's outbox) while "
                                    "a seeded schedule pauses and kills banks, arms failpoints at every 2PC "
-                                   "step, kills the gateway, restarts etcd and kills a client. Then it heals, "
+                                   "step, kills the gateway, restarts etcd and kills a client (and, with hosts, as root: "
+                                   "partitions, isolates hosts and adds loss). Then it heals, "
                                    "waits for in-doubt resolution and audits. The same seed replays the "
                                    "same schedule. Exit 0 only when the audit is clean.")
     _file_option(p)

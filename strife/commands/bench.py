@@ -39,7 +39,7 @@ def run(args):
         shutil.copy(path, temporary / "topology.yaml")
         _progress(f"no deployment running in {path.parent}: starting one in {temporary}")
         try:
-            detach.start(deploy.prepare(temporary / "topology.yaml"), progress=lambda text: None)
+            detach.start_all(deploy.prepare(temporary / "topology.yaml"), progress=lambda text: None)
         except detach.StartFailed as exc:
             raise Failed(f"could not start a deployment to measure:\n{exc}") from None
     try:

@@ -60,37 +60,38 @@ def _up_detached(topology, timeout):
 def _up_hosts(topology, args):
     """One supervisor per host: every host here, each in its network namespace (root), or with
     --host only that one (a real machine). In the foreground: their logs until Ctrl-C, then down."""
-    from strife.launcher import detach, netns
-    network = None
-    if args.host is None:
-        network = netns.Network(topology.home, topology.hosts)
-        network.create()
-        print(f"hosts: {', '.join(f'{h.name} {h.address}' for h in topology.hosts)} "
-              f"(network namespaces {network.namespace('*')}, bridge {network.bridge})")
+    from strife.launcher import detach
     hosts = [args.host] if args.host else [h.name for h in topology.hosts]
     try:
-        status, elapsed = detach.start(topology, args.timeout, progress=print, hosts=hosts, network=network)
+        status, elapsed = detach.start_all(topology, args.timeout, progress=print, host=args.host)
     except detach.StartFailed as exc:
         print(str(exc), file=sys.stderr)
         return FAILED
+    except KeyboardInterrupt:
+        if args.detach:
+            raise
+        print("stopping every host")  # Ctrl-C while starting in the foreground: stop what started
+        ControlClient(Layout(topology.home)).down()
+        return 130
     mine = [n for n in status.nodes if n.host in hosts]
     print(f"all {len(mine)} nodes healthy in {elapsed:.1f}s on {len(hosts)} host(s) "
           f"(`strife status`, `strife logs -f`, `strife down`)")
     if args.detach:
         return OK
-    from strife.launcher import logs
-    from strife.launcher.printer import Printer
     layout = Layout(topology.home)
-    names = [n.name for n in mine]
-    opened = [logs.Log(name, layout.log(name)) for name in names]
-    printer = Printer(width=max(len(n) for n in names))
-    try:
-        logs.follow(opened, printer.relay)
+    opened = []
+    try:  # from here on, Ctrl-C (even during the imports) means: stop everything
+        from strife.launcher import logs
+        from strife.launcher.printer import Printer
+        names = [n.name for n in mine]
+        opened = [logs.Log(name, layout.log(name)) for name in names]
+        logs.follow(opened, Printer(width=max(len(n) for n in names)).relay)
     except KeyboardInterrupt:
         pass
     finally:
         for log in opened:
             log.close()
+    print("stopping every host")
     ControlClient(layout).down()
     return OK
 
@@ -144,7 +145,8 @@ def status(args):
         host = f"{n['host'] or '-':<8} " if hosts else ""
         print(f"{n['name']:<10} {n['kind']:<8} {host}{n['pid'] or '-':>7}  {n['state']:<9} {n['health']:<12} "
               f"{n['restarts']:>8}  {uptime:>8}  {n['address']:<21} {n.get('metrics') or '-'}{why}")
-    _print_faults(supervisor.layout)
+    if supervisor.placement:
+        _print_faults(supervisor.layout)
     return code
 
 
@@ -184,13 +186,14 @@ def show_logs(args):
     from strife.launcher.printer import Printer
     topology = _load(args)
     layout = Layout(topology.home)
-    names = [n.name for n in topology.nodes] + [SUPERVISOR_LOG]
+    hosts = {f"{SUPERVISOR_LOG}-{h.name}": layout.host_supervisor_log(h.name) for h in topology.hosts}
+    names = [n.name for n in topology.nodes] + [SUPERVISOR_LOG, *hosts]
     if args.node and args.node not in names:
         raise BadInput(f"no node named {args.node!r} (nodes: {', '.join(names)})")
     if args.lines < 0:
         raise BadInput("--lines must be 0 or more")
     chosen = [args.node] if args.node else names
-    opened = [logs.Log(name, layout.supervisor_log if name == SUPERVISOR_LOG else layout.log(name))
+    opened = [logs.Log(name, layout.supervisor_log if name == SUPERVISOR_LOG else hosts.get(name) or layout.log(name))
               for name in chosen]
     printer = Printer(width=max(len(n) for n in chosen))
     emit = (lambda name, line: print(line)) if args.node else printer.relay

@@ -25,6 +25,22 @@ def _daemon(layout, log, prefix=(), host=None):
                                 start_new_session=True, cwd=layout.home)
 
 
+def start_all(topology, timeout=120.0, progress=lambda text: None, host=None):
+    """Start a prepared topology: one supervisor; with hosts, one per host, each in its network
+    namespace (made here, leftovers removed first), or only `host`'s on this machine."""
+    if not topology.hosts:
+        return start(topology, timeout, progress)
+    network = None
+    if host is None:
+        from strife.launcher import netns
+        network = netns.Network(topology.home, topology.hosts)
+        network.create()
+        progress(f"hosts: {', '.join(f'{h.name} {h.address}' for h in topology.hosts)} (network namespaces "
+                 f"{network.namespace('*')}, bridge {network.bridge})")
+    hosts = [host] if host else [h.name for h in topology.hosts]
+    return start(topology, timeout, progress, hosts=hosts, network=network)
+
+
 def start(topology, timeout=120.0, progress=lambda text: None, hosts=None, network=None):
     """Spawn the daemon for a prepared topology; (its Status, seconds it took) once all nodes are RUNNING.
 

@@ -46,7 +46,7 @@ class Supervisor:
         self.procs = {n.name: NodeProcess(n) for n in nodes}
         # kinds its nodes need that run only on other hosts: waited for through etcd, not started
         local = {n.kind for n in nodes}
-        self.remote_needs = {k for kind in local for k in NEEDS[kind]} - local
+        self.remote_needs = {k for kind in local for k in NEEDS[kind]} - local if host else set()
         self.phase = "starting"   # starting -> ready | failed -> stopping -> stopped
         self.failed = None        # name of the node that kept startup from completing
         self._changed = asyncio.Event()  # set and replaced at every change of state

@@ -1,0 +1,257 @@
+"""Three hosts on one machine, as CI runs (root): a network namespace per host with one
+supervisor each, examples/cluster.yaml's 3 etcd members and 3 banks, network faults between the
+hosts, and nothing left behind by `down`, even after a crash. One deployment for the module."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from strife.deployment.layout import Layout
+from strife.launcher import netns
+from strife.nodes.bank import ledger
+from tests.helpers import STRIFE, Deployment, processes_of, wait_for
+
+CLUSTER = pathlib.Path(__file__).parent.parent / "examples" / "cluster.yaml"
+PREPARE_TIMEOUT = 2.0
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="hosts are network namespaces here, which need root"),
+    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("nft") is None,
+                       reason="needs iproute2 and nftables (.ci/run installs them)"),
+]
+
+
+def cluster_topology():
+    """The example cluster with a short hold timeout, so in-doubt holds settle within a test."""
+    text = CLUSTER.read_text().replace("hold_timeout: 30s", "hold_timeout: 6s")
+    assert f"prepare_timeout: {PREPARE_TIMEOUT:g}s" in text
+    return text
+
+
+def ours(home):
+    """This deployment's namespaces and links (bridge, veths) that exist now."""
+    return netns.Network(home).leftovers()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    home = tmp_path_factory.mktemp("cluster")
+    (home / "topology.yaml").write_text(cluster_topology())
+    d = Deployment(home)
+    d.up()
+    yield d
+    d.teardown()
+    netns.Network(home).remove()  # if a test failed half-way
+
+
+def strife(d, *args, timeout=180):
+    done = d.run(*args, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+def pay(d, payer, payee, amount="1", *extra):
+    code, out, err = strife(d, "client", payer, "pay", payee, amount, "--json", "--wait", "60", *extra)
+    return code, json.loads(out) if out.strip() else {"stderr": err}
+
+
+def settled_entry(layout, txn):
+    """alice's outbox row for `txn` once it has a definite outcome, else None."""
+    from strife.client.outbox import Outbox
+    outbox = Outbox(layout.outbox("alice"))
+    try:
+        entry = outbox.get(txn)
+        return entry if entry is not None and not entry.pending else None
+    finally:
+        outbox.close()
+
+
+def all_running(d):
+    return all(n["state"] == "RUNNING" for n in d.status()["nodes"])
+
+
+def test_without_root_up_refuses_and_leaves_nothing():
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to run the CLI as another user")
+    with tempfile.TemporaryDirectory(prefix="strife-unprivileged-") as where:  # pytest's are root's alone
+        home = pathlib.Path(where)
+        home.chmod(0o755)
+        (home / "topology.yaml").write_text(cluster_topology())
+        (home / "topology.yaml").chmod(0o644)
+        refused_without_root(home)
+
+
+def refused_without_root(home):
+    done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *STRIFE, "up", "-d"],
+                          cwd=home, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, HOME=str(home)))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "needs root" in done.stderr and "--host" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["topology.yaml"]
+    assert ours(home) == []
+
+
+def test_each_host_is_a_namespace_with_its_own_supervisor_and_status_shows_hosts(cluster):
+    code, out, _ = strife(cluster, "status", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    hosts = {n["name"]: n["host"] for n in shown["nodes"]}
+    assert hosts["etcd1"] == "h1" and hosts["etcd2"] == "h2" and hosts["etcd3"] == "h3"
+    assert hosts["bank2"] == "h2" and hosts["gateway"] == "h1"
+    network = netns.Network(cluster.home)
+    assert network.namespaces() == [network.namespace(h) for h in ("h1", "h2", "h3")]
+    addresses = {}
+    for node in shown["nodes"]:
+        address = node["address"].rsplit(":", 1)[0]
+        addresses.setdefault(node["host"], set()).add(address)
+        pids = subprocess.run(["ip", "netns", "pids", network.namespace(node["host"])],
+                              capture_output=True, text=True).stdout.split()
+        assert str(node["pid"]) in pids, f"{node['name']} does not run in its host's namespace"
+    assert all(len(a) == 1 for a in addresses.values()) and len({*map(frozenset, addresses.values())}) == 3
+    code, out, _ = strife(cluster, "status")
+    assert "HOST" in out.splitlines()[0] and " h2 " in out
+
+
+def test_isolating_a_bank_host_mid_prepare_aborts_in_prepare_timeout_and_heals_clean(cluster):
+    """bank2 is held inside its prepare (a pause failpoint), its host is cut off, then bank2 is let
+    go from inside its own namespace: it writes its hold and votes yes into the void. The payment
+    aborts when prepare_timeout runs out; after healing, bank2's hold is resolved and verify is clean."""
+    from strife.deployment.topology import load_deployment
+    from strife.launcher import faults
+    layout = Layout(cluster.home)
+    topology = load_deployment(cluster.home)
+    txn = f"isolate-{time.time_ns()}"
+
+    def hold(bank):
+        return next((h for h in ledger.snapshot(layout.ledger(bank)).holds if h.txn_id == txn), None)
+    assert strife(cluster, "chaos", "--failpoint", "bank2:prepare=pause")[0] == 0
+    payment = subprocess.Popen([*STRIFE, "client", "alice", "pay", "bob", "4", "--id", txn, "--json",
+                                "--wait", "90"], cwd=cluster.home, stdout=subprocess.PIPE, text=True)
+    inside = payment
+    try:
+        # the gateway asks both banks at once: once bank1 holds alice's money, bank2 is inside its prepare
+        prepared = wait_for(lambda: hold("bank1"), timeout=120, what="bank1's hold").created_at
+        faults.apply(topology, layout, [faults.isolate("h2")])  # in-process: quicker than a CLI start
+        isolated = time.time() - prepared
+        # let bank2 go, from inside its namespace (nothing from outside reaches it now)
+        inside = subprocess.Popen([*netns.Network(cluster.home).exec_prefix("h2"), *STRIFE, "chaos", "--clear",
+                                   "bank2"], cwd=cluster.home, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        payment.communicate(timeout=120)  # 'queued' if a first attempt timed out under load: the outbox says
+        settled = wait_for(lambda: settled_entry(layout, txn), timeout=60, what="the payment's outcome")
+        _, err = inside.communicate(timeout=120)
+        assert inside.returncode == 0, err
+    finally:
+        for proc in (payment, inside):
+            if proc.poll() is None:
+                proc.kill()
+    assert settled.status == "ABORTED" and "did not vote in time" in settled.detail, settled
+    answered = settled.updated_at - prepared
+    # The abort is prepare_timeout's (the reason above). The answer's way back (the decision in etcd,
+    # which may be electing a new leader if h2's member led, then the client node) takes longer on a
+    # machine as loaded as CI's: the bound is loose, the figures are printed.
+    print(f"isolated {isolated:.2f}s and answered {answered:.2f}s after bank1's prepare")
+    assert answered < PREPARE_TIMEOUT + 10.0, f"answered {answered:.2f}s after the prepare"
+    assert "isolate h2" in strife(cluster, "status")[1]
+    wait_for(lambda: hold("bank2"), timeout=60, what="bank2's late yes vote (its hold)")
+    assert strife(cluster, "chaos", "--heal", "h2")[0] == 0
+    wait_for(lambda: hold("bank2").state == "ABORTED", timeout=60, what="bank2's hold released")
+    wait_for(lambda: strife(cluster, "verify")[0] == 0, timeout=60, what="a clean verify")
+    code, answer = pay(cluster, "alice", "bob", "1")
+    assert (code, answer["outcome"]) == (0, "committed"), answer
+
+
+def test_payments_go_on_while_the_host_of_one_etcd_member_is_cut_off(cluster):
+    assert strife(cluster, "chaos", "--partition", "h3", "h1")[0] == 0
+    assert strife(cluster, "chaos", "--partition", "h3", "h2")[0] == 0
+    try:
+        shown = json.loads(strife(cluster, "status", "--json")[1])
+        assert [f["text"] for f in shown["faults"]] == ["partition h3 <-> h1", "partition h3 <-> h2"]
+        assert "network faults in force: partition h3 <-> h1; partition h3 <-> h2" in strife(cluster, "status")[1]
+        for amount in ("1", "2", "3"):
+            code, answer = pay(cluster, "alice", "bob", amount)
+            assert (code, answer.get("outcome")) == (0, "committed"), answer
+    finally:
+        code, out, _ = strife(cluster, "chaos", "--heal")
+    assert code == 0 and "healed every network fault" in out
+    assert json.loads(strife(cluster, "status", "--json")[1])["faults"] == []
+
+
+def test_killing_a_host_restarts_all_of_its_nodes(cluster):
+    before = {n["name"]: n["restarts"] for n in cluster.status()["nodes"]}
+    code, out, _ = strife(cluster, "chaos", "--kill-host", "h2")
+    assert code == 0 and "killed etcd2, bank2, bob" in out
+    wait_for(lambda: all_running(cluster) and all(
+        cluster.node(n)["restarts"] > before[n] for n in ("etcd2", "bank2", "bob")), timeout=90,
+        what="h2's nodes running again")
+    assert all(cluster.node(n)["restarts"] == before[n] for n in ("etcd1", "bank1", "gateway"))
+    code, answer = pay(cluster, "bob", "alice", "1")
+    assert (code, answer["outcome"]) == (0, "committed"), answer
+
+
+def test_latency_needs_netem_in_the_kernel(cluster):
+    code, out, err = strife(cluster, "chaos", "--latency", "h2", "20ms", "--jitter", "5ms")
+    if code == 5:
+        assert "netem" in err and "nothing was changed" in err and "Traceback" not in err
+        assert json.loads(strife(cluster, "status", "--json")[1])["faults"] == []
+        pytest.skip(f"this kernel has no netem qdisc: {err.strip()}")
+    assert code == 0, out + err
+    try:
+        assert "latency h2 20ms ±5ms" in strife(cluster, "status")[1]
+        code, answer = pay(cluster, "bob", "alice", "1")
+        assert (code, answer["outcome"]) == (0, "committed")
+    finally:
+        assert strife(cluster, "chaos", "--heal")[0] == 0
+
+
+def test_host_faults_refuse_bad_input(cluster):
+    for args, why in ((("--partition", "h1", "h9"), "no host named 'h9'"),
+                      (("--partition", "h1", "h1"), "cannot be partitioned from itself"),
+                      (("--loss", "h1", "150%"), "not a percentage"),
+                      (("--isolate", "h1", "--one-way"), "--one-way goes with --partition"),
+                      (("--kill-host", "nowhere"), "no host named 'nowhere'")):
+        code, _, err = strife(cluster, "chaos", *args)
+        assert code == 2 and why in err, (args, err)
+    assert json.loads(strife(cluster, "status", "--json")[1])["faults"] == []
+
+
+def test_torture_with_partitions_and_loss_ends_clean(cluster):
+    code, out, err = strife(cluster, "torture", "--seconds", "60", "--seed", "11", "--json", timeout=600)
+    assert code == 0, err[-3000:]
+    result = json.loads(out)
+    network = [i for i in result["injected"] if i["applied"] and
+               any(word in i["fault"] for word in ("partition", "isolate", "loss"))]
+    assert any("partition" in i["fault"] for i in network) and any("loss" in i["fault"] for i in network), \
+        result["schedule"]
+    assert result["ok"] and result["payments"]["committed"] > 0
+    assert json.loads(strife(cluster, "status", "--json")[1])["faults"] == []
+
+
+def test_up_after_a_crash_cleans_up_and_down_leaves_nothing(cluster):
+    home = cluster.home
+    supervisors = [p for p in processes_of(home) if "strife.launcher.daemon" in " ".join(p.cmdline())]
+    assert len(supervisors) == 3
+    for proc in processes_of(home):  # the machine "crashes": everything dies, namespaces stay
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not processes_of(home), timeout=30, what="every process gone")
+    assert ours(home)  # leftovers
+    cluster.up()
+    assert all_running(cluster)
+    code, out, _ = strife(cluster, "down")
+    assert code == 0
+    assert ours(home) == [] and not processes_of(home)
+    tag = netns.deployment_tag(home)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert tag not in listed and f"st{tag}" not in links
+    assert not psutil.pid_exists(supervisors[0].pid)

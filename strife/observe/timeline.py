@@ -61,12 +61,13 @@ def traced(txn: str | None) -> bool:
     return txn is None or _keep_below >= 10_000 or zlib.crc32(txn.encode()) % 10_000 < _keep_below
 
 
-def record(txn: str | None, step: str, start: float | None = None, **fields: Any) -> None:
+def record(txn: str | None, step: str, start: float | None = None, end: float | None = None,
+           **fields: Any) -> None:
     """One step of `txn` (None: an event of this node), begun at `start` (unix seconds; default
-    now) and ended now."""
+    now) and ended at `end` (default now)."""
     if not traced(txn):
         return
-    now = time.time()
+    now = time.time() if end is None else end
     begun = now if start is None else start
     entry = {"t": round(begun, 6), "ms": round((now - begun) * 1000, 3), "node": _node, "txn": txn,
              "step": step}

@@ -61,7 +61,7 @@ def traced(txn: str | None) -> bool:
     return txn is None or _keep_below >= 10_000 or zlib.crc32(txn.encode()) % 10_000 < _keep_below
 
 
-def record(txn: str | None, step: str, start: float | None = None, end: float | None = None,
+def record(txn: str | None, step: str, start: float | None = None, end: float | None = None, /,
            **fields: Any) -> None:
     """One step of `txn` (None: an event of this node), begun at `start` (unix seconds; default
     now) and ended at `end` (default now)."""

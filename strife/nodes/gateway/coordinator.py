@@ -130,10 +130,11 @@ class Coordinator:
             log.warning("payment %s stopped: %s", field(txn_id), field(error))
 
     async def _begin_and_execute(self, payment):
+        began = time.perf_counter()
         await self.store.begin(payment)
         if payment.payer_bank == payment.payee_bank:
-            return observe.answered(payment, await self._transfer(payment))
-        return observe.answered(payment, await self._execute(payment))
+            return observe.answered(payment, await self._transfer(payment), began)
+        return observe.answered(payment, await self._execute(payment), began)
 
     async def _transfer(self, payment):
         """One phase for one bank. A bank that did not answer may still apply it: the payment stays

@@ -73,6 +73,7 @@ class Settings:
     log_max_bytes: int = 10 * MB      # a node's log file is rotated at this size ...
     log_keep: int = 4                 # ... and this many rotated files are kept: 5 files at most
     log_format: str = "text"          # or "json": one JSON object per line
+    trace_sample: float = 1.0         # share of payments whose timeline is written (strife/observe/timeline.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +142,8 @@ class Topology:
             "prepare_timeout": f"{s.prepare_timeout}s", "hold_timeout": f"{s.hold_timeout}s",
             "max_amount": format_minor(s.max_amount_minor), "start_timeout": f"{s.start_timeout}s",
             "stop_grace": f"{s.stop_grace}s", "backoff": f"{s.backoff}s", "max_restarts": s.max_restarts,
-            "log_max_bytes": s.log_max_bytes, "log_keep": s.log_keep, "log_format": s.log_format}}
+            "log_max_bytes": s.log_max_bytes, "log_keep": s.log_keep, "log_format": s.log_format,
+            "trace_sample": s.trace_sample}}
         members = self.of_kind("etcd")
         etcd = {"members": self.etcd.members, "tls": self.etcd.tls}
         if self.etcd.binary:
@@ -283,7 +285,7 @@ class _Validator:
     def settings(self, raw):
         raw = self.mapping(raw, "settings", {"prepare_timeout", "hold_timeout", "max_amount", "start_timeout",
                                              "stop_grace", "backoff", "max_restarts", "log_max_bytes",
-                                             "log_keep", "log_format"})
+                                             "log_keep", "log_format", "trace_sample"})
         d = Settings()
         max_minor = d.max_amount_minor
         if "max_amount" in raw:
@@ -303,7 +305,21 @@ class _Validator:
                                     MIN_LOG_BYTES, MAX_LOG_BYTES),
             log_keep=self.integer(raw.get("log_keep", d.log_keep), "settings.log_keep", 0, 1000),
             log_format=self.choice(raw.get("log_format"), "settings.log_format", LOG_FORMATS, d.log_format),
+            trace_sample=self.share(raw.get("trace_sample"), "settings.trace_sample", d.trace_sample),
         )
+
+    def share(self, value, where, default):
+        """A fraction from 0 to 1 (0.1 = one in ten)."""
+        if value is None:
+            return default
+        try:  # the YAML loader keeps decimals as text (amounts must never be floats)
+            share = None if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            share = None
+        if share is None or not 0 <= share <= 1:  # nan fails the comparison too
+            self.bad(where, f"{value!r} is not a number from 0 to 1")
+            return default
+        return share
 
     def size(self, value, where, default, low, high):
         """Bytes: a whole number, or with a unit (`10MB`, `512 KiB`; K, M and G count 1024s)."""

@@ -229,6 +229,32 @@ def _checks(sub):
     p.set_defaults(run="bench:run")
 
 
+def _observe(sub):
+    p = sub.add_parser("trace", help="a payment's timeline across every node: a waterfall, --json or --plot",
+                       description="Merges what every node wrote about one payment (logs/<node>.trace.jsonl): "
+                                   "the client's outbox and send attempts, the gateway, each bank's prepare, "
+                                   "the decision in etcd, the reply, phase 2, and every retry, failpoint, "
+                                   "restart and recovery that played a part. --last and --slowest list "
+                                   "payments worth a look.")
+    _file_option(p)
+    p.add_argument("txn_id", nargs="?", metavar="TXN_ID")
+    p.add_argument("--last", type=int, nargs="?", const=10, metavar="N", help="the N latest payments (default 10)")
+    p.add_argument("--slowest", type=int, nargs="?", const=10, metavar="N", help="the N slowest payments (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the waterfall as a PNG (needs matplotlib: "
+                                                      "pip install 'strife[plot]')")
+    p.set_defaults(run="trace:run")
+
+    p = sub.add_parser("top", help="a live view of the deployment: nodes, payments/s, p50/p99, holds, faults",
+                       description="Refreshes every second from the supervisor and every node's metrics. Keys "
+                                   "pause, resume, kill or restart the selected node and arm a failpoint, "
+                                   "as `strife chaos` does. --once prints one frame as text.")
+    _file_option(p)
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--json", action="store_true", help="with --once: the frame's figures as JSON")
+    p.set_defaults(run="top:run")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="strife",
@@ -238,7 +264,7 @@ def build_parser():
                "and `strife verify`; `strife down` stops everything. Every command has --help.")
     parser.add_argument("--version", action="version", version=f"strife {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (_lifecycle, _client, _chaos, _checks):
+    for group in (_lifecycle, _client, _chaos, _checks, _observe):
         group(sub)
     return parser
 

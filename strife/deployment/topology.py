@@ -79,6 +79,7 @@ class Settings:
     log_format: str = "text"          # or "json": one JSON object per line
     # a payment's record in etcd (terms, decision, answer) lives this long after its phase 2
     idempotency_retention: float = 3600.0  # bounds etcd: see docs/architecture.md
+    trace_sample: float = 1.0         # share of payments whose timeline is written (strife/observe/timeline.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +175,8 @@ class Topology:
             "max_amount": format_minor(s.max_amount_minor), "start_timeout": f"{s.start_timeout}s",
             "stop_grace": f"{s.stop_grace}s", "backoff": f"{s.backoff}s", "max_restarts": s.max_restarts,
             "log_max_bytes": s.log_max_bytes, "log_keep": s.log_keep, "log_format": s.log_format,
-            "idempotency_retention": f"{s.idempotency_retention}s"}}
+            "idempotency_retention": f"{s.idempotency_retention}s",
+            "trace_sample": s.trace_sample}}
         members = self.of_kind("etcd")
         etcd = {"members": self.etcd.members, "tls": self.etcd.tls}
         if self.etcd.binary:
@@ -425,7 +427,7 @@ class _Validator:
     def settings(self, raw):
         raw = self.mapping(raw, "settings", {"prepare_timeout", "hold_timeout", "max_amount", "start_timeout",
                                              "stop_grace", "backoff", "max_restarts", "log_max_bytes",
-                                             "log_keep", "log_format", "idempotency_retention"})
+                                             "log_keep", "log_format", "idempotency_retention", "trace_sample"})
         d = Settings()
         max_minor = d.max_amount_minor
         if "max_amount" in raw:
@@ -447,7 +449,21 @@ class _Validator:
             log_format=self.choice(raw.get("log_format"), "settings.log_format", LOG_FORMATS, d.log_format),
             idempotency_retention=self.duration(raw.get("idempotency_retention"), "settings.idempotency_retention",
                                                 d.idempotency_retention),
+            trace_sample=self.share(raw.get("trace_sample"), "settings.trace_sample", d.trace_sample),
         )
+
+    def share(self, value, where, default):
+        """A fraction from 0 to 1 (0.1 = one in ten)."""
+        if value is None:
+            return default
+        try:  # the YAML loader keeps decimals as text (amounts must never be floats)
+            share = None if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            share = None
+        if share is None or not 0 <= share <= 1:  # nan fails the comparison too
+            self.bad(where, f"{value!r} is not a number from 0 to 1")
+            return default
+        return share
 
     def size(self, value, where, default, low, high):
         """Bytes: a whole number, or with a unit (`10MB`, `512 KiB`; K, M and G count 1024s)."""

@@ -7,7 +7,7 @@ from strife.observe import metrics, timeline
 def sent(after, before, began, client):
     """One attempt at `before` (the entry as it was) ended; `after` is the entry now (returned)."""
     if before.attempts == 0:  # the first attempt: the payment waited in the outbox until now
-        timeline.record(before.txn_id, "queued", before.created_at, payee=before.payee,
+        timeline.record(before.txn_id, "queued", before.created_at, began, payee=before.payee,
                         amount_minor=before.amount_minor)
     result = "gone" if after is None else after.status.lower() if not after.pending else "retry"
     if client:

@@ -17,10 +17,12 @@ def received(payment) -> None:
                     amount_minor=payment.amount_minor, banks=[payment.payer_bank, payment.payee_bank])
 
 
-def answered(payment, result):
-    """The answer this execution gives (returned unchanged): counted once it is definite."""
+def answered(payment, result, began):
+    """The answer this execution gives (returned unchanged), begun at `began` (perf_counter):
+    counted once it is definite; the `gateway` stage is the whole time to it."""
     if result.outcome in FINAL:
         metrics.PAYMENTS.labels(result.outcome.value, result.reason.value).inc()
+        metrics.STAGE_SECONDS.labels("gateway").observe(time.perf_counter() - began)
     for stage, seconds in (result.stages or {}).items():
         metrics.STAGE_SECONDS.labels(stage).observe(seconds)
     timeline.record(payment.txn_id, "reply", outcome=result.outcome.value, reason=result.reason.value,

@@ -1,5 +1,6 @@
 """Orchestrate a benchmark: bench accounts, the echo reference, payments, memory, figures."""
 import asyncio
+import collections
 import contextlib
 import random
 import secrets
@@ -39,6 +40,7 @@ class Bench:
         self.admin = admins[0]
         self.banks = {}  # bench account -> its bank, learnt at the start of a run
         self.echo_samples = []
+        self.answered = collections.Counter()  # definite answers in every phase: what the metrics must count
 
     async def _accounts(self):
         """bench-000... spread over the banks, each able to pay for the whole run; reused across runs."""
@@ -89,6 +91,7 @@ class Bench:
             payer = payers[worker % len(payers)]
             payee = rng.choice(self._payees(payer, kind))
             answer = await clients[payer].pay(payee, 1, str(uuid.uuid4()), timeout=10)
+            self.answered[Outcome.of_number(answer.outcome).value] += 1
             outcome = {Outcome.COMMITTED: "ok", Outcome.ABORTED: "aborted"}.get(Outcome.of_number(answer.outcome), "error")
             return outcome, SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
         try:
@@ -107,8 +110,9 @@ class Bench:
             await client.balance()
             for _ in range(count):
                 began = time.perf_counter()
-                _, stages = await client.pay_timed(self._payees(payer, CROSS_BANK)[0], 1, str(uuid.uuid4()))
+                answer, stages = await client.pay_timed(self._payees(payer, CROSS_BANK)[0], 1, str(uuid.uuid4()))
                 total = (time.perf_counter() - began) * 1000
+                self.answered[Outcome.of_number(answer.outcome).value] += 1
                 if stages:
                     rows.append({"total": total, "prepare": stages["prepare"], "decision": stages["decision"],
                                  "coordinator, other": stages["coordinator"] - stages["prepare"] - stages["decision"],
@@ -196,6 +200,8 @@ class Bench:
             # many-caller phases; the payments' includes setting up the callers' channels
             "cpu_ms_per_payment": payment_cpu,
             "cpu_ms_per_echo": echo_cpu,
+            # every answer of the run by outcome, warm-up and stage timing included
+            "answered": {o: self.answered[o] for o in (Outcome.COMMITTED.value, Outcome.ABORTED.value)},
         }
         echo_rate = figures["echo"]["per_s"]
         figures["ratio"] = round(figures["payments"]["per_s"] * RPCS_PER_PAYMENT / echo_rate, 3) if echo_rate else None

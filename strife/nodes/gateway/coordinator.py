@@ -149,6 +149,7 @@ class Coordinator:
             log.warning("payment %s stopped: %s", field(txn_id), field(error))
 
     async def _begin_and_execute(self, payment):
+        began = time.perf_counter()
         payment.created_at = time.time()
         if self.shared:
             try:
@@ -164,8 +165,8 @@ class Coordinator:
                 return await self._obey(payment, claim)
         await self.store.begin(payment)
         if payment.payer_bank == payment.payee_bank:
-            return observe.answered(payment, await self._transfer(payment))
-        return observe.answered(payment, await self._execute(payment))
+            return observe.answered(payment, await self._transfer(payment), began)
+        return observe.answered(payment, await self._execute(payment), began)
 
     async def _obey(self, payment, claim):
         """Journal a payment another gateway decided, finish its phase 2 (idempotent at the banks:

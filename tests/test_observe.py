@@ -1,0 +1,199 @@
+"""Issue 16: a payment's trace across every node, the metrics of every node, and `strife top`.
+One deployment for the module; the gateway-crash test runs last (it restarts the gateway)."""
+import json
+import textwrap
+import urllib.request
+
+import pytest
+
+from strife.observe import scrape
+from tests.helpers import PAYMENT_TOPOLOGY, Deployment, settled, wait_for
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory):
+    home = tmp_path_factory.mktemp("observe")
+    (home / "topology.yaml").write_text(textwrap.dedent(PAYMENT_TOPOLOGY))
+    d = Deployment(home)
+    d.up()
+    yield d
+    d.teardown()
+
+
+def pay(d, *args):
+    result = d.run("client", "alice", "pay", *args, "--json")
+    return json.loads(result.stdout), result
+
+
+def trace_of(d, txn_id):
+    result = d.run("trace", txn_id, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def steps(trace, node=None, step=None):
+    return [s for s in trace["steps"] if (node is None or s["node"] == node) and (step is None or s["step"] == step)]
+
+
+def gateway_metrics(d):
+    from strife.deployment.topology import load_deployment
+    gateway = load_deployment(d.home).node("gateway")
+    return scrape.scrape(d.home, gateway, timeout=5)
+
+
+def test_every_node_serves_metrics_on_the_port_status_shows(observed):
+    nodes = observed.status()["nodes"]
+    assert all(n["metrics"] and n["metrics"].startswith("127.0.0.1:") for n in nodes), nodes
+    for n in nodes:
+        with urllib.request.urlopen(f"http://{n['metrics']}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        assert "process_resident_memory_bytes" in text and "process_open_fds" in text, n["name"]
+        if n["kind"] == "bank":
+            assert "strife_holds_in_doubt" in text and "strife_holds_prepared" in text
+        if n["kind"] == "gateway":
+            assert "strife_payments_total" in text or "# TYPE strife_payments counter" in text
+    table = observed.run("status").stdout
+    assert "METRICS" in table and nodes[0]["metrics"] in table
+
+
+def test_trace_of_a_committed_payment(observed):
+    answer, result = pay(observed, "bob", "1.25")
+    assert answer["outcome"] == "committed", result.stdout + result.stderr
+    txn = answer["txn_id"]
+    trace = wait_for(lambda: (t := trace_of(observed, txn)) and len(steps(t, step="commit")) == 2 and t,
+                     what="both banks' commits in the trace")
+    assert trace["outcome"] == "COMMITTED" and trace["payer"] == "alice" and trace["amount_minor"] == 125
+    assert [s["result"] for s in steps(trace, "alice", "send")] == ["committed"]
+    assert steps(trace, "alice", "queued")
+    assert {s["bank"]: s["vote"] for s in steps(trace, "gateway", "prepare")} == {"bank1": "YES", "bank2": "YES"}
+    assert {s["node"] for s in steps(trace, step="hold")} == {"bank1", "bank2"}
+    assert [s["decision"] for s in steps(trace, "gateway", "decision")] == ["COMMIT"]
+    assert {s["bank"] for s in steps(trace, "gateway", "phase2") if s["acked"]} == {"bank1", "bank2"}
+    offsets = [s["offset_ms"] for s in trace["steps"]]
+    assert offsets == sorted(offsets) and offsets[0] == 0
+    order = [s["step"] for s in trace["steps"] if s["node"] == "gateway"]
+    assert order.index("received") < order.index("decision") < order.index("reply")
+    text = observed.run("trace", txn).stdout  # the waterfall
+    assert "COMMITTED" in text and "prepare bank2" in text and "█" in text
+    listed = json.loads(observed.run("trace", "--last", "3", "--json").stdout)
+    assert txn in [s["txn_id"] for s in listed]
+    assert json.loads(observed.run("trace", "--slowest", "1", "--json").stdout)
+
+
+def test_trace_of_a_payment_aborted_by_a_bank_paused_at_prepare(observed):
+    assert observed.run("chaos", "--pause", "bank2", "--at", "prepare").returncode == 0
+    try:
+        answer, result = pay(observed, "bob", "2", "--wait", "20")
+    finally:
+        assert observed.run("chaos", "--resume", "bank2").returncode == 0
+    assert answer["outcome"] == "aborted", result.stdout
+    txn = answer["txn_id"]
+    trace = wait_for(lambda: (t := trace_of(observed, txn)) and steps(t, "bank2", "abort") and t,
+                     what="bank2's abort in the trace")
+    assert trace["outcome"] == "ABORTED" and trace["reason"] == "BANK_UNAVAILABLE"
+    prepares = {s["bank"]: s for s in steps(trace, "gateway", "prepare")}
+    assert prepares["bank2"]["vote"] == "NO" and prepares["bank2"]["reason"] == "BANK_UNAVAILABLE"
+    assert prepares["bank2"]["ms"] >= 1000  # prepare_timeout 1500ms
+    fired = [s for s in steps(trace, "bank2", "failpoint")]
+    assert fired and fired[0]["point"] == "prepare" and fired[0]["action"] == "pause"
+    assert [s["decision"] for s in steps(trace, "gateway", "decision")] == ["ABORT"]
+
+
+def test_metrics_count_what_a_bench_run_did(observed):
+    before = gateway_metrics(observed)
+    result = observed.run("bench", "--seconds", "1", "--concurrency", "2", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    answered = json.loads(result.stdout)["answered"]
+    after = gateway_metrics(observed)
+    for outcome in ("COMMITTED", "ABORTED"):
+        counted = scrape.total(after, "strife_payments_total", outcome=outcome) - \
+            scrape.total(before, "strife_payments_total", outcome=outcome)
+        assert counted == answered[outcome], (outcome, counted, answered)
+    assert answered["COMMITTED"] > 0
+    latency = scrape.buckets(after, "strife_payment_stage_seconds", stage="gateway")
+    assert scrape.quantile(0.5, latency) is not None
+
+
+def test_top_once_shows_every_node(observed):
+    result = observed.run("top", "--once")
+    assert result.returncode == 0, result.stderr
+    for n in observed.status()["nodes"]:
+        assert n["name"] in result.stdout
+    assert "payments" in result.stdout and "p99" in result.stdout
+    frame = json.loads(observed.run("top", "--once", "--json").stdout)
+    assert frame["payments_total"] > 0 and {n["name"] for n in frame["nodes"]} >= {"bank1", "bank2", "gateway"}
+    assert all(n["rss_mb"] for n in frame["nodes"] if n["state"] == "RUNNING")
+
+
+def test_top_keys_pause_and_resume_a_bank_while_payments_are_counted(observed):
+    import asyncio
+    asyncio.run(_drive_top(observed))
+
+
+async def _drive_top(observed):
+    import asyncio
+
+    from strife.deployment.topology import load_deployment
+    from strife.observe.top import TopApp
+    from textual.widgets import DataTable
+
+    app = TopApp(load_deployment(observed.home), refresh=0.5)
+
+    async def until(predicate, what, timeout=60.0):
+        async def poll():
+            while not predicate():
+                await pilot.pause(0.1)
+        try:
+            await asyncio.wait_for(poll(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}") from None
+
+    def state_of(name):
+        return next(r.state for r in app.frame.nodes if r.name == name) if app.frame else None
+
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(lambda: app.frame is not None, "the first frame")
+        table = app.query_one(DataTable)
+        assert {str(k.value) for k in table.rows} == {n["name"] for n in observed.status()["nodes"]}
+        table.move_cursor(row=[r.name for r in app.frame.nodes].index("bank2"))
+        await pilot.press("p")
+        try:
+            await until(lambda: state_of("bank2") == "PAUSED", "bank2 PAUSED in the view")
+            assert "PAUSED" in str(table.get_row("bank2"))
+            counted = app.frame.payments_total
+            same_bank = await asyncio.to_thread(observed.run, "client", "alice", "pay", "carol", "0.5")
+            assert same_bank.returncode == 0, same_bank.stdout  # bank1 alone: unaffected by the pause
+            await until(lambda: app.frame.payments_total > counted, "the payment counted in the view")
+        finally:
+            table.move_cursor(row=[r.name for r in app.frame.nodes].index("bank2"))
+            await pilot.press("r")
+            await until(lambda: state_of("bank2") == "RUNNING", "bank2 RUNNING again")
+
+
+def test_trace_of_a_payment_finished_after_a_gateway_crash(observed):
+    assert observed.run("chaos", "--failpoint", "gateway:after-decision=crash").returncode == 0
+    answer, result = pay(observed, "bob", "3", "--wait", "1")
+    txn = answer["txn_id"]
+    assert answer["outcome"] in ("queued", "committed"), result.stdout
+
+    def finished():
+        t = trace_of(observed, txn)
+        return t if t["finished_by"] and len(steps(t, step="commit")) == 2 else None
+    trace = wait_for(finished, timeout=90, what="the payment finished after the crash")
+    assert trace["outcome"] == "COMMITTED"
+    crash = [s for s in steps(trace, "gateway", "failpoint") if s["action"] == "crash"]
+    assert crash and crash[0]["point"] == "after-decision"
+    assert any(r["node"] == "gateway" and r["gap_ms"] > 0 for r in trace["restarts"])
+    assert steps(trace, "gateway", "started")
+    text = observed.run("trace", txn).stdout
+    assert "gateway restarted" in text and "finished by" in text
+    settled(observed.home)
+
+
+def test_trace_refuses_bad_input(observed, tmp_path):
+    assert observed.run("trace").returncode == 2
+    assert observed.run("trace", "x", "--last").returncode == 2
+    assert observed.run("trace", "--last", "0").returncode == 2
+    assert observed.run("trace", "--last", "2", "--plot", str(tmp_path / "a.png")).returncode == 2
+    missing = observed.run("trace", "no-such-txn")
+    assert missing.returncode == 1 and "no record" in missing.stdout

@@ -1,0 +1,53 @@
+"""The timeline writer and the topology's trace_sample, without a deployment."""
+import json
+import types
+
+from strife.deployment import topology as topology_model
+from strife.observe import scrape, timeline
+
+
+def settings(**kw):
+    return types.SimpleNamespace(**{"log_max_bytes": 4096, "log_keep": 2, "trace_sample": 1.0, **kw})
+
+
+def test_records_rotate_by_size_and_keep_log_keep_files(tmp_path):
+    path = tmp_path / "n.trace.jsonl"
+    timeline.configure(path, "n", settings())
+    for i in range(300):
+        timeline.record(f"txn-{i}", "step", None, None, i=i)
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["n.trace.jsonl", "n.trace.jsonl.1", "n.trace.jsonl.2"]
+    assert all(f.stat().st_size <= 4096 for f in files)
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["txn"] == "txn-299" and last["node"] == "n" and last["i"] == 299
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_sampling_keeps_a_payment_on_every_node_or_none(tmp_path):
+    timeline.configure(tmp_path / "a.jsonl", "a", settings(trace_sample=0.5))
+    kept = {f"t{i}" for i in range(1000) if timeline.traced(f"t{i}")}
+    assert 350 < len(kept) < 650
+    timeline.configure(tmp_path / "b.jsonl", "b", settings(trace_sample=0.5))
+    assert kept == {f"t{i}" for i in range(1000) if timeline.traced(f"t{i}")}  # the same choice elsewhere
+    timeline.configure(tmp_path / "c.jsonl", "c", settings(trace_sample=0))
+    timeline.record("t1", "x")
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_trace_sample_is_validated(tmp_path):
+    doc = {"banks": {"bank1": {}}, "gateway": {}, "clients": {"a": {"bank": "bank1"}},
+           "settings": {"trace_sample": 2}}
+    try:
+        topology_model.parse(doc, tmp_path / "t.yaml")
+        raise AssertionError("accepted trace_sample 2")
+    except topology_model.TopologyError as exc:
+        assert exc.problems == ["settings.trace_sample: 2 is not a number from 0 to 1"]
+    doc["settings"]["trace_sample"] = 0.25
+    assert topology_model.parse(doc, tmp_path / "t.yaml").settings.trace_sample == 0.25
+
+
+def test_quantile_interpolates_like_prometheus():
+    cumulative = {0.1: 50.0, 0.2: 100.0, float("inf"): 100.0}
+    assert abs(scrape.quantile(0.5, cumulative) - 0.1) < 1e-9
+    assert abs(scrape.quantile(0.75, cumulative) - 0.15) < 1e-9
+    assert scrape.quantile(0.5, {}) is None

@@ -98,7 +98,7 @@ NEVER_STARTED = [
 RUNNING = [
     Row("up -d", 0, r"starting 7 nodes from "),
     Row("up -d", 1, r"strife up: Strife is already up in .* \(see `strife status`; `strife down` stops it\)"),
-    Row("status", 0, r"NAME\s+KIND\s+PID\s+STATE\s+HEALTH\s+RESTARTS\s+UPTIME\s+ADDRESS$"),
+    Row("status", 0, r"NAME\s+KIND\s+PID\s+STATE\s+HEALTH\s+RESTARTS\s+UPTIME\s+ADDRESS\s+METRICS$"),
     Row("status --json", 0, r"\{$"),
     Row("logs -n 1", 0, r"\S+\s+\| \S"),
     Row("logs bank1 -n 1", 0, r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ "),
@@ -133,6 +133,18 @@ RUNNING = [
     Row("chaos --clear bank1:prepare", 0, r"bank1: cleared prepare$"),
     Row("chaos --restart bank1", 0, r"bank1 restarted$"),
     Row("chaos --kill nosuch", 2, r"strife chaos: no node named 'nosuch'"),
+    # the host and network examples of `strife chaos --help`: this topology has no hosts
+    *[Row(f"chaos {fault}", 2, r"strife chaos: host faults need a topology with a `hosts:` section$")
+      for fault in ("--kill-host h2", "--pause-host h2 --for 5s", "--resume-host h2")],
+    *[Row(f"chaos {fault}", 2, r"strife chaos: network faults need a topology with a `hosts:` section$")
+      for fault in ("--partition h1 h2", "--partition h1 h2 --one-way", "--isolate h3", "--loss h2 5%",
+                    "--latency h2 50ms --jitter 10ms", "--heal h2", "--heal")],
+    Row("chaos", 2, r"usage: strife chaos "),
+    Row("trace --last", 0, r"TXN\s+STARTED\s+MS\s+OUTCOME\s+PAYMENT$"),
+    Row("trace --slowest 3", 0, r"TXN\s+STARTED\s+MS\s+OUTCOME\s+PAYMENT$"),
+    Row("trace nosuch", 1, r"strife trace: no record of nosuch in "),
+    Row("top --once", 0, r"strife top  \d\d:\d\d:\d\d$"),
+    Row("top --once --json", 0, r"\{$"),
     Row("certs --force", 2, r"strife certs: Strife is running in .*: renewing the authorities now would make "),
     Row("certs --reissue erin", 0, r"re-issued erin \(client\): .*; every command from now on uses it$"),
     Row("certs --reissue bank1", 0, r"re-issued bank1 \(bank\): .*; node bank1 uses it from its next start "),
@@ -147,7 +159,7 @@ RUNNING = [
 STOPPED = [
     Row("status", 3, r"Strife is not running in "),
     Row("verify", 3, r"strife verify: Strife is not running in .* \(start it with `strife up -d`\)$"),
-    Row("client alice balance", 3, r"strife client: the gateway at .* is not reachable"),
+    Row("client alice balance", 3, r"strife client: no gateway at .* is reachable"),
     Row("client alice pay bob 1 --wait 0", 4, r"queued: alice -> bob 1.00 \(txn .*\); not delivered yet"),
     Row("client alice outbox", 0, r"QUEUED AT\s+STATUS\s+AMOUNT\s+PAYEE\s+TXN\s+ATTEMPTS\s+NEXT TRY\s+LAST ERROR$"),
     Row("client alice history", 3, r"CREATED\s+STATUS"),

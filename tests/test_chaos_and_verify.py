@@ -137,7 +137,8 @@ def test_a_short_seeded_torture_run_ends_clean(deployment):
     # the soak's figures: every node sampled at start and end, the disk, bytes kept per payment
     figures = report["resources"]
     assert figures["samples"] >= 3 and set(figures["nodes"]) == {n["name"] for n in d.status()["nodes"]}
-    assert all(figures["nodes"]["bank1"][f]["end"] > 0 for f in ("rss_bytes", "open_files", "threads"))
+    last = figures["series"][-1]["nodes"]  # (a 12 s run is too short to judge: nodes live 30 s first)
+    assert all(last["bank1"][f] > 0 for f in ("rss_bytes", "open_files", "threads"))
     assert figures["disk"]["etcd_bytes"]["end"] > 0 and figures["disk"]["ledgers_bytes"]["bytes_per_payment"] > 0
     # the schedule is a function of the seed: the same seed plans the same faults
     from strife.checks.torture import schedule

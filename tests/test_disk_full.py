@@ -7,8 +7,11 @@ On a real small file system: a tmpfs mounted for the test, which needs root (CI 
 import asyncio
 import errno
 import os
+import pathlib
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import textwrap
 
 import pytest
@@ -24,11 +27,11 @@ SIZE = "100m"
 
 
 @pytest.fixture
-def small_filesystem(tmp_path):
+def small_filesystem():
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
+    # a short path: the control socket's must fit in 104 bytes (pytest's tmp_path, under xdist, does not)
+    mount_point = pathlib.Path(tempfile.mkdtemp(prefix="strife-fs-"))
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(mount_point)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
@@ -38,6 +41,7 @@ def small_filesystem(tmp_path):
     finally:
         if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)  # something still open
+        shutil.rmtree(mount_point, ignore_errors=True)
 
 
 def fill(path):

@@ -138,11 +138,15 @@ def test_a_gateway_dying_mid_payment_is_finished_by_a_retry_at_the_other(two, st
     restarts = two.node("gw1")["restarts"]
     assert two.run("chaos", "--failpoint", f"gw1:{step}=crash").returncode == 0
     txn_id = str(uuid.uuid4())
-    with pytest.raises(grpc.aio.AioRpcError):
-        run(pay_at(two.home, "gw1", "alice", "carol", 150, txn_id))
+    try:  # gw1 dies with the call; gRPC's retry may reach gw1 restarted, whose recovery answers
+        first = run(pay_at(two.home, "gw1", "alice", "carol", 150, txn_id))
+    except grpc.aio.AioRpcError:
+        first = None
     began = time.monotonic()
     answer = run(pay_at(two.home, "gw2", "alice", "carol", 150, txn_id))
     assert answer.outcome in DEFINITE
+    if first is not None and first.outcome in DEFINITE:  # one answer, wherever it is asked
+        assert (first.outcome, first.reason, first.detail) == (answer.outcome, answer.reason, answer.detail)
     waited = time.monotonic() - began
     recorded = etcd_as(two.home, lambda etcd: decisions.read(etcd, txn_id, banks=("bank1", "bank3")))
     assert recorded == (decisions.COMMIT if answer.outcome == 1 else decisions.ABORT)
@@ -279,7 +283,10 @@ def test_history_through_either_gateway_shows_the_same_payments_with_the_recorde
         async with GatewayClient(t, "alice", gateway=gateway) as client:
             return {p.txn_id: (p.outcome, p.reason, p.detail) for p in (await client.history(limit=1000)).payments}
     at_gw1, at_gw2 = run(history_at("gw1")), run(history_at("gw2"))
-    assert at_gw1 == at_gw2
+    # the same payments at both; within the retention (3 s here) the same recorded answers (older
+    # ones: each gateway's journal, else the bank's state with no reason: docs/architecture.md)
+    assert at_gw1.keys() == at_gw2.keys()
+    assert {t: at_gw1[t] for t in sent} == {t: at_gw2[t] for t in sent}
     for txn_id, answer in sent.items():
         assert at_gw1[txn_id] == answer, txn_id
 

@@ -104,7 +104,7 @@ def test_each_host_is_a_namespace_with_its_own_supervisor_and_status_shows_hosts
     shown = json.loads(out)
     hosts = {n["name"]: n["host"] for n in shown["nodes"]}
     assert hosts["etcd1"] == "h1" and hosts["etcd2"] == "h2" and hosts["etcd3"] == "h3"
-    assert hosts["bank2"] == "h2" and hosts["gateway"] == "h1"
+    assert hosts["bank2"] == "h2" and hosts["gw1"] == "h1" and hosts["gw2"] == "h2"
     network = netns.Network(cluster.home)
     assert network.namespaces() == [network.namespace(h) for h in ("h1", "h2", "h3")]
     addresses = {}
@@ -187,11 +187,11 @@ def test_payments_go_on_while_the_host_of_one_etcd_member_is_cut_off(cluster):
 def test_killing_a_host_restarts_all_of_its_nodes(cluster):
     before = {n["name"]: n["restarts"] for n in cluster.status()["nodes"]}
     code, out, _ = strife(cluster, "chaos", "--kill-host", "h2")
-    assert code == 0 and "killed etcd2, bank2, bob" in out
+    assert code == 0 and "killed etcd2, bank2, gw2, bob" in out
     wait_for(lambda: all_running(cluster) and all(
         cluster.node(n)["restarts"] > before[n] for n in ("etcd2", "bank2", "bob")), timeout=90,
         what="h2's nodes running again")
-    assert all(cluster.node(n)["restarts"] == before[n] for n in ("etcd1", "bank1", "gateway"))
+    assert all(cluster.node(n)["restarts"] == before[n] for n in ("etcd1", "bank1", "gw1"))
     code, answer = pay(cluster, "bob", "alice", "1")
     assert (code, answer["outcome"]) == (0, "committed"), answer
 

@@ -49,9 +49,9 @@ def test_unknown_payer_has_no_identity(live):
 
 
 def test_admin_registers_a_user_with_an_unknown_bank_refused(live):
-    result = live.run("client", "admin", "register", "dave", "--bank", "bank9")
+    result = live.run("client", "admin", "register", "nobank", "--bank", "bank9")
     assert result.returncode == 2 and "unknown bank 'bank9'" in result.stderr
-    assert "dave" not in balances(live.home)
+    assert "nobank" not in balances(live.home)
 
 
 def call(home, cert_user, metadata_user, password, method="ViewBalance", request=None, credentials=None):

@@ -13,6 +13,7 @@ import time
 import grpc
 from loguru import logger
 
+from strife.core.failpoints import FailpointFired
 from strife.core.untrusted import MAX_FIELD, field
 from strife.deployment import tls
 
@@ -58,7 +59,10 @@ def _refusing_malformed(behaviour):
     async def refuse_or_run(request, context: grpc.aio.ServicerContext):
         if isinstance(request, _Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid message for this method")
-        return await behaviour(request, context)
+        try:
+            return await behaviour(request, context)
+        except FailpointFired as fired:  # an armed `error`: a failed call (UNKNOWN, as before), not a traceback
+            await context.abort(grpc.StatusCode.UNKNOWN, str(fired))
 
     return refuse_or_run
 

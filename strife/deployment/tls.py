@@ -6,6 +6,7 @@ the authority of the server they call and pin its name (`grpc.ssl_target_name_ov
 server's certificate must carry that name, whatever address led there.
 """
 import functools
+import ipaddress
 
 import grpc
 
@@ -87,3 +88,13 @@ def peer_identity(context):
     if not pems:
         return None
     return _identity_from_pem(pems[0])
+
+
+def on_loopback(host: str) -> bool:
+    """A host only this machine reaches: its endpoints need no TLS (metrics)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

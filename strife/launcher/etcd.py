@@ -57,7 +57,7 @@ def command(topology, member, binary):
     heartbeat, election = TIMING_MS.get(len(members), CLUSTER_TIMING_MS)
     metrics = []
     if member.metrics_port:  # over the client port's TLS (client certificate required) off loopback
-        from strife.observe.metrics import on_loopback
+        from strife.deployment.tls import on_loopback
         scheme = "http" if on_loopback(member.host) else "https"
         metrics = ["--listen-metrics-urls", f"{scheme}://{member.host}:{member.metrics_port}"]
     return [

@@ -14,12 +14,12 @@ connections owned by the loop.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from strife.deployment.tls import on_loopback
 from strife.deployment.identities import INFRA
 from strife.deployment.layout import Layout
 
@@ -53,13 +53,6 @@ FAILPOINTS_FIRED = Counter("strife_failpoints_fired", "Failpoints that fired in 
 _samplers: list[Callable[[], None]] = []
 
 
-def on_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(home, spec) -> None:

@@ -79,18 +79,30 @@ def all_running(d):
 def test_without_root_up_refuses_and_leaves_nothing():
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux) to run the CLI as another user")
-    with tempfile.TemporaryDirectory(prefix="strife-unprivileged-") as where:  # pytest's are root's alone
+    with tempfile.TemporaryDirectory(prefix="strife-unprivileged-") as where, \
+            tempfile.TemporaryDirectory(prefix="strife-code-") as code:  # pytest's are root's alone
         home = pathlib.Path(where)
         home.chmod(0o755)
         (home / "topology.yaml").write_text(cluster_topology())
         (home / "topology.yaml").chmod(0o644)
-        refused_without_root(home)
+        refused_without_root(home, readable_package(pathlib.Path(code)))
 
 
-def refused_without_root(home):
+def readable_package(where):
+    """A copy of the package that uid 65534 can import: CI's checkout may sit in a directory only
+    root can read (the editable install then points there), while the interpreter is readable."""
+    import strife
+    shutil.copytree(pathlib.Path(strife.__file__).parent, where / "strife",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [where, *where.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return where
+
+
+def refused_without_root(home, code):
     done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *STRIFE, "up", "-d"],
                           cwd=home, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, HOME=str(home)))
+                          env=dict(os.environ, HOME=str(home), PYTHONPATH=str(code)))
     assert done.returncode == 5, done.stdout + done.stderr
     assert "needs root" in done.stderr and "--host" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

@@ -111,3 +111,48 @@ def test_bad_exchanges_are_refused(live):
         exchange(d.home, gb.ExchangeRequest(abort=[f"{x}-t1"]), identity="operator")
     assert operator.value.code() == grpc.StatusCode.PERMISSION_DENIED  # infrastructure, but not the gateway
 
+
+
+class _Context:
+    async def abort(self, code, details):
+        raise AssertionError(f"refused: {code} {details}")
+
+
+def test_one_exchange_is_one_ledger_commit_with_one_fsync(tmp_path):
+    """Commit, prepares and a transfer of one call: one transaction, fsynced once (votes and the
+    transfer wait for the disk), with no thread hop; a commit alone is not fsynced before it is
+    acknowledged."""
+    from strife.core.failpoints import Failpoints
+    from strife.nodes.bank.ledger import Ledger
+    from strife.nodes.bank.service import BankService
+
+    async def main():
+        ledger = Ledger(tmp_path / "ledger.db")
+        for account in ("alice", "carol"):
+            ledger.open_account_now(account, 1000)
+        ledger.start()
+
+        async def settle(account):
+            pass
+        bank = BankService(ledger, Failpoints(), settle)
+        try:
+            first = await bank.Exchange(gb.ExchangeRequest(prepare=[leg("t1", "alice", 100, gb.DEBIT)]), _Context())
+            before = (ledger.writer.commits, ledger.writer.durable_commits)
+            mixed = await bank.Exchange(gb.ExchangeRequest(
+                commit=["t1"], prepare=[leg("t2", "alice", 50, gb.DEBIT), leg("t3", "carol", 10 ** 6, gb.DEBIT)],
+                transfer=[gb.Transfer(txn_id="t4", payer="carol", payee="alice", amount_minor=5)]), _Context())
+            after_mixed = (ledger.writer.commits, ledger.writer.durable_commits)
+            await bank.Exchange(gb.ExchangeRequest(commit=["t2"]), _Context())
+            after_commit = (ledger.writer.commits, ledger.writer.durable_commits)
+            return first, before, mixed, after_mixed, after_commit, ledger.account("alice")
+        finally:
+            await ledger.close()
+
+    first, before, mixed, after_mixed, after_commit, alice = asyncio.run(main())
+    assert [v.vote for v in first.votes] == [gb.YES]
+    assert [r.state for r in mixed.commits] == [gb.COMMITTED]
+    assert [v.vote for v in mixed.votes] == [gb.YES, gb.NO] and mixed.votes[1].reason == gb.INSUFFICIENT_FUNDS
+    assert [t.state for t in mixed.transfers] == [gb.COMMITTED]
+    assert after_mixed == (before[0] + 1, before[1] + 1)       # the whole call: one durable commit
+    assert after_commit == (after_mixed[0] + 1, after_mixed[1])  # phase 2 alone: committed, not fsynced
+    assert alice == (1000 - 100 + 5 - 50, 1000 - 100 + 5 - 50, "")

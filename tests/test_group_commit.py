@@ -1,6 +1,7 @@
 """Group commit on a real SQLite file: one transaction per batch, each operation all-or-nothing."""
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -73,3 +74,110 @@ def test_only_durable_operations_wait_for_the_disk_and_relaxed_ones_are_flushed_
     assert mixed == [2, 2] and after_durable is False  # one durable operation makes its whole batch durable
     assert [r[0] for r in sqlite3.connect(tmp_path / "g.db").execute("SELECT k FROM t ORDER BY k")] == [
         "late", "phase-2", "phase-2 again", "vote"]
+
+
+def _table(tmp_path):
+    db = group_commit.connect(tmp_path / "g.db")
+    db.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    return db
+
+
+def _put(k):
+    """An operation that says which thread ran it."""
+    return lambda db: (db.execute("INSERT INTO t VALUES (?)", (k,)), threading.get_ident())[1]
+
+
+async def _loop_passes(work):
+    """(result of `work`, event-loop passes it took): counted, not timed, so a loaded machine cannot
+    make a lone write look held back, nor hide a window that holds it back."""
+    passes = 0
+
+    async def count():
+        nonlocal passes
+        while True:
+            passes += 1
+            await asyncio.sleep(0)
+    counter = asyncio.create_task(count())
+    await asyncio.sleep(0)
+    before = passes
+    try:
+        return await work, passes - before
+    finally:
+        counter.cancel()
+
+
+def test_a_lone_write_is_applied_at_once_on_the_loop_in_one_durable_commit(tmp_path):
+    writer = group_commit.GroupCommit(_table(tmp_path))
+
+    async def main():
+        writer.start()
+        try:
+            return await _loop_passes(writer.run(_put("lone")))
+        finally:
+            await writer.stop()
+
+    thread, passes = asyncio.run(main())
+    assert thread == threading.get_ident()  # inline: no hop to a worker thread
+    assert passes <= 3  # the writer's turn, then the answer: no batching window waited for
+    assert (writer.commits, writer.durable_commits) == (1, 1)
+
+
+def test_one_callers_writes_share_one_commit_and_fail_alone(tmp_path):
+    writer = group_commit.GroupCommit(_table(tmp_path))
+
+    def fail(db):
+        db.execute("INSERT INTO t VALUES ('half')")
+        raise ValueError("refused")
+
+    async def main():
+        writer.start()
+        try:
+            return await writer.run_all([_put("a"), fail, _put("b")], durable=False)
+        finally:
+            await writer.stop()
+
+    a, failed, b = asyncio.run(main())
+    assert a == b == threading.get_ident() and isinstance(failed, ValueError)
+    assert (writer.commits, writer.durable_commits) == (1, 0)
+    assert [r[0] for r in sqlite3.connect(tmp_path / "g.db").execute("SELECT k FROM t ORDER BY k")] == ["a", "b"]
+
+
+def test_under_load_concurrent_callers_share_one_fsync_per_batch(tmp_path):
+    """60 callers, 20 of them arriving while the first batch is on its way to the disk: every write
+    is durable, and the writes take two or three commits, not sixty."""
+    writer = group_commit.GroupCommit(_table(tmp_path))
+
+    async def main():
+        writer.start()
+        try:
+            first = [asyncio.ensure_future(writer.run(_put(f"first-{i}"))) for i in range(40)]
+            await asyncio.sleep(0)  # the writer takes the first 40 as one batch
+            late = [asyncio.ensure_future(writer.run_all([_put(f"late-{i}")])) for i in range(20)]
+            return await asyncio.gather(*first), await asyncio.gather(*late)
+        finally:
+            await writer.stop()
+
+    first, late = asyncio.run(main())
+    assert len(first) == 40 and len(late) == 20
+    assert writer.commits == writer.durable_commits and 2 <= writer.commits <= 3, writer.commits
+    assert threading.get_ident() not in first  # several callers: synced in a worker thread, the loop kept going
+    assert sqlite3.connect(tmp_path / "g.db").execute("SELECT COUNT(*) FROM t").fetchone()[0] == 60
+
+
+def test_a_callers_writes_are_never_split_across_batches(tmp_path):
+    writer = group_commit.GroupCommit(_table(tmp_path))
+    writer.MAX_BATCH = 4
+
+    def commits_so_far(db):
+        return writer.commits
+
+    async def main():
+        writer.start()
+        try:
+            return await asyncio.gather(writer.run_all([_put("a"), commits_so_far, _put("b")]),
+                                        writer.run_all([commits_so_far, _put("c"), commits_so_far]))
+        finally:
+            await writer.stop()
+
+    (_, one, _), (two, _, three) = asyncio.run(main())
+    assert one == 0 and two == three == 1  # 3 + 3 > MAX_BATCH: two batches, each caller's whole

@@ -2,8 +2,9 @@
 
 Each operation runs inside its own SAVEPOINT, so one that fails (raises) is rolled back alone;
 its caller gets the exception, the others their results, and only once the batch has committed.
-The batch runs in a worker thread, so the event loop keeps taking requests (which become the next
-batch) while the disk syncs.
+A batch of several callers' writes runs in a worker thread, so the event loop keeps taking
+requests (which become the next batch) while the disk syncs; a batch of one caller's writes (a lone
+request) runs at once on the loop: nothing waits for a window, and no thread hop is paid.
 
 Only what a promise rests on waits for the disk: an operation is `durable` (the default) or not.
 A batch with a durable operation commits with synchronous=FULL (the WAL is fsynced before anyone
@@ -36,7 +37,9 @@ class GroupCommit:
         self.db = db
         self.path = db.execute("PRAGMA database_list").fetchone()[2]  # for reports of failed writes
         self.flush_every = flush_every
-        self._queue = []
+        self.commits = 0          # transactions committed by batches (for tests and measurements) ...
+        self.durable_commits = 0  # ... of which fsynced before their answers
+        self._queue = []          # (ops, durable, future): one caller's writes, never split across batches
         self._wakeup = asyncio.Event()  # bound to a loop only when first awaited
         self._task = None
         self._synchronous = None   # the connection's current setting
@@ -53,8 +56,18 @@ class GroupCommit:
     async def run(self, op, durable=True):
         """Run `op(db)` in the next batch; return its result once that batch has committed
         (and, for a durable operation, is on disk)."""
+        return (await self._submit([op], durable))[0].result()
+
+    async def run_all(self, ops, durable=True):
+        """Run every `op(db)` of one caller in the same batch, each in its own savepoint; once the
+        batch has committed (and, if `durable`, is on disk), a list with each op's result, or the
+        exception it raised (only that op was rolled back)."""
+        return [outcome.error if outcome.error is not None else outcome.value
+                for outcome in await self._submit(list(ops), durable)]
+
+    async def _submit(self, ops, durable):
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((op, durable, future))
+        self._queue.append((ops, durable, future))
         self._wakeup.set()
         return await future
 
@@ -86,18 +99,31 @@ class GroupCommit:
                 await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch, self._queue = self._queue[:self.MAX_BATCH], self._queue[self.MAX_BATCH:]
-                ops = [op for op, _, _ in batch]
+                batch = self._take_batch()
+                ops = [op for group, _, _ in batch for op in group]
                 durable = any(d for _, d, _ in batch)
-                # A lone write is cheaper inline than a thread hop; a batch goes to a thread so
-                # the loop keeps gathering the next one while the disk syncs.
-                if len(ops) == 1:
+                # One caller's writes are cheaper inline than a thread hop (and that caller has nothing
+                # else to wait for); several callers' go to a thread, so the loop keeps gathering the
+                # next batch while the disk syncs.
+                if len(batch) == 1:
                     outcomes = self._apply(ops, durable)
                 else:
                     outcomes = await asyncio.to_thread(self._apply, ops, durable)
-                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                start = 0
+                for group, _, future in batch:
                     if not future.done():
-                        future.set_result(outcome.result()) if outcome.ok else future.set_exception(outcome.error)
+                        future.set_result(outcomes[start:start + len(group)])
+                    start += len(group)
+
+    def _take_batch(self):
+        """Whole callers' groups from the head of the queue, up to MAX_BATCH operations (at least one group)."""
+        count, size = 0, 0
+        for group, _, _ in self._queue:
+            if count and size + len(group) > self.MAX_BATCH:
+                break
+            count, size = count + 1, size + len(group)
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        return batch
 
     def _set_synchronous(self, mode):
         if self._synchronous != mode:
@@ -141,7 +167,9 @@ class GroupCommit:
                     if isinstance(exc, sqlite3.Error):
                         storage.report(self.path, exc)
             db.execute("COMMIT")
+            self.commits += 1
             if durable:
+                self.durable_commits += 1
                 self._unsynced = False  # the fsync covered every earlier frame too
             elif not self._unsynced:
                 self._unsynced, self._unsynced_since = True, time.monotonic()

@@ -11,6 +11,8 @@ amounts are integer minor units; the schema refuses negative balances.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import sqlite3
 import time
 from pathlib import Path
@@ -199,6 +201,22 @@ class Ledger:
         """Pay between two accounts of this bank in one atomic, durable step: (COMMITTED|ABORTED,
         reason, detail). The same id with the same terms gets the same answer again."""
         return await self.writer.run(lambda db: _transfer(db, txn_id, payer, payee, amount_minor))
+
+    async def exchange(self, commits=(), aborts=(), legs=(), transfers=()) -> tuple[list, list, list, list]:
+        """One call's changes in one batch (one transaction, one fsync if any must be durable):
+        commits and aborts (txn ids), prepares (legs: txn_id, account, amount_minor, direction,
+        counterparty, counterparty_bank) and transfers (txn_id, payer, payee, amount_minor). Four lists,
+        in the order asked, of each one's answer as `commit`, `abort`, `prepare` and `transfer` give
+        it, or the exception it raised (that change alone was rolled back)."""
+        ops = ([functools.partial(_commit, txn_id=t) for t in commits]
+               + [functools.partial(_abort, txn_id=t) for t in aborts]
+               + [functools.partial(_prepare, txn_id=t, account=a, amount_minor=m, direction=d, counterparty=c,
+                                    counterparty_bank=b) for t, a, m, d, c, b in legs]
+               + [functools.partial(_transfer, txn_id=t, payer=p, payee=q, amount_minor=m) for t, p, q, m in transfers])
+        results = await self.writer.run_all(ops, durable=bool(legs or transfers))  # votes and transfers: on disk first
+        ends = itertools.accumulate((len(commits), len(aborts), len(legs), len(transfers)))
+        starts = (0, *itertools.accumulate((len(commits), len(aborts), len(legs))))
+        return tuple(results[start:end] for start, end in zip(starts, ends))  # type: ignore[return-value]
 
     def history(self, account: str, limit: int) -> list[tuple]:
         """Payments that touched `account` here, newest first: (txn_id, payer, payee, amount_minor,

@@ -1,11 +1,11 @@
 """The bank's gRPC face (gw_bank.proto): accounts and the participant side of 2PC.
 
-Ledger writes are group-committed: concurrent prepares and commits share one transaction and
-one fsync, and each answer leaves only once its change is on disk.
+Ledger writes are group-committed: each call's changes go to the ledger together, concurrent
+calls' share one transaction and one fsync, and a vote or a transfer's answer leaves only once its
+change is on disk.
 """
-import asyncio
 import time
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
@@ -22,6 +22,17 @@ _DIRECTIONS = {pb.DEBIT: "DEBIT", pb.CREDIT: "CREDIT"}
 def _state(outcome) -> Any:
     """A transaction's state on the wire, from the ledger's outcome (COMMITTED or ABORTED)."""
     return pb.TxnState.Value(outcome)  # (Any: protobuf's stubs type the field as its enum wrapper)
+
+
+def _unexpected(outcomes):
+    """Phase-2 outcomes that are failures of the call, not answers about one transaction."""
+    return [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, (L.NothingPrepared, L.DecisionConflict))]
+
+
+def _decided(outcomes):
+    """Phase-2 results: the state reached, or the reason this bank could not move that transaction."""
+    return [pb.TxnResult(error=str(o)) if isinstance(o, BaseException) else pb.TxnResult(state=_state(o))
+            for o in outcomes]
 
 
 def _info(account, row):
@@ -91,17 +102,17 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
     async def LockTransaction(self, request, context: grpc.aio.ServicerContext):
         """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
         await self._check_legs(request.legs, context, required=True)
-        return pb.LockTransactionResponse(votes=await self._prepare(request.legs, context))
+        return pb.LockTransactionResponse(votes=(await self._apply(context, legs=request.legs))[2])
 
     async def InitiateTransaction(self, request, context: grpc.aio.ServicerContext):
         """Commit: apply the holds of every transaction in the batch."""
         await self._check_ids(request.txn_ids, context, required=True)
-        return pb.DecisionResponse(results=await self._decide(request.txn_ids, context, "commit", self.ledger.commit))
+        return pb.DecisionResponse(results=(await self._apply(context, commits=request.txn_ids))[0])
 
     async def AbortTransaction(self, request, context: grpc.aio.ServicerContext):
         """Abort: release the holds (or remember the abort of a transaction never seen here)."""
         await self._check_ids(request.txn_ids, context, required=True)
-        return pb.DecisionResponse(results=await self._decide(request.txn_ids, context, "abort", self.ledger.abort))
+        return pb.DecisionResponse(results=(await self._apply(context, aborts=request.txn_ids))[1])
 
     async def Exchange(self, request, context: grpc.aio.ServicerContext):
         """Commits, aborts, prepares and transfers in one call, applied together. A failpoint that
@@ -112,15 +123,8 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         await self._check_ids(request.abort, context, what="abort")
         await self._check_legs(request.prepare, context, what="prepare")
         await self._check_transfers(request.transfer, context)
-        parts = await asyncio.gather(
-            self._decide(request.commit, context, "commit", self.ledger.commit),
-            self._decide(request.abort, context, "abort", self.ledger.abort),
-            self._prepare(request.prepare, context),
-            self._transfer(request.transfer, context), return_exceptions=True)  # every part runs to its end
-        for part in parts:
-            if isinstance(part, BaseException):
-                raise part
-        commits, aborts, votes, transfers = cast(list[Any], parts)
+        commits, aborts, votes, transfers = await self._apply(context, request.commit, request.abort,
+                                                              request.prepare, request.transfer)
         return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes, transfers=transfers)
 
     async def _check_ids(self, txn_ids, context: grpc.aio.ServicerContext, required=False, what="txn_ids"):
@@ -152,47 +156,41 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             if t.payer == t.payee:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: the same account as the payer")
 
-    async def _transfer(self, transfers, context: grpc.aio.ServicerContext):
-        if not transfers:
-            return []
+    async def _apply(self, context: grpc.aio.ServicerContext, commits=(), aborts=(), legs=(), transfers=()):
+        """Apply one call's parts in one ledger batch (one transaction, and one fsync when it holds a
+        prepare or a transfer), with no task per part or per item: the (commit, abort, vote,
+        transfer) results. Each part meets its steps' failpoints: commit, abort, before-prepare and
+        transfer before anything is written, and prepare once the holds are durable and before any
+        vote leaves."""
         began = time.time()
-        await self._failpoint("transfer", context)
-        answers = await asyncio.gather(*(self.ledger.transfer(t.txn_id, t.payer, t.payee, t.amount_minor)
-                                         for t in transfers))
-        observe.transferred(transfers, answers, began)
-        return [pb.TransferResult(state=_state(outcome), reason=reason.number, detail=detail) for outcome, reason, detail in answers]
-
-    async def _prepare(self, legs, context: grpc.aio.ServicerContext):
-        if not legs:
-            return []
-        began = time.time()
-        await self._failpoint("before-prepare", context)
-        votes = await asyncio.gather(*(self.ledger.prepare(leg.txn_id, leg.account, leg.amount_minor,
-                                                           _DIRECTIONS[leg.direction], leg.counterparty,
-                                                           leg.counterparty_bank) for leg in legs))
-        if any(vote == L.YES for vote, _, _ in votes):
-            await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
-        observe.prepared(legs, votes, began, _DIRECTIONS)
-        return [pb.VoteResult(vote=pb.YES) if vote == L.YES
-                else pb.VoteResult(vote=pb.NO, reason=reason.number, detail=detail)
-                for vote, reason, detail in votes]
-
-    async def _decide(self, txn_ids, context: grpc.aio.ServicerContext, step, apply):
-        if not txn_ids:
-            return []
-        began = time.time()
-        await self._failpoint(step, context)
-        outcomes = await asyncio.gather(*(apply(txn_id) for txn_id in txn_ids), return_exceptions=True)
-        observe.decided(step, txn_ids, outcomes, began)
-        results = []
-        for outcome in outcomes:
-            if isinstance(outcome, (L.NothingPrepared, L.DecisionConflict)):
-                results.append(pb.TxnResult(error=str(outcome)))
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                results.append(pb.TxnResult(state=_state(outcome)))
-        return results
+        for step, part in (("commit", commits), ("abort", aborts), ("before-prepare", legs), ("transfer", transfers)):
+            if part:
+                await self._failpoint(step, context)
+        committed, aborted, votes, answers = await self.ledger.exchange(
+            commits, aborts,
+            [(leg.txn_id, leg.account, leg.amount_minor, _DIRECTIONS[leg.direction], leg.counterparty,
+              leg.counterparty_bank) for leg in legs],
+            [(t.txn_id, t.payer, t.payee, t.amount_minor) for t in transfers])
+        if commits:
+            observe.decided("commit", commits, committed, began)
+        if aborts:
+            observe.decided("abort", aborts, aborted, began)
+        # a failed write (the disk) fails the call, once every part has been applied and recorded
+        failed = [r for r in (*_unexpected(committed), *_unexpected(aborted), *votes, *answers)
+                  if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        if legs:
+            if any(vote == L.YES for vote, _, _ in votes):
+                await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
+            observe.prepared(legs, votes, began, _DIRECTIONS)
+        if transfers:
+            observe.transferred(transfers, answers, began)
+        return (_decided(committed), _decided(aborted),
+                [pb.VoteResult(vote=pb.YES) if vote == L.YES else pb.VoteResult(vote=pb.NO, reason=reason.number, detail=detail)
+                 for vote, reason, detail in votes],
+                [pb.TransferResult(state=_state(outcome), reason=reason.number, detail=detail)
+                 for outcome, reason, detail in answers])
 
     async def _failpoint(self, step, context: grpc.aio.ServicerContext):
         try:

@@ -23,6 +23,17 @@ from strife.deployment.layout import Layout
 from strife.launcher import control
 from strife.rpc import echo_pb2, echo_pb2_grpc
 
+_SAMPLE_OUTCOME = {Outcome.COMMITTED: "ok", Outcome.ABORTED: "aborted"}
+
+
+def _span(samples):
+    """Seconds from a closed loop's start to its last answer: the rate's denominator for every phase alike."""
+    return max((s.started + s.latency for s in samples), default=0.0)
+
+
+# Set-up, not measured: 64 first log-ins are 64 scrypt runs in the gateway's one scrypt thread,
+# which on a loaded machine take longer than a payment's 10 s
+LOGIN_TIMEOUT = 120
 RPCS_PER_PAYMENT = 6  # client->gateway, two prepares, the decision write, two commits
 SAME_BANK, CROSS_BANK = "same-bank", "cross-bank"
 PAYLOAD = b"x" * 64   # about the size of a payment request
@@ -71,7 +82,7 @@ class Bench:
         """{user: bank}, from each account's own balance answer (which also logs every account in)."""
         async def bank_of(user):
             async with GatewayClient(self.topology, user) as client:
-                return user, (await client.balance()).bank
+                return user, (await client.balance(timeout=LOGIN_TIMEOUT)).bank
         return dict(await asyncio.gather(*(bank_of(u) for u in users)))
 
     def _payees(self, payer, kind):
@@ -79,23 +90,34 @@ class Bench:
         return [u for u in self.banks if u != payer and (
             kind is None or (self.banks[u] == self.banks[payer]) == (kind == SAME_BANK))]
 
-    async def _payments(self, users, concurrency, seconds, label, kind=None):
-        payers = [u for u in users if self._payees(u, kind)][:concurrency]
-        clients = {u: GatewayClient(self.topology, u) for u in payers}
+    async def _payments(self, users, concurrency, seconds, label, kind=None, cpu=None, pids=None):
+        """Closed-loop payments; with `cpu` (a dict), also fills in CPU ms per payment by process
+        (`pids`, and this one), counted as the echo's are: from the first payment on."""
+        payees = {u: self._payees(u, kind) for u in users}
+        payers = [u for u in users if payees[u]][:concurrency]
+        passwords = credentials.load(self.home)
+        # the password given: a bench account's does not change during a run (no look at the file per call)
+        clients = {u: GatewayClient(self.topology, u, password=passwords.get(u)) for u in payers}
         # TLS handshakes and each user's first password check (scrypt) happen before the clock
         # starts: the run measures payments, not logging in
-        await asyncio.gather(*(c.balance() for c in clients.values()))
+        await asyncio.gather(*(c.balance(timeout=LOGIN_TIMEOUT) for c in clients.values()))
         rng = random.Random(concurrency)
+        run = secrets.token_hex(6)  # transaction ids unique across runs, without a uuid per payment
+        kinds = {(payer, payee): SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
+                 for payer in payers for payee in payees[payer]}
 
         async def pay(worker, n):
             payer = payers[worker % len(payers)]
-            payee = rng.choice(self._payees(payer, kind))
-            answer = await clients[payer].pay(payee, 1, str(uuid.uuid4()), timeout=10)
-            self.answered[Outcome.of_number(answer.outcome).value] += 1
-            outcome = {Outcome.COMMITTED: "ok", Outcome.ABORTED: "aborted"}.get(Outcome.of_number(answer.outcome), "error")
-            return outcome, SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
+            payee = rng.choice(payees[payer])
+            answer = Outcome.of_number((await clients[payer].pay(payee, 1, f"bench-{run}-{worker}-{n}", timeout=10)).outcome)
+            self.answered[answer.value] += 1
+            return _SAMPLE_OUTCOME.get(answer, "error"), kinds[payer, payee]
         try:
-            return await closed_loop(pay, concurrency, seconds, self._progress(label))
+            meter = CpuMeter(pids or {}) if cpu is not None else None
+            samples = await closed_loop(pay, concurrency, seconds, self._progress(label))
+            if meter is not None and cpu is not None:
+                cpu.update(meter.per_item_ms(len(samples)))
+            return samples
         finally:
             for client in clients.values():
                 await client.close()
@@ -178,12 +200,10 @@ class Bench:
         pids, measured = await self._deployment_pids()
         peaks, stop = {}, asyncio.Event()
         watcher = asyncio.create_task(self._watch_memory({n: pids[n] for n in measured}, peaks, stop))
-        began = time.perf_counter()
-        meter = CpuMeter(pids)
+        payment_cpu = {}
         pay_many = await self._payments(users, self.concurrency, self.seconds,
-                                        f"payments, {self.concurrency} callers")
-        payment_cpu = meter.per_item_ms(len(pay_many))
-        elapsed = time.perf_counter() - began
+                                        f"payments, {self.concurrency} callers", cpu=payment_cpu, pids=pids)
+        elapsed = _span(pay_many)  # as the echo's: from the first payment to the last answer, set-up left out
         stop.set()
         await watcher
         figures = {
@@ -194,10 +214,10 @@ class Bench:
             "payments_single": report.summarize(pay_single, single_seconds),
             "payments_single_same_bank": report.summarize(same_single, single_seconds),
             "stages_ms": stages,
-            "echo": report.summarize(echo_many, self.seconds),
+            "echo": report.summarize(echo_many, _span(echo_many)),
             "echo_single": report.summarize(echo_single, single_seconds),
             "rss_peak_mb": {name: round(rss / 2 ** 20, 1) for name, rss in sorted(peaks.items())},
-            # many-caller phases; the payments' includes setting up the callers' channels
+            # many-caller phases, from the first call on (channels, TLS and logging in left out)
             "cpu_ms_per_payment": payment_cpu,
             "cpu_ms_per_echo": echo_cpu,
             # every answer of the run by outcome, warm-up and stage timing included

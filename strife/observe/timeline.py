@@ -18,6 +18,12 @@ A record: {"t": start (unix seconds), "ms": duration, "node", "txn" (null for th
 events: start, failpoints), "step", and the step's fields (bank, vote, outcome, attempt, ...)}.
 Sampling (settings.trace_sample < 1) keeps a payment on every node or on none: the choice is a
 hash of its id.
+
+Switched off and on by the operator (`switch`; a node does it on SIGUSR1 and SIGUSR2, see
+node_hooks.py): how `strife bench` measures what tracing costs, on the same deployment in one run.
+Not a request field: no user can stop a node tracing. A "tracing" record marks each switch, so
+a gap in a timeline says why. The switch costs a payment nothing: `traced` looks at one global
+either way.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ class RotatingFile:
         self.size = os.fstat(self.fd).st_size
 
     def write(self, line: str) -> None:
-        data = line.encode("utf-8", errors="replace")
+        data = line.encode("utf-8", errors="replace")  # ensure_ascii: any text is ASCII by now
         with self._lock:
             if self.size and self.size + len(data) > self.max_bytes:
                 self._rotate()
@@ -67,8 +73,11 @@ class RotatingFile:
 
 
 _file: RotatingFile | None = None  # until configure(): a command or a test that imports a node module writes nothing
+_active: RotatingFile | None = None  # _file while tracing is on; None while the operator switched it off
 _node = ""
 _keep_below = 10_000       # of 10,000 hash buckets: all
+# one encoder for every record: json.dumps with options builds a new one per call (half its cost)
+_encode = json.JSONEncoder(default=str, separators=(",", ":"), check_circular=False).encode
 
 
 def file_of(layout, node: str):
@@ -77,16 +86,33 @@ def file_of(layout, node: str):
 
 def configure(path, node: str, settings) -> None:
     """This process writes its timeline records to `path` from now on."""
-    global _file, _node, _keep_below
+    global _file, _active, _node, _keep_below
     if _file is not None:
         _file.close()
     _node = node
     _keep_below = round(getattr(settings, "trace_sample", 1.0) * 10_000)
-    _file = RotatingFile(path, settings.log_max_bytes, settings.log_keep) if _keep_below > 0 else None
+    _file = _active = RotatingFile(path, settings.log_max_bytes, settings.log_keep) if _keep_below > 0 else None
+
+
+def switch(on: bool) -> None:
+    """Tracing on or off in this process (nothing when it has no timeline: trace_sample 0)."""
+    global _active
+    if _file is None or (_active is not None) == on:
+        return
+    if on:
+        _active = _file
+        node_event("tracing", on=True)
+    else:
+        node_event("tracing", on=False)
+        _active = None
+
+
+def tracing() -> bool:
+    return _active is not None
 
 
 def traced(txn: str | None) -> bool:
-    if _file is None:
+    if _active is None:
         return False
     return txn is None or _keep_below >= 10_000 or zlib.crc32(txn.encode()) % 10_000 < _keep_below
 
@@ -99,12 +125,11 @@ def record(txn: str | None, step: str, start: float | None = None, end: float | 
         return
     now = time.time() if end is None else end
     begun = now if start is None else start
-    entry = {"t": round(begun, 6), "ms": round((now - begun) * 1000, 3), "node": _node, "txn": txn,
-             "step": step}
-    entry.update(fields)
-    assert _file is not None
+    line = _encode({"t": round(begun, 6), "ms": round((now - begun) * 1000, 3), "node": _node, "txn": txn,
+                    "step": step, **fields})
+    assert _active is not None
     try:
-        _file.write(json.dumps(entry, default=str, separators=(",", ":")) + "\n")
+        _active.write(line + "\n")
     except OSError:  # a full disk: the node's health says so (strife/nodes/health.py); payments go on
         pass
 

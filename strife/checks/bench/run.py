@@ -13,7 +13,7 @@ import uuid
 import grpc
 import psutil
 
-from strife.checks.bench import report
+from strife.checks.bench import report, trace_cost
 from strife.checks.bench.cpu import CpuMeter
 from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
@@ -79,7 +79,7 @@ class Bench:
         return [u for u in self.banks if u != payer and (
             kind is None or (self.banks[u] == self.banks[payer]) == (kind == SAME_BANK))]
 
-    async def _payments(self, users, concurrency, seconds, label, kind=None):
+    async def _payments(self, users, concurrency, seconds, label, kind=None, started=None):
         payers = [u for u in users if self._payees(u, kind)][:concurrency]
         clients = {u: GatewayClient(self.topology, u) for u in payers}
         # TLS handshakes and each user's first password check (scrypt) happen before the clock
@@ -95,6 +95,8 @@ class Bench:
             outcome = {Outcome.COMMITTED: "ok", Outcome.ABORTED: "aborted"}.get(Outcome.of_number(answer.outcome), "error")
             return outcome, SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
         try:
+            if started:
+                started()
             return await closed_loop(pay, concurrency, seconds, self._progress(label))
         finally:
             for client in clients.values():
@@ -186,6 +188,10 @@ class Bench:
         elapsed = time.perf_counter() - began
         stop.set()
         await watcher
+        tracing = await trace_cost.measure(
+            self.topology, lambda seconds, label, started: self._payments(
+                users, self.concurrency, seconds, label, started=started),
+            pids, measured, self.seconds, self.concurrency)
         figures = {
             "seconds": self.seconds, "concurrency": self.concurrency, "accounts": len(users),
             "payments": report.summarize(pay_many, elapsed),
@@ -200,6 +206,8 @@ class Bench:
             # many-caller phases; the payments' includes setting up the callers' channels
             "cpu_ms_per_payment": payment_cpu,
             "cpu_ms_per_echo": echo_cpu,
+            # the same payments with tracing on and off (strife/checks/bench/trace_cost.py)
+            "tracing": tracing,
             # every answer of the run by outcome, warm-up and stage timing included
             "answered": {o: self.answered[o] for o in (Outcome.COMMITTED.value, Outcome.ABORTED.value)},
         }

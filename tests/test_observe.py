@@ -123,6 +123,7 @@ def test_top_once_shows_every_node(observed):
     frame = json.loads(observed.run("top", "--once", "--json").stdout)
     assert frame["payments_total"] > 0 and {n["name"] for n in frame["nodes"]} >= {"bank1", "bank2", "gateway"}
     assert all(n["rss_mb"] for n in frame["nodes"] if n["state"] == "RUNNING")
+    assert frame["network_faults"] == []  # no hosts here: test_hosts_cluster.py shows them
 
 
 def test_top_keys_pause_and_resume_a_bank_while_payments_are_counted(observed):

@@ -49,6 +49,8 @@ def test_bench_reports_every_figure(live):
         assert tracing[side]["cpu_ms_per_payment"]["gateway"] > 0
     on, off = tracing["on"]["cpu_ms_per_payment"]["total"], tracing["off"]["cpu_ms_per_payment"]["total"]
     assert tracing["difference_pct"] == round((on - off) / off * 100, 1)
+    switched = {side: sum(tracing[side]["cpu_ms_per_payment"][n] for n in tracing["switched"]) for side in ("on", "off")}
+    assert tracing["switched_difference_pct"] == round((switched["on"] - switched["off"]) / switched["off"] * 100, 1)
     assert tracing["by_process_ms"]["gateway"] == round(tracing["on"]["cpu_ms_per_payment"]["gateway"]
                                                         - tracing["off"]["cpu_ms_per_payment"]["gateway"], 3)
     assert scrape.total(scrape.scrape(live.home, load_deployment(live.home).node("gateway")), "strife_tracing") == 1

@@ -108,7 +108,8 @@ def _print_tracing(t):
                       if name != "total" and abs(ms) >= 0.01)
     print(f"tracing on/off (trace_sample {t['trace_sample']:g}): CPU ms per payment {on['total']:.2f} on "
           f"({t['on']['payments']['count']} payments), {off['total']:.2f} off ({t['off']['payments']['count']}): "
-          f"{_pct(t['difference_pct'])} ({_pct(t['deployment_difference_pct'])} of the deployment's own); "
+          f"{_pct(t['difference_pct'])} ({_pct(t['deployment_difference_pct'])} of the deployment's own, "
+          f"{_pct(t['switched_difference_pct'])} of the tracing nodes' own); "
           f"by process, ms: {parts}")
 
 

@@ -94,6 +94,9 @@ async def measure(topology, pay, pids, nodes, seconds, concurrency):
         # of all the CPU a payment costs (the load generator's included), and of the deployment's alone
         "difference_pct": _pct(on_cpu["total"], off_cpu["total"]),
         "deployment_difference_pct": _pct(nodes_on, nodes_off),
+        # of the switched nodes' own (the processes that trace): the figure a loaded machine blurs least
+        "switched_difference_pct": _pct(sum(on_cpu.get(n, 0.0) for n in switched),
+                                        sum(off_cpu.get(n, 0.0) for n in switched)),
         "by_process_ms": {name: round(on_cpu.get(name, 0.0) - off_cpu.get(name, 0.0), 3) for name in on_cpu},
     }
 

@@ -11,8 +11,9 @@ into one bank call, which a span per RPC would not separate. The records are spa
 (start and duration). Written to a file opened O_APPEND, the records of one turn of the event
 loop in one write(2) at its end (with a write per record, the gateway's CPU per payment rose by
 0.1-0.9 ms with tracing on in `strife bench`, more than its 8 records cost in a plain loop; each
-write(2) may hand the GIL to gRPC's threads): a crash loses at most that turn's records. A node's own events (a failpoint, which may be `crash`; a start; a switch)
-are written at once, with whatever was waiting. Not the standard library's RotatingFileHandler: a
+write(2) may hand the GIL to gRPC's threads): a crash loses at most that turn's records. A
+node's own events (a failpoint, which may be `crash`; a start; a switch) are written at once, with
+whatever was waiting. Not the standard library's RotatingFileHandler: a
 record cost 95 us of CPU with it (a seek and a flush each time, and logging's machinery) and 22
 us with a plain write per record, on the same loaded machine; rotation is the same scheme
 (<file>.1 .. .N, by size).

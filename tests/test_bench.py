@@ -5,6 +5,8 @@ import re
 import subprocess
 import textwrap
 
+from strife.deployment.topology import load_deployment
+from strife.observe import scrape
 from tests.helpers import SMALL_TOPOLOGY, STRIFE, processes_of, settled
 
 
@@ -39,6 +41,19 @@ def test_bench_reports_every_figure(live):
     for cpu in (payment_cpu, echo_cpu):
         parts = sum(ms for name, ms in cpu.items() if name != "total")
         assert abs(cpu["total"] - parts) < 0.01 * len(cpu), cpu
+    # the same payments with tracing on and off, in this run (strife/checks/bench/trace_cost.py)
+    tracing = figures["tracing"]
+    assert tracing["switched"] == ["bank1", "bank2", "gateway"] and tracing["trace_sample"] == 1.0
+    for side in ("on", "off"):
+        assert tracing[side]["payments"]["ok"] > 0 and tracing[side]["payments"]["errors"] == 0, tracing
+        assert tracing[side]["cpu_ms_per_payment"]["gateway"] > 0
+    on, off = tracing["on"]["cpu_ms_per_payment"]["total"], tracing["off"]["cpu_ms_per_payment"]["total"]
+    assert tracing["difference_pct"] == round((on - off) / off * 100, 1)
+    switched = {side: sum(tracing[side]["cpu_ms_per_payment"][n] for n in tracing["switched"]) for side in ("on", "off")}
+    assert tracing["switched_difference_pct"] == round((switched["on"] - switched["off"]) / switched["off"] * 100, 1)
+    assert tracing["by_process_ms"]["gateway"] == round(tracing["on"]["cpu_ms_per_payment"]["gateway"]
+                                                        - tracing["off"]["cpu_ms_per_payment"]["gateway"], 3)
+    assert scrape.total(scrape.scrape(live.home, load_deployment(live.home).node("gateway")), "strife_tracing") == 1
     # bench accounts were registered with deposits: the audit still balances
     assert live.run("verify").returncode == 0
     assert sum(settled(live.home).values()) >= before
@@ -50,6 +65,7 @@ def test_bench_histogram_and_bad_arguments(live):
     assert result.returncode == 0, result.stderr
     assert "ratio (payments/s x 6 / echo/s)" in result.stdout and " ms | #" in result.stdout
     assert "CPU ms per payment: " in result.stdout and "CPU ms per echo: " in result.stdout
+    assert "tracing on/off (trace_sample 1): CPU ms per payment " in result.stdout
     assert live.run("bench", "--seconds", "0").returncode == 2
     assert live.run("bench", "--concurrency", "0").returncode == 2
 

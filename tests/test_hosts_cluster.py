@@ -131,6 +131,81 @@ def test_each_host_is_a_namespace_with_its_own_supervisor_and_status_shows_hosts
     assert "HOST" in out.splitlines()[0] and " h2 " in out
 
 
+def test_metrics_off_loopback_need_the_infrastructure_certificate(cluster):
+    """Every node's metrics, on its host's address: TLS, and only an infrastructure client
+    certificate (the operator's) gets an answer; none, or alice's user certificate, is refused."""
+    import http.client
+    import ssl
+    import urllib.request
+
+    from strife.deployment.identities import INFRA
+    from strife.deployment.topology import load_deployment
+    from strife.observe import scrape
+    layout, topology = Layout(cluster.home), load_deployment(cluster.home)
+    nodes = [n for n in cluster.status()["nodes"] if n["kind"] != "client"]
+    for node in nodes:
+        assert node["metrics"] and not node["metrics"].startswith("127."), node
+        samples = scrape.scrape(cluster.home, topology.node(node["name"]), timeout=10)
+        assert samples and "process_resident_memory_bytes" in samples, node["name"]
+
+    def refused(address, certificate):
+        context = ssl.create_default_context(cafile=str(layout.ca_cert(INFRA)))
+        context.check_hostname = False
+        if certificate:
+            context.load_cert_chain(str(layout.cert(certificate)), str(layout.key(certificate)))
+        try:
+            with urllib.request.urlopen(f"https://{address}/metrics", timeout=10, context=context) as answer:
+                return f"answered {answer.status}"
+        except (OSError, http.client.HTTPException) as exc:
+            return exc
+    for node in (n for n in nodes if n["name"] in ("gw1", "bank2", "etcd3")):
+        for certificate in (None, "alice"):
+            why = refused(node["metrics"], certificate)
+            assert isinstance(why, Exception), (node["name"], certificate, why)
+        try:
+            with urllib.request.urlopen(f"http://{node['metrics']}/metrics", timeout=10) as answer:
+                plain = answer.status
+        except (OSError, http.client.HTTPException):
+            plain = None
+        assert plain is None, (node["name"], "answered plain HTTP")
+
+
+def test_trace_and_top_on_the_cluster_with_a_network_fault(cluster):
+    """`strife trace` merges the timelines of nodes on three hosts; `strife top --once` shows
+    every node and the network faults in force (text and --json)."""
+    from strife.deployment.topology import load_deployment
+    from strife.launcher import faults
+    code, answer = pay(cluster, "alice", "carol", "1.50")  # bank1 on h1 to bank3 on h3
+    assert (code, answer["outcome"]) == (0, "committed"), answer
+    txn = answer["txn_id"]
+
+    def traced():
+        code, out, err = strife(cluster, "trace", txn, "--json")
+        assert code == 0, out + err
+        shown = json.loads(out)
+        return shown if {"bank1", "bank3"} <= {s["node"] for s in shown["steps"] if s["step"] == "commit"} else None
+    trace = wait_for(traced, timeout=60, what="both banks' commits in the trace")
+    assert trace["outcome"] == "COMMITTED" and trace["amount_minor"] == 150
+    nodes = {s["node"] for s in trace["steps"]}
+    assert "alice" in nodes and {"gw1", "gw2"} & nodes and {"bank1", "bank3"} <= nodes
+    assert "prepare bank3" in strife(cluster, "trace", txn)[1]
+    layout, topology = Layout(cluster.home), load_deployment(cluster.home)
+    faults.apply(topology, layout, [faults.partition("h3", "h1", one_way=True)])
+    try:
+        code, out, err = strife(cluster, "top", "--once", "--json")
+        assert code == 0, err
+        frame = json.loads(out)
+        assert frame["network_faults"] == ["partition h3 -> h1"]
+        assert "network: partition h3 -> h1" in frame["faults"]
+        assert {n["name"] for n in frame["nodes"]} == {n["name"] for n in cluster.status()["nodes"]}
+        assert frame["payments_total"] > 0
+        code, out, err = strife(cluster, "top", "--once")
+        assert code == 0 and "network: partition h3 -> h1" in out and "gw2" in out, out + err
+    finally:
+        faults.apply(topology, layout, [])
+    assert json.loads(strife(cluster, "top", "--once", "--json")[1])["network_faults"] == []
+
+
 def test_isolating_a_bank_host_mid_prepare_aborts_in_prepare_timeout_and_heals_clean(cluster):
     """bank2 is held inside its prepare (a pause failpoint), its host is cut off, then bank2 is let
     go from inside its own namespace: it writes its hold and votes yes into the void. The payment

@@ -123,6 +123,7 @@ def test_top_once_shows_every_node(observed):
     frame = json.loads(observed.run("top", "--once", "--json").stdout)
     assert frame["payments_total"] > 0 and {n["name"] for n in frame["nodes"]} >= {"bank1", "bank2", "gateway"}
     assert all(n["rss_mb"] for n in frame["nodes"] if n["state"] == "RUNNING")
+    assert frame["network_faults"] == []  # no hosts here: test_hosts_cluster.py shows them
 
 
 def test_top_keys_pause_and_resume_a_bank_while_payments_are_counted(observed):
@@ -168,6 +169,53 @@ async def _drive_top(observed):
             table.move_cursor(row=[r.name for r in app.frame.nodes].index("bank2"))
             await pilot.press("r")
             await until(lambda: state_of("bank2") == "RUNNING", "bank2 RUNNING again")
+
+
+def test_a_retry_answered_from_the_store_has_its_own_reply_in_the_trace(observed):
+    import asyncio
+    import uuid
+
+    from strife.client.gateway_client import GatewayClient
+    from strife.deployment.topology import load_deployment
+    txn = f"retry-{uuid.uuid4()}"
+
+    async def pay_as_alice():
+        async with GatewayClient(load_deployment(observed.home), "alice") as client:
+            return await client.pay("bob", 75, txn)
+    first = asyncio.run(pay_as_alice())
+    wait_for(lambda: steps(trace_of(observed, txn), "gateway", "phase2-done"), what="the payment's phase 2 done")
+    again = asyncio.run(pay_as_alice())
+    assert again.outcome == first.outcome and again.txn_id == txn
+    replies = steps(trace_of(observed, txn), "gateway", "reply")
+    assert len(replies) == 2 and "source" not in replies[0], replies
+    assert replies[1]["source"] == "store" and replies[1]["outcome"] == replies[0]["outcome"] == "COMMITTED"
+    assert "again, from the store" in observed.run("trace", txn).stdout
+
+
+def test_the_operator_switches_tracing_off_and_on(observed):
+    """SIGUSR1 and SIGUSR2, as `strife bench` does to measure what tracing costs: while off, the
+    gateway and the banks write nothing of a payment; the client (not switched) still does."""
+    import asyncio
+
+    from strife.checks.bench import trace_cost
+    from strife.deployment.topology import load_deployment
+    topology = load_deployment(observed.home)
+    switched = {n["name"]: n["pid"] for n in observed.status()["nodes"] if n["kind"] in ("gateway", "bank")}
+    asyncio.run(trace_cost.switch(topology, switched, on=False))
+    try:
+        untraced, result = pay(observed, "bob", "0.10")
+        assert untraced["outcome"] == "committed", result.stdout + result.stderr
+    finally:
+        asyncio.run(trace_cost.switch(topology, switched, on=True))
+    traced, _ = pay(observed, "bob", "0.20")
+    assert {s["node"] for s in trace_of(observed, untraced["txn_id"])["steps"]} == {"alice"}
+    assert {"gateway", "bank1", "bank2"} <= {s["node"] for s in trace_of(observed, traced["txn_id"])["steps"]}
+    from strife.deployment.layout import Layout
+    from strife.observe import timeline
+    marks = [json.loads(line) for line in timeline.file_of(Layout(observed.home), "gateway").read_text().splitlines()
+             if '"step":"tracing"' in line]
+    assert [m["on"] for m in marks][-2:] == [False, True]
+    assert scrape.total(gateway_metrics(observed), "strife_tracing") == 1
 
 
 def test_trace_of_a_payment_finished_after_a_gateway_crash(observed):

@@ -51,3 +51,28 @@ def test_quantile_interpolates_like_prometheus():
     assert abs(scrape.quantile(0.5, cumulative) - 0.1) < 1e-9
     assert abs(scrape.quantile(0.75, cumulative) - 0.15) < 1e-9
     assert scrape.quantile(0.5, {}) is None
+
+
+def test_one_write_per_turn_of_the_loop_and_node_events_at_once(tmp_path):
+    import asyncio
+    path = tmp_path / "n.trace.jsonl"
+    timeline.configure(path, "n", settings(log_max_bytes=1 << 20))
+
+    def lines():
+        return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+    async def turns():
+        timeline.record("t1", "a")
+        timeline.record("t1", "b")
+        assert lines() == []  # waiting for the end of this turn
+        await asyncio.sleep(0)
+        assert lines() == ["a", "b"]
+        timeline.record("t2", "c")
+        timeline.node_event("failpoint", point="prepare", action="crash")  # may end the process: at once
+        assert lines() == ["a", "b", "c", "failpoint"]
+        timeline.switch(False)
+        timeline.record("t3", "untraced")
+        timeline.switch(True)
+        await asyncio.sleep(0)
+        assert lines() == ["a", "b", "c", "failpoint", "tracing", "tracing"]
+    asyncio.run(turns())

@@ -93,6 +93,25 @@ def _print(f, samples):
     for what, cpu in (("payment", f["cpu_ms_per_payment"]), ("echo", f["cpu_ms_per_echo"])):
         parts = [f"{name} {ms:.2f}" for name, ms in cpu.items() if name != "total" and ms >= 0.01]
         print(f"CPU ms per {what}: {cpu['total']:.2f} ({', '.join(parts)})")
+    _print_tracing(f["tracing"])
     print(f"latency of payments x{f['concurrency']}:")
     for row in report.histogram(samples):
         print("  " + row)
+
+
+def _print_tracing(t):
+    if t is None:
+        print("tracing on/off: not measured, tracing is off in this deployment (settings.trace_sample 0)")
+        return
+    on, off = t["on"]["cpu_ms_per_payment"], t["off"]["cpu_ms_per_payment"]
+    parts = ", ".join(f"{name} {ms:+.2f}" for name, ms in t["by_process_ms"].items()
+                      if name != "total" and abs(ms) >= 0.01)
+    print(f"tracing on/off (trace_sample {t['trace_sample']:g}): CPU ms per payment {on['total']:.2f} on "
+          f"({t['on']['payments']['count']} payments), {off['total']:.2f} off ({t['off']['payments']['count']}): "
+          f"{_pct(t['difference_pct'])} ({_pct(t['deployment_difference_pct'])} of the deployment's own, "
+          f"{_pct(t['switched_difference_pct'])} of the tracing nodes' own); "
+          f"by process, ms: {parts}")
+
+
+def _pct(value):
+    return "-" if value is None else f"{value:+.1f} %"

@@ -629,8 +629,8 @@ class _Validator:
         for node in nodes:
             for label, port in (("port", node.port), ("peer port", node.peer_port),
                                 ("metrics port", node.metrics_port)):
-                if not port:
-                    continue
+                if not port or (label == "metrics port" and node.kind == "etcd" and port == node.port):
+                    continue  # (etcd serves /metrics on its client port too: on hosts, strife/launcher/ports.py)
                 key = (node.host_name, port)  # with hosts, each host has its own ports
                 if key in used:
                     self.bad(f"{_section(node)}.port", f"{port} already used by {used[key]}")

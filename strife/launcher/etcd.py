@@ -56,7 +56,10 @@ def command(topology, member, binary):
     cluster = ",".join(f"{m.name}=https://{m.host}:{m.peer_port}" for m in members)
     heartbeat, election = TIMING_MS.get(len(members), CLUSTER_TIMING_MS)
     metrics = []
-    if member.metrics_port:  # over the client port's TLS (client certificate required) off loopback
+    # On loopback a plain listener of its own. Off loopback /metrics on the client port, behind its
+    # TLS (an infrastructure client certificate required): a separate https listener would also
+    # want the client certificate to name the address it connects from, which the operator's does not.
+    if member.metrics_port and member.metrics_port != member.port:
         from strife.deployment.tls import on_loopback
         scheme = "http" if on_loopback(member.host) else "https"
         metrics = ["--listen-metrics-urls", f"{scheme}://{member.host}:{member.metrics_port}"]

@@ -15,27 +15,30 @@ def _free(host, port):
 
 ETCD_PORTS = (2379, 2380)  # etcd's own defaults: with hosts, each member is alone at its address
 FIRST_NODE_PORT = 7001
+FIRST_METRICS_PORT = 9101  # nodes' Prometheus metrics (beside node_exporter's 9100)
 
 
 def resolve_on_hosts(topology):
     """With hosts, every host has an address (and, on one machine, a network namespace) of its own
     where nothing else listens: ports 0 become fixed, predictable ones (etcd 2379/2380, nodes from
-    7001 on), the same on every machine that reads the topology. No problems to report."""
-    taken = {(n.host_name, p) for n in topology.nodes for p in (n.port, n.peer_port) if p}
-    nodes = []
-    for node in topology.nodes:
-        fields = {}
-        wanted = (("port", ETCD_PORTS[0]), ("peer_port", ETCD_PORTS[1])) if node.kind == "etcd" else (("port", 0),)
-        for field, preferred in wanted:
-            if getattr(node, field):
+    7001 on; nodes' metrics 9101 on), the same on every machine that reads the topology. etcd's
+    metrics are on its client port, behind its TLS (strife/launcher/etcd.py). No problems to report."""
+    taken = {(n.host_name, p) for n in topology.nodes for p in (n.port, n.peer_port, n.metrics_port) if p}
+    chosen = {n.name: {} for n in topology.nodes}
+    for field, etcd_port, node_port in (("port", ETCD_PORTS[0], FIRST_NODE_PORT), ("peer_port", ETCD_PORTS[1], 0),
+                                        ("metrics_port", -1, FIRST_METRICS_PORT)):
+        for node in topology.nodes:
+            if field == "metrics_port" and node.kind == "etcd" and not node.metrics_port:
+                chosen[node.name][field] = chosen[node.name].get("port", node.port)
                 continue
-            port = preferred or FIRST_NODE_PORT
+            port = etcd_port if node.kind == "etcd" else node_port
+            if getattr(node, field) or not port:
+                continue
             while (node.host_name, port) in taken:
                 port += 1
             taken.add((node.host_name, port))
-            fields[field] = port
-        nodes.append(dataclasses.replace(node, **fields))
-    return topology.with_nodes(nodes), []
+            chosen[node.name][field] = port
+    return topology.with_nodes([dataclasses.replace(n, **chosen[n.name]) for n in topology.nodes]), []
 
 
 def resolve(topology, previous=None):

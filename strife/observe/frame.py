@@ -39,7 +39,8 @@ class Frame:
     p99_ms: float | None
     holds_prepared: int
     holds_in_doubt: int
-    faults: list[str]
+    faults: list[str]           # everything out of the ordinary: node states, failpoints, network faults
+    network_faults: list[str]   # those between hosts (`strife chaos --partition`, ...), as `strife status` names them
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,13 +78,14 @@ class Sampler:
         p50, p99 = scrape.quantile(0.5, window), scrape.quantile(0.99, window)
         faults = [f"{n.name} {n.state}" for n in status.nodes if n.state in ("PAUSED", "BACKOFF", "FATAL", "EXITED")]
         faults += [f"{name}: {step}={action}" for name, points in armed.items() for step, action in points]
+        network = _network_faults(self.topology)
         return Frame(
             at=time.time(), nodes=rows, payments_total=int(paid),
             payments_per_s=round((paid - paid_before) / elapsed, 1) if elapsed and last else None,
             p50_ms=_ms(p50), p99_ms=_ms(p99),
             holds_prepared=int(sum(scrape.total(samples.get(b), "strife_holds_prepared") for b in banks)),
             holds_in_doubt=int(sum(scrape.total(samples.get(b), "strife_holds_in_doubt") for b in banks)),
-            faults=faults)
+            faults=faults + [f"network: {text}" for text in network], network_faults=network)
 
     def _status(self) -> Status:
         try:
@@ -112,6 +114,13 @@ class Sampler:
             cpu = round(max(0.0, used) / elapsed * 100, 1)
         return NodeRow(node.name, node.kind, node.state, node.health.partition(": ")[0], node.restarts, node.uptime,
                        node.pid, round(rss / 2 ** 20, 1) if rss else None, cpu, armed, node.metrics)
+
+
+def _network_faults(topology) -> list[str]:
+    if not topology.hosts:
+        return []
+    from strife.launcher import faults
+    return [faults.describe(f) for f in faults.load(Layout(topology.home))]
 
 
 def _merged(many) -> dict[float, float]:

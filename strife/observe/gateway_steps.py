@@ -30,6 +30,15 @@ def answered(payment, result, began):
     return result
 
 
+def replayed(payment, result, source):
+    """An answer given again (returned unchanged), not by an execution of its own: from the
+    gateway's store, from the execution already in flight, or from the answer another gateway
+    recorded in etcd. Counted in the metrics once, where it was first given."""
+    timeline.record(payment.txn_id, "reply", outcome=result.outcome.value, reason=result.reason.value,
+                    detail=result.detail, source=source)
+    return result
+
+
 def vote(answer) -> dict:
     yes, reason, detail = answer
     return {"vote": "YES" if yes else "NO", **({} if yes else {"reason": str(reason), "detail": detail})}

@@ -48,6 +48,8 @@ SEND_ATTEMPTS = Counter("strife_send_attempts", "Attempts to deliver a payment f
 LOGIN_FAILURES = Counter("strife_login_failures", "Failed logins at this gateway")
 ETCD_ROUND_TRIPS = Counter("strife_etcd_round_trips", "Requests this node made to etcd for payments, "
                            "by operation", ["operation"])
+TRACING = Gauge("strife_tracing", "1 while this node writes its timeline of payments (logs/<node>.trace.jsonl); "
+                "0 when it has none (trace_sample 0) or the operator switched it off (SIGUSR1; SIGUSR2 on)")
 FAILPOINTS_FIRED = Counter("strife_failpoints_fired", "Failpoints that fired in this node", ["step", "action"])
 
 _samplers: list[Callable[[], None]] = []

@@ -8,19 +8,31 @@ without any context in gRPC metadata. The parts that matter most have no parent 
 context from: a bank's in-doubt resolver, a gateway's recovery pass after a crash, phase 2 sent
 again minutes later, another gateway finishing the payment; and the gateway batches many payments
 into one bank call, which a span per RPC would not separate. The records are spans all the same
-(start and duration). Each is one write(2) to a file opened O_APPEND, so what a node wrote before
-a crash is on disk. Not the standard library's RotatingFileHandler: a whole record() cost 95 us of
-CPU with it (a seek and a flush each time, and logging's machinery) and 22 us with this writer,
-on the same loaded machine, with about a dozen records per payment; rotation is the same scheme
+(start and duration). Written to a file opened O_APPEND, the records of one turn of the event
+loop in one write(2) at its end (with a write per record, the gateway's CPU per payment rose by
+0.1-0.9 ms with tracing on in `strife bench`, more than its 8 records cost in a plain loop; each
+write(2) may hand the GIL to gRPC's threads): a crash loses at most that turn's records. A
+node's own events (a failpoint, which may be `crash`; a start; a switch) are written at once, with
+whatever was waiting. Not the standard library's RotatingFileHandler: a
+record cost 95 us of CPU with it (a seek and a flush each time, and logging's machinery) and 22
+us with a plain write per record, on the same loaded machine; rotation is the same scheme
 (<file>.1 .. .N, by size).
 
 A record: {"t": start (unix seconds), "ms": duration, "node", "txn" (null for the node's own
 events: start, failpoints), "step", and the step's fields (bank, vote, outcome, attempt, ...)}.
 Sampling (settings.trace_sample < 1) keeps a payment on every node or on none: the choice is a
 hash of its id.
+
+Switched off and on by the operator (`switch`; a node does it on SIGUSR1 and SIGUSR2, see
+node_hooks.py): how `strife bench` measures what tracing costs, on the same deployment in one run.
+Not a request field: no user can stop a node tracing. A "tracing" record marks each switch, so
+a gap in a timeline says why. The switch costs a payment nothing: `traced` looks at one global
+either way.
 """
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import os
 import threading
@@ -45,7 +57,7 @@ class RotatingFile:
         self.size = os.fstat(self.fd).st_size
 
     def write(self, line: str) -> None:
-        data = line.encode("utf-8", errors="replace")
+        data = line.encode("utf-8", errors="replace")  # ensure_ascii: any text is ASCII by now
         with self._lock:
             if self.size and self.size + len(data) > self.max_bytes:
                 self._rotate()
@@ -67,8 +79,11 @@ class RotatingFile:
 
 
 _file: RotatingFile | None = None  # until configure(): a command or a test that imports a node module writes nothing
+_active: RotatingFile | None = None  # _file while tracing is on; None while the operator switched it off
 _node = ""
 _keep_below = 10_000       # of 10,000 hash buckets: all
+# one encoder for every record: json.dumps with options builds a new one per call (half its cost)
+_encode = json.JSONEncoder(default=str, separators=(",", ":"), check_circular=False).encode
 
 
 def file_of(layout, node: str):
@@ -77,16 +92,34 @@ def file_of(layout, node: str):
 
 def configure(path, node: str, settings) -> None:
     """This process writes its timeline records to `path` from now on."""
-    global _file, _node, _keep_below
+    global _file, _active, _node, _keep_below
     if _file is not None:
+        flush()
         _file.close()
     _node = node
     _keep_below = round(getattr(settings, "trace_sample", 1.0) * 10_000)
-    _file = RotatingFile(path, settings.log_max_bytes, settings.log_keep) if _keep_below > 0 else None
+    _file = _active = RotatingFile(path, settings.log_max_bytes, settings.log_keep) if _keep_below > 0 else None
+
+
+def switch(on: bool) -> None:
+    """Tracing on or off in this process (nothing when it has no timeline: trace_sample 0)."""
+    global _active
+    if _file is None or (_active is not None) == on:
+        return
+    if on:
+        _active = _file
+        node_event("tracing", on=True)
+    else:
+        node_event("tracing", on=False)
+        _active = None
+
+
+def tracing() -> bool:
+    return _active is not None
 
 
 def traced(txn: str | None) -> bool:
-    if _file is None:
+    if _active is None:
         return False
     return txn is None or _keep_below >= 10_000 or zlib.crc32(txn.encode()) % 10_000 < _keep_below
 
@@ -99,18 +132,48 @@ def record(txn: str | None, step: str, start: float | None = None, end: float | 
         return
     now = time.time() if end is None else end
     begun = now if start is None else start
-    entry = {"t": round(begun, 6), "ms": round((now - begun) * 1000, 3), "node": _node, "txn": txn,
-             "step": step}
-    entry.update(fields)
-    assert _file is not None
-    try:
-        _file.write(json.dumps(entry, default=str, separators=(",", ":")) + "\n")
-    except OSError:  # a full disk: the node's health says so (strife/nodes/health.py); payments go on
-        pass
+    line = _encode({"t": round(begun, 6), "ms": round((now - begun) * 1000, 3), "node": _node, "txn": txn,
+                    "step": step, **fields})
+    _write(line + "\n")
 
 
 def node_event(step: str, **fields: Any) -> None:
     record(None, step, **fields)
+    flush()
+
+
+_waiting: list[str] = []  # this turn's lines, written by flush() at its end
+
+
+def _write(line: str) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not on the event loop (a thread, a command): now
+        _write_now(line)
+        return
+    if not _waiting:
+        loop.call_soon(flush)
+    _waiting.append(line)
+
+
+def flush() -> None:
+    """Write the lines waiting for the end of the loop's turn."""
+    if _waiting:
+        lines = "".join(_waiting)
+        _waiting.clear()
+        _write_now(lines)
+
+
+def _write_now(lines: str) -> None:
+    if _file is None:
+        return
+    try:
+        _file.write(lines)
+    except OSError:  # a full disk: the node's health says so (strife/nodes/health.py); payments go on
+        pass
+
+
+atexit.register(flush)  # what the last turn of the loop wrote, when the process ends
 
 
 async def timed(work: Awaitable[T], txn: str, step: str, describe: Callable[[T], dict] | None = None,

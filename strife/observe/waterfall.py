@@ -6,7 +6,7 @@ from strife.observe.traces import Summary, Trace
 
 BAR = 36           # characters of the time axis
 SHOWN = ("bank", "account", "direction", "vote", "decision", "proposed", "outcome", "reason", "result",
-         "attempt", "acked", "by", "error", "point", "action", "pid", "detail")
+         "attempt", "acked", "by", "source", "error", "point", "action", "pid", "on", "detail")
 
 
 def _label(step):
@@ -22,13 +22,20 @@ def _details(step):
     parts = []
     for key in SHOWN:
         value = step.get(key)
-        if value in (None, "", False) and key != "acked":
+        if value in (None, "", False) and key not in ("acked", "on"):
             continue
         if (key == "bank" and step["step"] in ("prepare", "phase2")) or (key == "attempt" and step["step"] == "send"):
             continue
         if key == "acked":
             if step["step"] == "phase2":
                 parts.append("acked" if value else "NOT acked")
+            continue
+        if key == "source":  # an answer given again
+            parts.append(f"again, from {'the ' if value == 'store' else ''}{value}")
+            continue
+        if key == "on":
+            if step["step"] == "tracing":
+                parts.append("on" if value else "off (an operator switched tracing off)")
             continue
         if key == "error" and value == "CancelledError":
             value = "cancelled (the other vote decided)"

@@ -25,11 +25,19 @@ class CpuMeter:
                 seconds[name] = times.user + times.system
         return seconds
 
+    def used(self):
+        """CPU seconds by process since the meter started."""
+        end = self._read()
+        return {name: end[name] - self._start[name] for name in end if name in self._start}
+
     def per_item_ms(self, count):
         """CPU milliseconds per item (payment, echo) since the meter started, by process, plus a total."""
-        end = self._read()
-        used = {name: (end[name] - self._start[name]) * 1000 / max(count, 1)
-                for name in end if name in self._start}
-        per_item = {name: round(ms, 3) for name, ms in sorted(used.items(), key=lambda item: -item[1])}
-        per_item["total"] = round(sum(used.values()), 3)
-        return per_item
+        return per_item_ms(self.used(), count)
+
+
+def per_item_ms(used, count):
+    """{process: CPU seconds} over `count` items -> ms per item by process (largest first), plus a total."""
+    ms = {name: seconds * 1000 / max(count, 1) for name, seconds in used.items()}
+    per_item = {name: round(value, 3) for name, value in sorted(ms.items(), key=lambda item: -item[1])}
+    per_item["total"] = round(sum(ms.values()), 3)
+    return per_item

@@ -13,7 +13,7 @@ import uuid
 import grpc
 import psutil
 
-from strife.checks.bench import report
+from strife.checks.bench import report, trace_cost
 from strife.checks.bench.cpu import CpuMeter
 from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
@@ -90,9 +90,10 @@ class Bench:
         return [u for u in self.banks if u != payer and (
             kind is None or (self.banks[u] == self.banks[payer]) == (kind == SAME_BANK))]
 
-    async def _payments(self, users, concurrency, seconds, label, kind=None, cpu=None, pids=None):
+    async def _payments(self, users, concurrency, seconds, label, kind=None, cpu=None, pids=None, started=None):
         """Closed-loop payments; with `cpu` (a dict), also fills in CPU ms per payment by process
-        (`pids`, and this one), counted as the echo's are: from the first payment on."""
+        (`pids`, and this one), counted as the echo's are: from the first payment on. `started()`
+        is called once the callers have logged in, as the clock starts."""
         payees = {u: self._payees(u, kind) for u in users}
         payers = [u for u in users if payees[u]][:concurrency]
         passwords = credentials.load(self.home)
@@ -113,6 +114,8 @@ class Bench:
             self.answered[answer.value] += 1
             return _SAMPLE_OUTCOME.get(answer, "error"), kinds[payer, payee]
         try:
+            if started:
+                started()
             meter = CpuMeter(pids or {}) if cpu is not None else None
             samples = await closed_loop(pay, concurrency, seconds, self._progress(label))
             if meter is not None and cpu is not None:
@@ -206,6 +209,10 @@ class Bench:
         elapsed = _span(pay_many)  # as the echo's: from the first payment to the last answer, set-up left out
         stop.set()
         await watcher
+        tracing = await trace_cost.measure(
+            self.topology, lambda seconds, label, started: self._payments(
+                users, self.concurrency, seconds, label, started=started),
+            pids, measured, self.seconds, self.concurrency)
         figures = {
             "seconds": self.seconds, "concurrency": self.concurrency, "accounts": len(users),
             "payments": report.summarize(pay_many, elapsed),
@@ -220,6 +227,8 @@ class Bench:
             # many-caller phases, from the first call on (channels, TLS and logging in left out)
             "cpu_ms_per_payment": payment_cpu,
             "cpu_ms_per_echo": echo_cpu,
+            # the same payments with tracing on and off (strife/checks/bench/trace_cost.py)
+            "tracing": tracing,
             # every answer of the run by outcome, warm-up and stage timing included
             "answered": {o: self.answered[o] for o in (Outcome.COMMITTED.value, Outcome.ABORTED.value)},
         }

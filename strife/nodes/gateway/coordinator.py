@@ -125,11 +125,12 @@ class Coordinator:
             if known.fingerprint != payment.fingerprint:
                 raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
             if running is not None:
-                return await asyncio.shield(running)
+                return observe.replayed(payment, await asyncio.shield(running), "in flight")
             assert existing is not None
             if existing.final:
-                return Result.of(existing)
-            return Result.pending(payment.txn_id, "being recovered; ask again with the same id")
+                return observe.replayed(payment, Result.of(existing), "store")
+            return observe.replayed(payment, Result.pending(payment.txn_id, "being recovered; ask again with the same id"),
+                                    "store")
         return await asyncio.shield(self._claim(payment, self._begin_and_execute(payment)))
 
     def _claim(self, payment, execution):
@@ -162,7 +163,7 @@ class Coordinator:
                 raise IdempotencyMismatch(f"transaction id {payment.txn_id} was already used for another payment")
             payment.created_at = claim.terms.get("created_at", payment.created_at)
             if claim.answer is not None:  # decided through another gateway: its answer, and phase 2 once more
-                return await self._obey(payment, claim)
+                return observe.replayed(payment, await self._obey(payment, claim), "etcd")
         await self.store.begin(payment)
         if payment.payer_bank == payment.payee_bank:
             return observe.answered(payment, await self._transfer(payment), began)

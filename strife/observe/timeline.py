@@ -91,20 +91,34 @@ def traced(txn: str | None) -> bool:
     return txn is None or _keep_below >= 10_000 or zlib.crc32(txn.encode()) % 10_000 < _keep_below
 
 
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_string = json.encoder.encode_basestring_ascii  # a JSON string literal, in C (ASCII, as json.dumps)
+
+
+def _json(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _string(value)
+    if kind is int:
+        return str(value)
+    return _encode(value)
+
+
 def record(txn: str | None, step: str, start: float | None = None, end: float | None = None, /,
            **fields: Any) -> None:
     """One step of `txn` (None: an event of this node), begun at `start` (unix seconds; default
     now) and ended at `end` (default now)."""
-    if not traced(txn):
+    if _file is None or (txn is not None and _keep_below < 10_000 and not traced(txn)):
         return
     now = time.time() if end is None else end
     begun = now if start is None else start
-    entry = {"t": round(begun, 6), "ms": round((now - begun) * 1000, 3), "node": _node, "txn": txn,
-             "step": step}
-    entry.update(fields)
-    assert _file is not None
+    # the line built directly (a dozen per payment): json.dumps of the same dict costs three times more
+    line = (f'{{"t":{begun:.6f},"ms":{(now - begun) * 1000:.3f},"node":{_string(_node)},'
+            f'"txn":{"null" if txn is None else _string(txn)},"step":{_string(step)}')
+    for key, value in fields.items():
+        line += f",{_string(key)}:{_json(value)}"
     try:
-        _file.write(json.dumps(entry, default=str, separators=(",", ":")) + "\n")
+        _file.write(line + "}\n")
     except OSError:  # a full disk: the node's health says so (strife/nodes/health.py); payments go on
         pass
 

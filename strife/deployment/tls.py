@@ -84,7 +84,7 @@ def _identity_from_pem(pem):
 
 # The identity of the call this task serves, as (context, identity): found once per call, though
 # the access check, the call log and the handler each ask (auth_context() copies the certificate).
-_peer = contextvars.ContextVar("strife_peer", default=(None, None))
+_peer: contextvars.ContextVar[tuple[object, "Identity | None"]] = contextvars.ContextVar("strife_peer", default=(None, None))
 
 
 def peer_identity(context):

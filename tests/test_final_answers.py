@@ -89,7 +89,7 @@ class ScriptedBank:
             return gb.VoteResult(vote=gb.NO, reason=gb.INSUFFICIENT_FUNDS, detail=f"{leg.account} cannot pay")
         return gb.VoteResult(vote=gb.YES)
 
-    async def decide(self, txn_id, commit):
+    async def decide(self, txn_id, commit, account=None):
         self.arrivals.setdefault(txn_id, asyncio.Event()).set()
         if txn_id in self.gates:
             await self.gates[txn_id].wait()

@@ -76,3 +76,19 @@ def test_one_write_per_turn_of_the_loop_and_node_events_at_once(tmp_path):
         await asyncio.sleep(0)
         assert lines() == ["a", "b", "c", "failpoint", "tracing", "tracing"]
     asyncio.run(turns())
+
+
+def test_a_record_is_one_json_line_whatever_its_fields_hold(tmp_path):
+    path = tmp_path / "n.trace.jsonl"
+    timeline.configure(path, "n", settings(log_max_bytes=1 << 20))
+    odd = 'bank "1"\u2028\n\\ é'
+    timeline.record("t\u2028x", "prepare", 100.25, 100.5, bank=odd, attempt=2, ok=True, gone=None, ms_left=1.5,
+                    banks=["a", odd], vote={"vote": "NO"})
+    timeline.record(None, "started", pid=7)
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) == 3 and lines[2] == b"" and all(line.isascii() for line in lines)
+    first, second = (json.loads(line) for line in lines[:2])
+    assert first == {"t": 100.25, "ms": 250.0, "node": "n", "txn": "t\u2028x", "step": "prepare", "bank": odd,
+                     "attempt": 2, "ok": True, "gone": None, "ms_left": 1.5, "banks": ["a", odd],
+                     "vote": {"vote": "NO"}}
+    assert second["txn"] is None and second["pid"] == 7 and second["step"] == "started"

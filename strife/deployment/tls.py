@@ -5,6 +5,7 @@ Servers trust the infrastructure authority, and the gateway also the users' one.
 the authority of the server they call and pin its name (`grpc.ssl_target_name_override`): the
 server's certificate must carry that name, whatever address led there.
 """
+import contextvars
 import functools
 import ipaddress
 
@@ -81,13 +82,20 @@ def _identity_from_pem(pem):
     return Identity(subject_name(cert), role, domain)
 
 
+# The identity of the call this task serves, as (context, identity): found once per call, though
+# the access check, the call log and the handler each ask (auth_context() copies the certificate).
+_peer: contextvars.ContextVar[tuple[object, "Identity | None"]] = contextvars.ContextVar("strife_peer", default=(None, None))
+
+
 def peer_identity(context):
     """The identity of the caller of a gRPC handler, from its verified client certificate."""
-    auth = context.auth_context()
-    pems = auth.get("x509_pem_cert")
-    if not pems:
-        return None
-    return _identity_from_pem(pems[0])
+    known, identity = _peer.get()
+    if known is context:
+        return identity
+    pems = context.auth_context().get("x509_pem_cert")
+    identity = _identity_from_pem(pems[0]) if pems else None
+    _peer.set((context, identity))
+    return identity
 
 
 def on_loopback(host: str) -> bool:

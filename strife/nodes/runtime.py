@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -151,6 +152,7 @@ async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await node.start()
+    settle_garbage_collector()
     observing = node_hooks.serving(topology, spec)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     lifeline.ready(**(stages or {}), listening=listening, ready=time.time())  # the supervisor is not polling
@@ -162,6 +164,20 @@ async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
     observing.cancel()
     await server.stop(grace=min(2.0, topology.settings.stop_grace / 2))
     await node.stop()
+
+
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
+
+
+def settle_garbage_collector():
+    """Per call, a node allocates thousands of objects (tasks, futures, messages), nearly all freed
+    by reference counting; at CPython's default pace the cycle collector ran every few calls and
+    walked every object the imports made (7 % of the gateway's loop thread in a profile). What
+    exists once the node has started is kept out of every collection (gc.freeze), and young
+    collections come less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def watch_disk(health, topology, spec):

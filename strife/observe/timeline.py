@@ -124,6 +124,18 @@ def traced(txn: str | None) -> bool:
     return txn is None or _keep_below >= 10_000 or zlib.crc32(txn.encode()) % 10_000 < _keep_below
 
 
+_string = json.encoder.encode_basestring_ascii  # a JSON string literal, in C (ASCII, as json.dumps)
+
+
+def _json(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _string(value)
+    if kind is int:
+        return str(value)
+    return _encode(value)
+
+
 def record(txn: str | None, step: str, start: float | None = None, end: float | None = None, /,
            **fields: Any) -> None:
     """One step of `txn` (None: an event of this node), begun at `start` (unix seconds; default
@@ -132,9 +144,12 @@ def record(txn: str | None, step: str, start: float | None = None, end: float | 
         return
     now = time.time() if end is None else end
     begun = now if start is None else start
-    line = _encode({"t": round(begun, 6), "ms": round((now - begun) * 1000, 3), "node": _node, "txn": txn,
-                    "step": step, **fields})
-    _write(line + "\n")
+    # the line built directly (a dozen per payment): json.dumps of the same dict costs three times more
+    line = (f'{{"t":{begun:.6f},"ms":{(now - begun) * 1000:.3f},"node":{_string(_node)},'
+            f'"txn":{"null" if txn is None else _string(txn)},"step":{_string(step)}')
+    for key, value in fields.items():
+        line += f",{_string(key)}:{_json(value)}"
+    _write(line + "}\n")
 
 
 def node_event(step: str, **fields: Any) -> None:

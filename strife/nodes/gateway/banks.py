@@ -5,6 +5,7 @@ same bank leave together in one `Exchange` call.
 No etcd read per request; a bank that re-registers at another address gets a new link.
 """
 import asyncio
+import collections
 
 from strife.deployment import discovery, tls
 from strife.nodes.gateway.batching import Batcher
@@ -19,11 +20,13 @@ class PhaseTwoRefused(Exception):
 
 
 PREPARE, COMMIT, ABORT, TRANSFER = "prepare", "commit", "abort", "transfer"
+URGENT = (PREPARE, TRANSFER)
 
 
 class BankLink:
     """One bank at one address: a channel, and one batch in flight at a time carrying everything
-    else that waits for this bank (one round trip and one fsync at the bank for all of it)."""
+    else that waits for this bank (one round trip and one fsync at the bank for all of it); a
+    second one only for a prepare or transfer when the batch in flight is phase 2 alone."""
 
     def __init__(self, bank, address, credentials, prepare_timeout):
         self.address = address
@@ -31,26 +34,43 @@ class BankLink:
         self.channel = tls.secure_channel(address, credentials, bank, options=CHANNEL_OPTIONS)
         self.stub = gw_bank_pb2_grpc.BankStub(self.channel)
         self.prepare_timeout = prepare_timeout
-        self._exchange = Batcher(self._send)
+        self._exchange = Batcher(self._send, urgent=self._urgent)
+        # accounts whose phase 2 is queued or in flight here (None: a transaction whose account is
+        # not known). A prepare of such an account waits its turn: the commit of a credit or the
+        # abort of a debit frees funds it may need, which the bank must have applied first.
+        self._settling = collections.Counter()
+
+    def _urgent(self, item):
+        """A prepare or transfer (a caller waits for it) may leave beside a batch of phase 2
+        alone, unless that phase 2 may change what its accounts can spend."""
+        kind, _, accounts = item
+        return kind in URGENT and None not in self._settling and not any(a in self._settling for a in accounts)
 
     async def prepare(self, leg):
         """The bank's VoteResult for one leg; raises grpc.aio.AioRpcError if it did not answer."""
-        return await self._exchange.submit((PREPARE, leg))
+        return await self._exchange.submit((PREPARE, leg, (leg.account,)))
 
-    async def decide(self, txn_id, commit):
-        """Phase 2 for one transaction; raises if not acknowledged."""
-        return await self._exchange.submit((COMMIT if commit else ABORT, txn_id))
+    async def decide(self, txn_id, commit, account=None):
+        """Phase 2 for one transaction (`account`: the one it touches here, if known); raises if
+        not acknowledged."""
+        self._settling[account] += 1
+        try:
+            return await self._exchange.submit((COMMIT if commit else ABORT, txn_id, ()))
+        finally:
+            self._settling[account] -= 1
+            if not self._settling[account]:
+                del self._settling[account]
 
     async def transfer(self, transfer):
         """A payment within this bank, in one phase: the bank's TransferResult; raises if it did not answer."""
-        return await self._exchange.submit((TRANSFER, transfer))
+        return await self._exchange.submit((TRANSFER, transfer, (transfer.payer, transfer.payee)))
 
     async def _send(self, items):
         request = gb.ExchangeRequest()
         lists = {PREPARE: request.prepare, COMMIT: request.commit, ABORT: request.abort,
                  TRANSFER: request.transfer}
         slots = []  # where each item's answer will be: (kind, index in that kind's list)
-        for kind, payload in items:
+        for kind, payload, _ in items:
             slots.append((kind, len(lists[kind])))
             lists[kind].append(payload)
         timeout = max(self.prepare_timeout, PHASE2_TIMEOUT) if request.prepare else PHASE2_TIMEOUT

@@ -175,7 +175,7 @@ class Coordinator:
         await self.store.begin(payment)
         answer = claim.answer
         await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"], phase2_done=False)
-        self._retry_phase2(payment.txn_id, claim.outcome or decisions.ABORT,
+        self._retry_phase2(payment, claim.outcome or decisions.ABORT,
                            {payment.payer_bank, payment.payee_bank}, first_delay=0)
         return Result.of(payment)
 
@@ -227,7 +227,7 @@ class Coordinator:
         answer = _answer_for(standing)  # what was recorded first, by whichever path got there
         await self.store.finish(payment, answer["outcome"], answer["reason"], answer["detail"], phase2_done=False)
         # The answer leaves now; phase 2 follows (the banks that did not vote are told too).
-        self._retry_phase2(payment.txn_id, standing.outcome, contacted, first_delay=0)
+        self._retry_phase2(payment, standing.outcome, contacted, first_delay=0)
         return Result.of(payment, {"prepare": prepared - began, "decision": decided - prepared,
                                    "coordinator": time.perf_counter() - began})
 
@@ -269,35 +269,38 @@ class Coordinator:
             return True, AbortReason.NONE, ""
         return False, *_refusal(bank, answer)
 
-    async def _tell(self, bank, txn_id, decision):
+    async def _tell(self, bank, txn_id, decision, account):
         link = self.banks.link(bank)
         if link is None:
             return False
         try:
-            await link.decide(txn_id, commit=decision == decisions.COMMIT)
+            await link.decide(txn_id, commit=decision == decisions.COMMIT, account=account)
             return True
         except (grpc.aio.AioRpcError, PhaseTwoRefused) as exc:
             why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             log.warning("%s of %s at %s not acknowledged: %s", decision, field(txn_id), bank, field(why))
             return False
 
-    def _retry_phase2(self, txn_id, decision, banks, first_delay=0.2):
+    def _retry_phase2(self, payment, decision, banks, first_delay=0.2):
         """Phase 2 in the background until every bank acknowledged. One such task per payment, and
         the map is claimed before anything is sent: no two paths tell a bank about a payment at once."""
-        if txn_id not in self.retrying:
-            self.retrying[txn_id] = asyncio.create_task(
-                self._phase2_until_done(txn_id, decision, banks, first_delay))
+        if payment.txn_id not in self.retrying:
+            accounts = {bank: account for bank, _, account in payment.legs() if bank in banks}
+            self.retrying[payment.txn_id] = asyncio.create_task(
+                self._phase2_until_done(payment.txn_id, decision, accounts, first_delay))
 
-    async def _phase2_until_done(self, txn_id, decision, banks, delay):
-        pending, attempt, started = set(banks), 0, time.time()
+    async def _phase2_until_done(self, txn_id, decision, accounts, delay):
+        """`accounts`: bank -> the account the payment touches there."""
+        pending, attempt, started = set(accounts), 0, time.time()
         try:
             await self.failpoints.hit("before-commit")
             while pending:
                 if delay:
                     await asyncio.sleep(delay)
                 attempt += 1
-                acknowledged = await asyncio.gather(*(observe.phase2(self._tell(b, txn_id, decision), txn_id, b,
-                                                                     decision, attempt) for b in sorted(pending)))
+                acknowledged = await asyncio.gather(*(observe.phase2(self._tell(b, txn_id, decision, accounts[b]),
+                                                                     txn_id, b, decision, attempt)
+                                                      for b in sorted(pending)))
                 pending = {b for b, ok in zip(sorted(pending), acknowledged) if not ok}
                 delay = min(max(delay, 0.1) * 2, MAX_RETRY_DELAY)
             await self.store.phase2_done(txn_id)
@@ -342,7 +345,7 @@ class Coordinator:
                                         phase2_done=False)
             observe.recovered(payment, standing.outcome, answer)
             log.info("recovering %s: %s", field(payment.txn_id), standing.outcome)
-            self._retry_phase2(payment.txn_id, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
+            self._retry_phase2(payment, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
 
     async def recorded_answers(self, txn_ids):
         """{txn_id: answer} of the given payments: the record in etcd (any gateway's answer, within the

@@ -5,17 +5,31 @@ moved to etcd: user_directory.py.)
 
 Payment rows are not waited for on disk (WAL, synchronous=NORMAL): a
 process crash loses nothing, and after an OS crash the answers are in etcd beside their decisions
-(strife/core/decisions.py) and same-bank payments in the bank's ledger, where recovery finds them."""
+(strife/core/decisions.py) and same-bank payments in the bank's ledger, where recovery finds them.
+
+So no write here waits for a disk: each is one statement, its own transaction, run at once on the
+event loop (a few tens of microseconds, committed when the call returns). A queue and a batch
+per write (strife/nodes/group_commit.py, which the banks need for their fsyncs) cost several
+times that here, and two more turns of the loop on the payment's path. The WAL is fsynced and
+checkpointed within FLUSH_EVERY seconds by a background task, in a thread."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import json
+import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
 
+from strife.core import storage
 from strife.core.outcomes import AbortReason, Outcome
 from strife.nodes import group_commit
+
+log = logging.getLogger(__name__)
+FLUSH_EVERY = 1.0  # seconds a committed row may wait for its fsync (an OS crash loses at most that)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -113,9 +127,9 @@ def acknowledged_commits(path: Path, decided_before: float) -> dict[str, tuple[b
 
 
 class Store:
-    """Writes are group-committed (one fsync per batch); reads see what is committed."""
+    """Writes run at once and are committed when they return; reads see what is committed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, flush_every: float = FLUSH_EVERY) -> None:
         db = group_commit.connect(path)
         db.executescript(SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(payments)")}
@@ -123,14 +137,59 @@ class Store:
             if column not in columns:
                 db.execute(statement)
         db.execute(REMEMBERED)
-        self.writer = group_commit.GroupCommit(db)
+        db.execute("PRAGMA synchronous=NORMAL")  # no fsync per commit: the flusher does it
+        # Checkpoints fsync; left to SQLite they would run inside some commit, on the event loop.
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        self.db, self.path, self.flush_every = db, str(path), flush_every
         self.reader = group_commit.connect(path, readonly=True)
-        self.writer.start()
+        self._checkpointer = group_commit.connect(path)  # used by the flusher's thread only
+        self._dirty = False
+        self._flusher = asyncio.create_task(self._flush_forever(), name="gateway store flush")
 
     async def close(self) -> None:
-        await self.writer.stop()
-        self.reader.close()
-        self.writer.db.close()
+        self._flusher.cancel()
+        try:
+            await self._flusher
+        except asyncio.CancelledError:
+            pass
+        try:
+            self._flush()  # a clean stop leaves everything on disk
+        finally:
+            self.reader.close()
+            self._checkpointer.close()
+            self.db.close()
+
+    def _write(self, sql, args=()):
+        """One statement in its own transaction, committed on return: a process crash keeps it."""
+        try:
+            cursor = self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            storage.report(self.path, exc)  # a disk problem makes the node NOT_SERVING
+            raise
+        self._dirty = True
+        return cursor
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_every)
+            if self._dirty:
+                self._dirty = False
+                try:
+                    await asyncio.to_thread(self._flush)
+                except (OSError, sqlite3.Error) as exc:
+                    self._dirty = True  # the rows stand; the fsync is tried again next time
+                    if storage.report(self.path, exc) is None:
+                        log.warning("gateway store not flushed: %s", exc)
+
+    def _flush(self) -> None:
+        """fsync the WAL (what an OS crash could lose), then copy it into the database, on a
+        connection of its own (PASSIVE: writers go on meanwhile)."""
+        fd = os.open(self.path + "-wal", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # ---- users ----
 
@@ -148,37 +207,34 @@ class Store:
         return Payment(*row) if row else None
 
     async def begin(self, payment: Payment) -> None:
-        """Record a new payment as PENDING, durably, before anything is sent to a bank."""
+        """Record a new payment as PENDING before anything is sent to a bank (committed: a process
+        crash keeps it; on disk within FLUSH_EVERY)."""
         payment.created_at = payment.created_at or time.time()
         row = tuple(getattr(payment, f.name) for f in dataclasses.fields(payment))  # astuple deep-copies
-        await self.writer.run(lambda db: db.execute(
-            f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
-            durable=False)
+        self._write(f"INSERT INTO payments ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     async def discard(self, txn_id: str) -> None:
         """Remove a PENDING row whose id turned out to belong to another payment."""
-        await self.writer.run(lambda db: db.execute("DELETE FROM payments WHERE txn_id = ? AND status = 'PENDING'",
-                                                    (txn_id,)), durable=False)
+        self._write("DELETE FROM payments WHERE txn_id = ? AND status = 'PENDING'", (txn_id,))
 
     async def finish(self, payment: Payment, status: str, reason: str, detail: str, phase2_done: bool) -> Payment:
         """Record the outcome unless one is recorded already: the first answer is final (a path
         acting on an old copy cannot rewrite it). `payment` is left holding the recorded answer."""
-        values = (status, reason, detail, time.time(), payment.txn_id)
-
-        def op(db):
-            db.execute("UPDATE payments SET status = ?, reason = ?, detail = ?, decided_at = ? "
-                       "WHERE txn_id = ? AND status = 'PENDING'", values)
-            if phase2_done:
-                db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?", (payment.txn_id,))
-            return db.execute("SELECT status, reason, detail, phase2_done, decided_at FROM payments "
-                              "WHERE txn_id = ?", (payment.txn_id,)).fetchone()
-        (payment.status, payment.reason, payment.detail,
-         payment.phase2_done, payment.decided_at) = await self.writer.run(op, durable=False)
+        # one statement: the answer only where none is recorded (every SET sees the row as it was)
+        recorded = self._write(
+            "UPDATE payments SET status = CASE status WHEN 'PENDING' THEN ? ELSE status END, "
+            "reason = CASE status WHEN 'PENDING' THEN ? ELSE reason END, "
+            "detail = CASE status WHEN 'PENDING' THEN ? ELSE detail END, "
+            "decided_at = CASE status WHEN 'PENDING' THEN ? ELSE decided_at END, "
+            "phase2_done = MAX(phase2_done, ?) WHERE txn_id = ? "
+            "RETURNING status, reason, detail, phase2_done, decided_at",
+            (status, reason, detail, time.time(), int(phase2_done), payment.txn_id)).fetchall()  # all: done, committed
+        if recorded:
+            (payment.status, payment.reason, payment.detail, payment.phase2_done, payment.decided_at) = recorded[0]
         return payment
 
     async def phase2_done(self, txn_id: str) -> None:
-        await self.writer.run(lambda db: db.execute("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?",
-                                                    (txn_id,)), durable=False)
+        self._write("UPDATE payments SET phase2_done = 1 WHERE txn_id = ?", (txn_id,))
 
     def to_forget(self, decided_before: float, limit: int) -> list[tuple[str, tuple[str, ...]]]:
         """(txn_id, banks whose aborts to delete) of payments finished everywhere before
@@ -191,8 +247,8 @@ class Store:
                 for txn_id, payer_bank, payee_bank in rows]
 
     async def forgotten(self, txn_ids: list[str]) -> None:
-        await self.writer.run(lambda db: db.executemany("UPDATE payments SET forgotten = 1 WHERE txn_id = ?",
-                                                        [(t,) for t in txn_ids]), durable=False)
+        self._write("UPDATE payments SET forgotten = 1 WHERE txn_id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(txn_ids),))
 
     def unfinished(self) -> list[Payment]:
         rows = self.reader.execute(f"SELECT {self._COLUMNS} FROM payments WHERE phase2_done = 0").fetchall()

@@ -15,6 +15,11 @@ def begin(topology, spec) -> None:
     timeline.configure(timeline.file_of(Layout(topology.home), spec.name), spec.name, topology.settings)
 
 
+def failpoint_hit(step: str, action: str) -> None:
+    """A failpoint fired (strife/core/failpoints.py calls this; it imports nothing above core)."""
+    timeline.node_event("failpoint", point=step, action=action)
+
+
 def serving(topology, spec) -> asyncio.Task:
     """Once the node's port is open: its metrics served, its gauges sampled (the task)."""
     metrics.serve(topology.home, spec)

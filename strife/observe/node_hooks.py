@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-from strife.deployment import discovery
 from strife.deployment.layout import Layout
 from strife.observe import metrics, timeline
 
@@ -23,6 +22,8 @@ def failpoint_hit(step: str, action: str) -> None:
 def serving(topology, spec) -> asyncio.Task:
     """Once the node's port is open: its metrics served, its gauges sampled (the task)."""
     metrics.serve(topology.home, spec)
-    discovery.count_request = lambda operation: metrics.ETCD_ROUND_TRIPS.labels(operation).inc()
+    if spec.kind != "client":  # a client node never talks to etcd: it is spared etcd3aio's import
+        from strife.deployment import discovery
+        discovery.count_request = lambda operation: metrics.ETCD_ROUND_TRIPS.labels(operation).inc()
     timeline.node_event("started", pid=os.getpid())
     return asyncio.create_task(metrics.run_samplers(), name="metrics samplers")

@@ -26,6 +26,7 @@ settings:
   hold_timeout: 10s
   stop_grace: 3s
   backoff: 200ms
+  warm_spares: false   # a throwaway deployment: no processes made ahead for restarts (the CPU of 3 starts)
 etcd:
   members: 1
 banks:

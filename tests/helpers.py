@@ -156,6 +156,17 @@ def settled(home, timeout=30.0):
     return balances(home)
 
 
+def pending_payments(home, user):
+    """The ids still waiting in a user's outbox, read from its file (what `strife client USER outbox`
+    lists): for polling, where a command per look would cost a process start each time."""
+    from strife.client.outbox import Outbox
+    outbox = Outbox(Layout(home).outbox(user))
+    try:
+        return [entry.txn_id for entry in outbox.pending()]
+    finally:
+        outbox.close()
+
+
 def prepared_holds(home):
     return sum(ledger_rows(home, ledger.parent.name, "SELECT COUNT(*) FROM holds WHERE state = 'PREPARED'")[0][0]
                for ledger in (home / "state").glob("*/ledger.db"))

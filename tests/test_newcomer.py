@@ -12,7 +12,7 @@ import pytest
 from strife.deployment import certs, credentials
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load
-from tests.helpers import Deployment, wait_for
+from tests.helpers import Deployment, pending_payments, wait_for
 
 ONE_BANK = """
 settings:
@@ -65,7 +65,8 @@ def test_a_password_change_reaches_the_running_client_node_and_a_refused_sender_
     assert (row["payer"], row["status"], row["amount_minor"]) == ("carol", "queued", 200)
     assert row["last_error"] == "refused for credentials: wrong user name or password"
     credentials.set_password(d.home, "carol", "a-new-password-for-carol")  # put right: it goes, with its id
-    wait_for(lambda: outbox_rows(d, "carol") == [], timeout=60, what="the queued payment delivered")
+    wait_for(lambda: pending_payments(d.home, "carol") == [], timeout=60, what="the queued payment delivered")
+    assert outbox_rows(d, "carol") == []
     history = json.loads(d.run("client", "carol", "history", "--json").stdout)
     assert {r["txn_id"]: r["status"] for r in history}[row["txn_id"]] == "committed"
 

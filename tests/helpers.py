@@ -26,6 +26,7 @@ settings:
   hold_timeout: 10s
   stop_grace: 3s
   backoff: 200ms
+  warm_spares: false   # a throwaway deployment: no processes made ahead for restarts (the CPU of 3 starts)
 etcd:
   members: 1
 banks:
@@ -153,6 +154,17 @@ def settled(home, timeout=30.0):
     at its decision and phase 2 follows, so a test reading ledgers after an answer waits for it."""
     wait_for(lambda: prepared_holds(home) == 0, timeout=timeout, what="phase 2 of every answered payment")
     return balances(home)
+
+
+def pending_payments(home, user):
+    """The ids still waiting in a user's outbox, read from its file (what `strife client USER outbox`
+    lists): for polling, where a command per look would cost a process start each time."""
+    from strife.client.outbox import Outbox
+    outbox = Outbox(Layout(home).outbox(user))
+    try:
+        return [entry.txn_id for entry in outbox.pending()]
+    finally:
+        outbox.close()
 
 
 def prepared_holds(home):

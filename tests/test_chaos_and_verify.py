@@ -99,24 +99,6 @@ def test_an_audit_of_a_live_system_skips_payments_made_while_it_reads(live, monk
     assert report.ok, report.problems
 
 
-def test_verify_reports_a_broken_ledger(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
-    result = d.run("client", "alice", "pay", "bob", "3.00", "--json")
-    txn = json.loads(result.stdout)["txn_id"]
-    assert d.run("verify").returncode == 0
-    db = sqlite3.connect(d.home / "state" / "bank2" / "ledger.db")
-    with db:  # someone edits the ledger behind the protocol's back
-        db.execute("UPDATE accounts SET balance_minor = balance_minor + 100 WHERE name = 'bob'")
-        db.execute("UPDATE holds SET state = 'ABORTED' WHERE txn_id = ?", (txn,))
-    db.close()
-    result = d.run("verify")
-    assert result.returncode == 1
-    assert "money not conserved" in result.stdout and "difference 1.00" in result.stdout
-    assert f"txn {txn}: etcd records COMMIT but bank2 (credit) aborted it" in result.stdout
-    assert "verify: FAILED (2 problems)" in result.stdout
-
-
 def test_a_short_seeded_torture_run_ends_clean(deployment):
     d = deployment(PAYMENT_TOPOLOGY.replace("hold_timeout: 6s", "hold_timeout: 3s"))
     d.up()
@@ -148,9 +130,10 @@ def test_a_short_seeded_torture_run_ends_clean(deployment):
     assert [f.describe() for f in schedule.plan(43, 12, t, "alice")] != report["schedule"]
 
 
-def test_verify_reads_more_decisions_than_one_grpc_message_holds(deployment):
+def test_verify_reads_more_decisions_than_one_grpc_message_holds_and_reports_a_broken_ledger(deployment):
     """A deployment keeps one decision key per payment it ever made; after a few benchmark runs
-    they outgrow gRPC's 4 MB message, so the audit reads them page by page."""
+    they outgrow gRPC's 4 MB message, so the audit reads them page by page. Then (one deployment
+    for both) a ledger edited behind the protocol's back is reported."""
     import asyncio
 
     from strife.core import decisions
@@ -171,3 +154,18 @@ def test_verify_reads_more_decisions_than_one_grpc_message_holds(deployment):
     assert asyncio.run(go()) == wanted
     result = d.run("verify")
     assert result.returncode == 0, result.stdout + result.stderr
+
+    # The same deployment, spoiled: verify reports a broken ledger.
+    result = d.run("client", "alice", "pay", "bob", "3.00", "--json")
+    txn = json.loads(result.stdout)["txn_id"]
+    assert d.run("verify").returncode == 0
+    db = sqlite3.connect(d.home / "state" / "bank2" / "ledger.db")
+    with db:  # someone edits the ledger behind the protocol's back
+        db.execute("UPDATE accounts SET balance_minor = balance_minor + 100 WHERE name = 'bob'")
+        db.execute("UPDATE holds SET state = 'ABORTED' WHERE txn_id = ?", (txn,))
+    db.close()
+    result = d.run("verify")
+    assert result.returncode == 1
+    assert "money not conserved" in result.stdout and "difference 1.00" in result.stdout
+    assert f"txn {txn}: etcd records COMMIT but bank2 (credit) aborted it" in result.stdout
+    assert "verify: FAILED (2 problems)" in result.stdout

@@ -18,7 +18,9 @@ from strife.deployment.topology import load_deployment
 from tests.helpers import SMALL_TOPOLOGY, STRIFE, etcd_key, processes_of, settled, wait_for
 
 
-def test_up_status_down_leaves_no_process(deployment):
+def test_up_status_down_leaves_no_process_and_another_deployment_alone(deployment, live):
+    """Also: two topologies run side by side (the same bank names in both, `live` the other), and
+    stopping this one leaves the other's processes as they were."""
     d = deployment()
     result = d.up()
     assert "nodes healthy" in result.stdout
@@ -32,6 +34,10 @@ def test_up_status_down_leaves_no_process(deployment):
         assert n["address"].startswith("127.0.0.1:") and not n["address"].endswith(":0")
     for bank in ("bank1", "bank2"):
         assert etcd_key(d.home, f"/strife/banks/{bank}")[0] == nodes[bank]["address"]
+    others = {n["name"]: n["address"] for n in live.status()["nodes"]}
+    assert {n["address"] for n in nodes.values()}.isdisjoint(others.values())
+    assert etcd_key(live.home, "/strife/banks/bank1")[0] == others["bank1"]
+    running = {n["name"]: n["pid"] for n in live.status()["nodes"] if n["state"] == "RUNNING"}
     again = d.run("up", "-d")
     assert again.returncode != 0 and "already up" in again.stderr
     table = d.run("status")
@@ -54,6 +60,7 @@ def test_up_status_down_leaves_no_process(deployment):
     assert after.returncode == 3 and '"running": false' in after.stdout
     supervisor_log = (d.home / "logs" / "supervisor.log").read_text()
     assert "Traceback" not in supervisor_log and "SIGKILL" not in supervisor_log  # nobody had to be killed
+    assert {n["name"]: n["pid"] for n in live.status()["nodes"] if n["state"] == "RUNNING"} == running
 
 
 def test_killed_bank_is_restarted_healthy_and_registered_again(live):
@@ -93,37 +100,12 @@ def test_restart_command_replaces_the_process(live):
     assert unknown.returncode == 2 and "no node named 'nosuch'" in unknown.stderr
 
 
-def test_two_topologies_run_side_by_side(deployment, live):
-    first, second = deployment(name="first"), live  # the same bank names in both
-    first.up()
-    a = {n["name"]: n["address"] for n in first.status()["nodes"]}
-    b = {n["name"]: n["address"] for n in second.status()["nodes"]}
-    assert set(a.values()).isdisjoint(b.values())
-    assert etcd_key(first.home, "/strife/banks/bank1")[0] == a["bank1"]
-    assert etcd_key(second.home, "/strife/banks/bank1")[0] == b["bank1"]
-    running = {n["name"]: n["pid"] for n in second.status()["nodes"] if n["state"] == "RUNNING"}
-    assert first.run("down").returncode == 0
-    assert {n["name"]: n["pid"] for n in second.status()["nodes"] if n["state"] == "RUNNING"} == running
-
-
 def alive(pid):
     """Running, and not a zombie; an orphan may be reaped between two looks at it."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def test_killing_the_supervisor_leaves_no_orphans(deployment):
-    d = deployment()
-    d.up()
-    status = d.status()
-    pids = [n["pid"] for n in status["nodes"]]
-    os.kill(status["pid"], signal.SIGKILL)
-    wait_for(lambda: not any(map(alive, pids)), timeout=20, what="every node to die with its supervisor")
-    assert d.run("status").returncode == 3  # the stale socket is not mistaken for a running supervisor
-    d.up()  # and a fresh `up` works
-    assert d.status()["phase"] == "ready"
 
 
 def foreground_up(d):
@@ -144,48 +126,22 @@ def foreground_up(d):
     return proc.returncode, "".join(lines), rest, pids
 
 
-def test_foreground_up_prints_prefixed_logs_and_ctrl_c_stops_everything(deployment):
-    d = deployment()
-    code, started, rest, pids = foreground_up(d)
-    assert any("bank1" in line and "| " in line and "serving on" in line for line in started.splitlines()), started
-    assert code == 0, rest
-    assert "stopped" in rest
-    assert processes_of(d.home) == []
-    assert not any(psutil.pid_exists(p) for p in pids)
-
-
-def test_foreground_starts_are_clean(deployment):
+def test_foreground_starts_are_clean_print_prefixed_logs_and_ctrl_c_stops_everything(deployment):
     """The foreground CLI holds gRPC threads when it spawns nodes: no fork-handler warning, and no
     node dies at birth (it used to, one start in four, by SIGABRT in gRPC's poller: grpc/grpc#43055).
     The odds are test_spawning.py's, with hundreds of spawns; these starts prove the whole path."""
     d = deployment()
     for attempt in range(3):
-        code, started, rest, _ = foreground_up(d)
+        code, started, rest, pids = foreground_up(d)
         output = started + rest
         assert code == 0 and "all 7 nodes healthy" in started, (attempt, output)
+        assert any("bank1" in line and "| " in line and "serving on" in line for line in started.splitlines()), \
+            (attempt, started)
+        assert "stopped" in rest, (attempt, rest)
         for sign in ("fork_posix.cc", "skipping fork() handlers", "restarting", "exited with", "epoll"):
             assert sign not in output, (attempt, sign, output)
         assert processes_of(d.home) == []
-
-
-def test_a_strife_folder_in_the_deployment_cannot_shadow_the_package(deployment):
-    d = deployment()
-    planted = d.home / "strife"
-    planted.mkdir()
-    (planted / "__init__.py").write_text("raise ImportError('the planted strife/ folder was imported')\n")
-    (planted / "nodes").mkdir()
-    (planted / "nodes" / "__init__.py").write_text("raise ImportError('the planted strife/ folder was imported')\n")
-    def strife(*args):  # the CLI itself runs in safe-path mode too: this test is about what it spawns
-        return subprocess.run([sys.executable, "-P", "-m", "strife", *args], cwd=d.home, capture_output=True,
-                              text=True, timeout=180)
-    try:
-        result = strife("up", "-d")
-        assert result.returncode == 0, result.stdout + result.stderr
-        nodes = json.loads(strife("status", "--json").stdout)["nodes"]
-        assert all(n["state"] == "RUNNING" and n["restarts"] == 0 for n in nodes), nodes
-    finally:
-        shutil.rmtree(planted)  # lets the fixture's teardown run `strife down` as usual
-    assert "planted" not in "".join(p.read_text() for p in (d.home / "logs").glob("*.log"))
+        assert not any(psutil.pid_exists(p) for p in pids)
 
 
 def test_logs_command_shows_a_node_and_refuses_unknown_ones(live):
@@ -231,9 +187,24 @@ def test_detached_nodes_write_their_own_log_files(live):
         os.kill(supervisor, signal.SIGCONT)
 
 
-def test_three_member_etcd_cluster(deployment):
+def test_three_member_etcd_cluster_started_where_a_strife_folder_cannot_shadow_the_package(deployment):
     d = deployment(SMALL_TOPOLOGY.replace("members: 1", "members: 3"))
-    d.up()
+    planted = d.home / "strife"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("raise ImportError('the planted strife/ folder was imported')\n")
+    (planted / "nodes").mkdir()
+    (planted / "nodes" / "__init__.py").write_text("raise ImportError('the planted strife/ folder was imported')\n")
+    def strife(*args):  # the CLI itself runs in safe-path mode too: this test is about what it spawns
+        return subprocess.run([sys.executable, "-P", "-m", "strife", *args], cwd=d.home, capture_output=True,
+                              text=True, timeout=180)
+    try:
+        result = strife("up", "-d")
+        assert result.returncode == 0, result.stdout + result.stderr
+        nodes = json.loads(strife("status", "--json").stdout)["nodes"]
+        assert all(n["state"] == "RUNNING" and n["restarts"] == 0 for n in nodes), nodes
+    finally:
+        shutil.rmtree(planted)  # lets the fixture's teardown run `strife down` as usual
+    assert "planted" not in "".join(p.read_text() for p in (d.home / "logs").glob("*.log"))
     members = [n for n in d.status()["nodes"] if n["kind"] == "etcd"]
     assert [m["name"] for m in members] == ["etcd1", "etcd2", "etcd3"]
     assert all(m["state"] == "RUNNING" for m in members)
@@ -276,8 +247,9 @@ def test_a_paused_node_killed_through_chaos_is_started_again(live):
     assert not psutil.pid_exists(bob["pid"]) or psutil.Process(bob["pid"]).status() == psutil.STATUS_ZOMBIE
 
 
-def test_a_kill_ordered_through_chaos_restarts_at_once_and_is_not_a_failure(deployment):
-    d = deployment(SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {max_restarts: 1}"))
+def test_a_kill_ordered_through_chaos_restarts_at_once_then_a_killed_supervisor_leaves_no_orphans(deployment):
+    d = deployment(SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {max_restarts: 1}")
+                   .replace("warm_spares: false", "warm_spares: true"))
     d.up()
     log = d.home / "logs" / "supervisor.log"
     for n in range(1, 4):  # more kills, closer together, than bank2 may fail
@@ -295,3 +267,13 @@ def test_a_kill_ordered_through_chaos_restarts_at_once_and_is_not_a_failure(depl
     wait_for(lambda: "bank2 exited with -9; restarting at once (restart 1 of at most 1)" in log.read_text(),
              what="the crash judged by the restart policy")
     wait_for(lambda: d.node("bank2")["state"] == "RUNNING", what="bank2 restarted after its crash")
+
+    # Then the supervisor itself is killed: its nodes (spares included) die with it, no orphans.
+    status = d.status()
+    pids = [n["pid"] for n in status["nodes"]]
+    os.kill(status["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(map(alive, pids)) and not processes_of(d.home), timeout=20,
+             what="every node to die with its supervisor")
+    assert d.run("status").returncode == 3  # the stale socket is not mistaken for a running supervisor
+    d.up()  # and a fresh `up` works
+    assert d.status()["phase"] == "ready"

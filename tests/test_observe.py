@@ -135,7 +135,7 @@ async def _drive_top(observed):
     import asyncio
 
     from strife.deployment.topology import load_deployment
-    from strife.observe.top import TopApp
+    from strife.commands.top.app import TopApp
     from textual.widgets import DataTable
 
     app = TopApp(load_deployment(observed.home), refresh=0.5)

@@ -2,7 +2,7 @@
 import json
 import sqlite3
 
-from tests.helpers import settled, wait_for
+from tests.helpers import pending_payments, settled, wait_for
 
 
 def gateway_payments(home, txn_ids):
@@ -42,7 +42,8 @@ def test_queued_payments_survive_a_client_restart_and_commit_once_in_order(live)
     assert [e["txn_id"] for e in outbox(d, "alice")] == ids  # nothing lost with the process
 
     assert d.run("chaos", "--resume", "gateway").returncode == 0
-    wait_for(lambda: outbox(d, "alice") == [], timeout=60, what="the outbox delivered")
+    wait_for(lambda: pending_payments(d.home, "alice") == [], timeout=60, what="the outbox delivered")
+    assert outbox(d, "alice") == []
     assert gateway_payments(d.home, ids) == [(i, "COMMITTED") for i in ids]  # once each, in order
     after = settled(d.home)
     assert after["alice"] == before["alice"] - 600 and after["bob"] == before["bob"] + 600
@@ -57,7 +58,8 @@ def test_a_queued_payment_that_cannot_be_paid_is_reported_aborted_not_retried(li
     d.run("chaos", "--pause", "gateway")
     txn = queue(d, "alice", "bob", "999.00")  # alice has 100.00
     d.run("chaos", "--resume", "gateway")
-    wait_for(lambda: outbox(d, "alice") == [], timeout=60, what="a definite outcome")
+    wait_for(lambda: pending_payments(d.home, "alice") == [], timeout=60, what="a definite outcome")
+    assert outbox(d, "alice") == []
     history = json.loads(d.run("client", "alice", "history", "--json").stdout)
     row = next(r for r in history if r["txn_id"] == txn)
     assert row["status"] == "aborted" and row["reason"] == "insufficient_funds"

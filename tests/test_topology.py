@@ -76,6 +76,7 @@ def test_resolved_form_round_trips(tmp_path):
     (("backoff: 200ms", "backoff: 200ms\n  log_keep: -1"), "settings.log_keep: -1 is out of range 0..1000"),
     (("backoff: 200ms", "backoff: 200ms\n  log_keep: two"), "settings.log_keep: 'two' is not a whole number"),
     (("backoff: 200ms", "backoff: 200ms\n  log_format: xml"), "settings.log_format: 'xml' is not one of text, json"),
+    (("warm_spares: false", "warm_spares: 2"), "settings.warm_spares: 2 must be true or false"),
 ])
 def test_each_problem_names_the_field_and_why(tmp_path, change, expected):
     old, new = change

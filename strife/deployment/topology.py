@@ -80,6 +80,9 @@ class Settings:
     # a payment's record in etcd (terms, decision, answer) lives this long after its phase 2
     idempotency_retention: float = 3600.0  # bounds etcd: see docs/architecture.md
     trace_sample: float = 1.0         # share of payments whose timeline is written (strife/observe/timeline.py)
+    # one process per node kind imported ahead of time, so a restart skips the imports
+    # (strife/launcher/spawner.py); false saves its memory and the CPU of making it after `up`
+    warm_spares: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +179,7 @@ class Topology:
             "stop_grace": f"{s.stop_grace}s", "backoff": f"{s.backoff}s", "max_restarts": s.max_restarts,
             "log_max_bytes": s.log_max_bytes, "log_keep": s.log_keep, "log_format": s.log_format,
             "idempotency_retention": f"{s.idempotency_retention}s",
-            "trace_sample": s.trace_sample}}
+            "trace_sample": s.trace_sample, "warm_spares": s.warm_spares}}
         members = self.of_kind("etcd")
         etcd = {"members": self.etcd.members, "tls": self.etcd.tls}
         if self.etcd.binary:
@@ -427,7 +430,8 @@ class _Validator:
     def settings(self, raw):
         raw = self.mapping(raw, "settings", {"prepare_timeout", "hold_timeout", "max_amount", "start_timeout",
                                              "stop_grace", "backoff", "max_restarts", "log_max_bytes",
-                                             "log_keep", "log_format", "idempotency_retention", "trace_sample"})
+                                             "log_keep", "log_format", "idempotency_retention", "trace_sample",
+                                             "warm_spares"})
         d = Settings()
         max_minor = d.max_amount_minor
         if "max_amount" in raw:
@@ -450,7 +454,16 @@ class _Validator:
             idempotency_retention=self.duration(raw.get("idempotency_retention"), "settings.idempotency_retention",
                                                 d.idempotency_retention),
             trace_sample=self.share(raw.get("trace_sample"), "settings.trace_sample", d.trace_sample),
+            warm_spares=self.flag(raw.get("warm_spares"), "settings.warm_spares", d.warm_spares),
         )
+
+    def flag(self, value, where, default):
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.bad(where, f"{value!r} must be true or false")
+            return default
+        return value
 
     def share(self, value, where, default):
         """A fraction from 0 to 1 (0.1 = one in ten)."""

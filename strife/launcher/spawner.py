@@ -109,7 +109,7 @@ class Spawner:
 
     def all_started(self):
         """Every node is up: time for the spares (not before, they would compete for the CPU)."""
-        self._want_spares = True
+        self._want_spares = self.topology.settings.warm_spares
         local = self.topology.on_host(self.host) if self.host else self.topology.nodes
         for kind in sorted({n.kind for n in local} - {"etcd"}):
             self._refill(kind, delay=0)

@@ -131,7 +131,7 @@ def _wait_for_go(name, imported):
 async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
                 stages: dict[str, float] | None = None) -> None:
     node_hooks.begin(topology, spec)
-    failpoints = Failpoints(spec.failpoints)
+    failpoints = Failpoints(spec.failpoints, on_hit=node_hooks.failpoint_hit)
     await failpoints.hit("start")
     policy = dict(BASE_POLICY, **node_class.POLICY)
     access = AccessInterceptor(policy)

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 
-from strife.deployment import discovery
 from strife.deployment.layout import Layout
 from strife.observe import metrics, timeline
 
@@ -29,9 +28,16 @@ def _switch_tracing(on: bool) -> None:
     metrics.TRACING.set(1 if timeline.tracing() else 0)
 
 
+def failpoint_hit(step: str, action: str) -> None:
+    """A failpoint fired (strife/core/failpoints.py calls this; it imports nothing above core)."""
+    timeline.node_event("failpoint", point=step, action=action)
+
+
 def serving(topology, spec) -> asyncio.Task:
     """Once the node's port is open: its metrics served, its gauges sampled (the task)."""
     metrics.serve(topology.home, spec)
-    discovery.count_request = lambda operation: metrics.ETCD_ROUND_TRIPS.labels(operation).inc()
+    if spec.kind != "client":  # a client node never talks to etcd: it is spared etcd3aio's import
+        from strife.deployment import discovery
+        discovery.count_request = lambda operation: metrics.ETCD_ROUND_TRIPS.labels(operation).inc()
     timeline.node_event("started", pid=os.getpid())
     return asyncio.create_task(metrics.run_samplers(), name="metrics samplers")

@@ -1,4 +1,4 @@
-"""top: the live view of a running deployment (strife/observe/top.py), or one frame as text."""
+"""top: the live view of a running deployment (strife/commands/top/app.py), or one frame as text."""
 import asyncio
 import json
 
@@ -14,16 +14,16 @@ def run(args):
         raise BadInput("--json goes with --once")
     if args.once:
         frame = asyncio.run(_one_frame(topology))
-        from strife.observe import frame as frames
+        from strife.commands.top import frame as frames
         print(json.dumps(frame.to_dict(), indent=2) if args.json else frames.text(frame))
         return OK
-    from strife.observe.top import TopApp
+    from strife.commands.top.app import TopApp
     TopApp(topology).run()
     return OK
 
 
 async def _one_frame(topology):
-    from strife.observe.frame import Sampler
+    from strife.commands.top.frame import Sampler
     sampler = Sampler(topology)
     await sampler.take()
     await asyncio.sleep(ONCE_WINDOW)

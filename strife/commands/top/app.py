@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from strife.deployment.layout import Layout
 from strife.launcher.control import ControlClient, Refused
-from strife.observe import frame as frames
+from strife.commands.top import frame as frames
 
 REFRESH = 1.0
 

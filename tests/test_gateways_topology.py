@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from strife.client.gateway_client import gateways_target
-from strife.deployment import identities, topology
+from strife.deployment import certs, topology
 from tests.helpers import SMALL_TOPOLOGY
 
 
@@ -24,7 +24,7 @@ def test_named_gateways_load_round_trip_and_each_names_gateway_in_its_certificat
     again.write_text(t.to_yaml())
     reread = topology.load(again, home=tmp_path)
     assert reread.nodes == t.nodes and reread.settings == t.settings
-    sans = {name: names for name, _, names in identities.identities(t)}
+    sans = {name: names for name, _, names in certs.identities(t)}
     assert {"gw1", "gateway"} <= sans["gw1"] and {"gw2", "gateway"} <= sans["gw2"]
     assert "gateway" not in sans["bank1"]
 

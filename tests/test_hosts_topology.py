@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from strife.deployment import identities, topology
+from strife.deployment import certs, topology
 from strife.launcher import faults, host_control, netns, ports
 
 CLUSTER = pathlib.Path(__file__).parent.parent / "examples" / "cluster.yaml"
@@ -122,7 +122,7 @@ def test_the_resolved_form_names_hosts_and_reads_back_the_same(tmp_path):
 
 def test_certificates_carry_the_host_address(tmp_path):
     t = load(tmp_path, HOSTS)
-    names = {name: sans for name, _, sans in identities.identities(t)}
+    names = {name: sans for name, _, sans in certs.identities(t)}
     assert t.host("h2").address in names["bank2"] and "bank2" in names["bank2"]
 
 

@@ -57,10 +57,9 @@ def run(args):
 
 def _reissue(topology, layout, name, registered):
     from strife.deployment import certs
-    from strife.deployment.identities import identities
     if not all(layout.ca_cert(d).exists() and layout.ca_key(d).exists() for d in (INFRA, USERS)):
         raise BadInput(f"no authorities in {layout.certs} yet: run `strife certs` (or `strife up`) first")
-    known = [n for n, _, _ in identities(topology, registered)]
+    known = [n for n, _, _ in certs.identities(topology, registered)]
     if name not in known:
         raise BadInput(f"no identity named {name!r} here (identities: {_names(known)}; a user must be "
                        f"registered with a password in state/credentials.json)")

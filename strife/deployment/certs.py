@@ -15,13 +15,35 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from strife.deployment.identities import CA_FILE, CA_NAME, INFRA, JWT_KEY, LEGACY_CA, USERS, domain_of, identities
+from strife.deployment.identities import (CA_FILE, CA_NAME, ETCD_SERVER_NAME, GATEWAY_SERVER_NAME, INFRA, JWT_KEY,
+                                          LEGACY_CA, OPERATOR, USERS, domain_of)
 from strife.deployment.layout import Layout
+from strife.deployment.topology import Topology
 
 VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=7)
 
 
+
+
+def identities(topology: Topology, registered=()) -> list[tuple[str, str, set[str]]]:
+    """(name, role, names for the SAN) for everything that needs a certificate.
+
+    `registered` lists users added at run time (by `strife client ADMIN register`) as (name, role).
+    """
+    out = []
+    for node in topology.nodes:
+        role = node.role if node.kind == "client" else node.kind
+        names = {node.name, node.host}
+        if node.kind == "etcd":
+            names.add(ETCD_SERVER_NAME)
+        if node.kind == "gateway":
+            names.add(GATEWAY_SERVER_NAME)
+        out.append((node.name, role, names))
+    out.append((OPERATOR, "operator", {OPERATOR}))
+    known = {name for name, _, _ in out}
+    out.extend((name, role, {name}) for name, role in registered if name not in known)
+    return out
 
 def ensure(topology, force=False, registered=()):
     """Create what is missing or stale; keep what is valid. Returns the names (re)issued."""

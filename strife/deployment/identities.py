@@ -1,17 +1,11 @@
 """Who is who in a deployment: every identity that holds a certificate, its role, and which of the
-two authorities signs it. Plain names, no cryptography: making and reading certificates is certs.py.
+two authorities signs it. Plain names, no cryptography: making and reading certificates, and
+listing who holds one in a topology, is certs.py.
 
 Two trust domains: the infrastructure authority signs etcd members, banks, gateways and the
 operator; the users authority signs users (client and admin). etcd and banks trust only the
 first, so a user's certificate is refused at their TLS handshake; the gateway trusts both.
 """
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from strife.deployment.topology import Topology
-
 OPERATOR = "operator"  # the launcher's own identity toward nodes and etcd
 INFRA, USERS = "infra", "users"
 CA_FILE = {INFRA: "infra-ca", USERS: "users-ca"}
@@ -32,23 +26,3 @@ def domain_of(role: str) -> str:
 def trust_for(role: str) -> tuple[str, ...]:
     """The authorities a caller must trust to reach a node of this role (users' nodes are the clients)."""
     return (USERS,) if role in ROLES[USERS] else (INFRA,)
-
-
-def identities(topology: Topology, registered=()) -> list[tuple[str, str, set[str]]]:
-    """(name, role, names for the SAN) for everything that needs a certificate.
-
-    `registered` lists users added at run time (by `strife client ADMIN register`) as (name, role).
-    """
-    out = []
-    for node in topology.nodes:
-        role = node.role if node.kind == "client" else node.kind
-        names = {node.name, node.host}
-        if node.kind == "etcd":
-            names.add(ETCD_SERVER_NAME)
-        if node.kind == "gateway":
-            names.add(GATEWAY_SERVER_NAME)
-        out.append((node.name, role, names))
-    out.append((OPERATOR, "operator", {OPERATOR}))
-    known = {name for name, _, _ in out}
-    out.extend((name, role, {name}) for name, role in registered if name not in known)
-    return out

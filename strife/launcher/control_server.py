@@ -6,7 +6,7 @@ import os
 import socket
 import struct
 
-from strife.launcher.control import READ_TIMEOUT, BadRequest, NoSuchNode, _refusal, validate
+from strife.launcher.control_wire import READ_TIMEOUT, BadRequest, NoSuchNode, _refusal, validate
 
 
 def peer_uid(sock):

@@ -5,7 +5,7 @@ import concurrent.futures
 import contextlib
 
 from strife.deployment.layout import Layout
-from strife.launcher import control
+from strife.launcher import control_wire as control
 
 LOST = "LOST"  # the state shown for the nodes of a host whose supervisor does not answer
 

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from strife.client.bell import Bell
 from strife.core import storage
 from strife.core.errors import BadInput
 from strife.core.outcomes import AbortReason, Outcome
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, seq);
 """
-LOOK_EVERY = 0.02  # seconds between two looks for another process's write (a cheap PRAGMA, no table read)
+LOOK_EVERY = 0.02  # seconds between two looks for another process's write where no bell can listen
+BACKSTOP = 1.0     # seconds: a waiter with a bell still looks this often (a ring lost, a writer killed)
 PENDING = ("QUEUED", "SENDING")
 REJECTED = "REJECTED"  # the reason column of a payment the gateway refused outright
 
@@ -74,6 +76,7 @@ class Entry:
 class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.bell = Bell(path.with_name(path.stem + ".bells"))  # rung after every write (bell.py)
         db = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,17 +92,27 @@ class Outbox:
         self.db = db
 
     def close(self) -> None:
+        self.bell.close()
         self.db.close()
+
+    def listen(self) -> None:
+        """Hear other processes' writes from now on (as `changed` does from its first call)."""
+        self.bell.listen()
 
     def _version(self) -> int:
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     async def changed(self, within: float) -> bool:
         """Wait until another connection has written to the outbox (a CLI queued a payment, the
-        client node settled one), at most `within` seconds; whether it did."""
+        client node settled one), at most `within` seconds; whether it may have (a ring heard)."""
+        listening = self.bell.listen()
         before, deadline = self._version(), time.monotonic() + within
         while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(LOOK_EVERY, left))
+            if listening:
+                if await self.bell.wait(min(BACKSTOP, left)):
+                    return True  # maybe a write from before `before` was read: one look too many is harmless
+            else:
+                await asyncio.sleep(min(LOOK_EVERY, left))
             if self._version() != before:
                 return True
         return False
@@ -123,10 +136,12 @@ class Outbox:
 
     def _write(self, sql, args):
         try:
-            return self.db.execute(sql, args)
+            cursor = self.db.execute(sql, args)
         except sqlite3.Error as exc:
             storage.report(self.path, exc)
             raise
+        self.bell.ring()  # committed (autocommit): whoever waits in another process looks now
+        return cursor
 
     def get(self, txn_id: str) -> Entry | None:
         rows = self._entries("WHERE txn_id = ?", (txn_id,))

@@ -36,6 +36,7 @@ class Client:
         self.task = None
 
     async def start(self) -> None:
+        self.outbox.listen()  # a payment a CLI queues wakes the delivery loop (strife/client/bell.py)
         self.task = asyncio.create_task(self._deliver_forever())
 
     async def _deliver_forever(self):

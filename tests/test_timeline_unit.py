@@ -53,29 +53,41 @@ def test_quantile_interpolates_like_prometheus():
     assert scrape.quantile(0.5, {}) is None
 
 
-def test_one_write_per_turn_of_the_loop_and_node_events_at_once(tmp_path):
+def test_records_wait_to_be_written_together_and_node_events_go_at_once(tmp_path, monkeypatch):
+    """One write(2) for the records of FLUSH_EVERY seconds (each write releases the GIL to gRPC's
+    threads), at once for a burst of FLUSH_LINES or a node's own event (it may be a crash)."""
     import asyncio
+    import os
     path = tmp_path / "n.trace.jsonl"
     timeline.configure(path, "n", settings(log_max_bytes=1 << 20))
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(timeline.os, "write", lambda fd, data: writes.append(data) or real_write(fd, data))
 
     def lines():
         return [json.loads(line)["step"] for line in path.read_text().splitlines()]
 
     async def turns():
         timeline.record("t1", "a")
-        timeline.record("t1", "b")
-        assert lines() == []  # waiting for the end of this turn
         await asyncio.sleep(0)
-        assert lines() == ["a", "b"]
+        timeline.record("t1", "b")
+        await asyncio.sleep(0)
+        assert lines() == []  # several turns of the loop: still waiting
+        await asyncio.sleep(timeline.FLUSH_EVERY * 1.5)
+        assert lines() == ["a", "b"] and len(writes) == 1
         timeline.record("t2", "c")
         timeline.node_event("failpoint", point="prepare", action="crash")  # may end the process: at once
-        assert lines() == ["a", "b", "c", "failpoint"]
+        assert lines() == ["a", "b", "c", "failpoint"] and len(writes) == 2
         timeline.switch(False)
         timeline.record("t3", "untraced")
         timeline.switch(True)
-        await asyncio.sleep(0)
         assert lines() == ["a", "b", "c", "failpoint", "tracing", "tracing"]
+        for i in range(timeline.FLUSH_LINES):
+            timeline.record("burst", str(i))
+        assert len(lines()) == 6 + timeline.FLUSH_LINES  # a burst does not wait
+        await asyncio.sleep(timeline.FLUSH_EVERY * 1.5)  # its timer finds nothing left
     asyncio.run(turns())
+    assert len(writes) == 5, [len(w) for w in writes]  # two-line batch, node event, 2 switches, burst
 
 
 def test_a_record_is_one_json_line_whatever_its_fields_hold(tmp_path):

@@ -106,7 +106,8 @@ def _print_tracing(t):
     on, off = t["on"]["cpu_ms_per_payment"], t["off"]["cpu_ms_per_payment"]
     parts = ", ".join(f"{name} {ms:+.2f}" for name, ms in t["by_process_ms"].items()
                       if name != "total" and abs(ms) >= 0.01)
-    print(f"tracing on/off (trace_sample {t['trace_sample']:g}): CPU ms per payment {on['total']:.2f} on "
+    paced = f", both paced at {t['paced_per_s']:g}/s" if t.get("paced_per_s") else ""
+    print(f"tracing on/off (trace_sample {t['trace_sample']:g}{paced}): CPU ms per payment {on['total']:.2f} on "
           f"({t['on']['payments']['count']} payments), {off['total']:.2f} off ({t['off']['payments']['count']}): "
           f"{_pct(t['difference_pct'])} ({_pct(t['deployment_difference_pct'])} of the deployment's own, "
           f"{_pct(t['switched_difference_pct'])} of the tracing nodes' own); "

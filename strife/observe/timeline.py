@@ -8,15 +8,15 @@ without any context in gRPC metadata. The parts that matter most have no parent 
 context from: a bank's in-doubt resolver, a gateway's recovery pass after a crash, phase 2 sent
 again minutes later, another gateway finishing the payment; and the gateway batches many payments
 into one bank call, which a span per RPC would not separate. The records are spans all the same
-(start and duration). Written to a file opened O_APPEND, the records of one turn of the event
-loop in one write(2) at its end (with a write per record, the gateway's CPU per payment rose by
-0.1-0.9 ms with tracing on in `strife bench`, more than its 8 records cost in a plain loop; each
-write(2) may hand the GIL to gRPC's threads): a crash loses at most that turn's records. A
-node's own events (a failpoint, which may be `crash`; a start; a switch) are written at once, with
-whatever was waiting. Not the standard library's RotatingFileHandler: a
-record cost 95 us of CPU with it (a seek and a flush each time, and logging's machinery) and 22
-us with a plain write per record, on the same loaded machine; rotation is the same scheme
-(<file>.1 .. .N, by size).
+(start and duration). Written to a file opened O_APPEND, the records of FLUSH_EVERY seconds in
+one write(2) (a write per record cost the gateway 0.1-0.9 ms of CPU per payment with tracing on in
+`strife bench`, and one per turn of the event loop still a few percent: each write(2) releases the
+GIL, and gRPC's threads take it, so the loop waits to get it back). A crash loses at most the
+records of that moment: a node's own events (a failpoint, which may be `crash`; a start; a switch)
+are written at once, with whatever was waiting, and the rest at exit. Not the standard library's
+RotatingFileHandler: a record cost 95 us of CPU with it (a seek and a flush each time, and
+logging's machinery) and 22 us with a plain write per record, on the same loaded machine;
+rotation is the same scheme (<file>.1 .. .N, by size).
 
 A record: {"t": start (unix seconds), "ms": duration, "node", "txn" (null for the node's own
 events: start, failpoints), "step", and the step's fields (bank, vote, outcome, attempt, ...)}.
@@ -133,6 +133,8 @@ def _json(value: Any) -> str:
         return _string(value)
     if kind is int:
         return str(value)
+    if (kind is list or kind is tuple) and all(type(item) is str for item in value):  # e.g. the banks
+        return "[" + ",".join(map(_string, value)) + "]"
     return _encode(value)
 
 
@@ -157,7 +159,9 @@ def node_event(step: str, **fields: Any) -> None:
     flush()
 
 
-_waiting: list[str] = []  # this turn's lines, written by flush() at its end
+FLUSH_EVERY = 0.1   # seconds: how long a record may wait to be written with others
+FLUSH_LINES = 500   # ... unless this many are waiting (a burst)
+_waiting: list[str] = []  # lines written together by flush()
 
 
 def _write(line: str) -> None:
@@ -167,12 +171,14 @@ def _write(line: str) -> None:
         _write_now(line)
         return
     if not _waiting:
-        loop.call_soon(flush)
+        loop.call_later(FLUSH_EVERY, flush)
     _waiting.append(line)
+    if len(_waiting) >= FLUSH_LINES:
+        flush()  # the timer then finds nothing waiting, or the next burst's first lines
 
 
 def flush() -> None:
-    """Write the lines waiting for the end of the loop's turn."""
+    """Write the lines waiting."""
     if _waiting:
         lines = "".join(_waiting)
         _waiting.clear()

@@ -1,4 +1,5 @@
-"""Closed-loop load: C callers, each sending its next request as soon as the last one answered."""
+"""Closed-loop load: C callers, each sending its next request as soon as the last one answered (or,
+paced, not before its turn at a given rate: the same work per second whatever the answers cost)."""
 import asyncio
 import dataclasses
 import time
@@ -12,9 +13,10 @@ class Sample:
     kind: str = ""   # what was asked, when the caller tells (e.g. same-bank or cross-bank)
 
 
-async def closed_loop(call, concurrency, seconds, progress=None):
+async def closed_loop(call, concurrency, seconds, progress=None, rate=None):
     """`call(worker, n)` performs one request and returns an outcome string, or (outcome, kind).
-    Returns the samples."""
+    With `rate` (requests/s, all callers together) a caller's n-th request waits for its turn,
+    began + (n * concurrency + worker) / rate; a late one goes at once. Returns the samples."""
     samples = []
     began = time.perf_counter()
     deadline = began + seconds
@@ -22,6 +24,10 @@ async def closed_loop(call, concurrency, seconds, progress=None):
     async def worker(w):
         n = 0
         while (now := time.perf_counter()) < deadline:
+            if rate and (turn := began + (n * concurrency + w) / rate) > now:
+                await asyncio.sleep(turn - now)
+                if (now := time.perf_counter()) >= deadline:
+                    break
             kind = ""
             try:
                 outcome = await call(w, n)

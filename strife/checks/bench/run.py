@@ -90,10 +90,12 @@ class Bench:
         return [u for u in self.banks if u != payer and (
             kind is None or (self.banks[u] == self.banks[payer]) == (kind == SAME_BANK))]
 
-    async def _payments(self, users, concurrency, seconds, label, kind=None, cpu=None, pids=None, started=None):
-        """Closed-loop payments; with `cpu` (a dict), also fills in CPU ms per payment by process
-        (`pids`, and this one), counted as the echo's are: from the first payment on. `started()`
-        is called once the callers have logged in, as the clock starts."""
+    async def _payments(self, users, concurrency, seconds, label, kind=None, cpu=None, pids=None, started=None,
+                        rate=None):
+        """Closed-loop payments (paced at `rate` per second, if given); with `cpu` (a dict), also
+        fills in CPU ms per payment by process (`pids`, and this one), counted as the echo's are:
+        from the first payment on. `started()` is called once the callers have logged in, as the
+        clock starts."""
         payees = {u: self._payees(u, kind) for u in users}
         payers = [u for u in users if payees[u]][:concurrency]
         passwords = credentials.load(self.home)
@@ -117,7 +119,7 @@ class Bench:
             if started:
                 started()
             meter = CpuMeter(pids or {}) if cpu is not None else None
-            samples = await closed_loop(pay, concurrency, seconds, self._progress(label))
+            samples = await closed_loop(pay, concurrency, seconds, self._progress(label), rate=rate)
             if meter is not None and cpu is not None:
                 cpu.update(meter.per_item_ms(len(samples)))
             return samples
@@ -210,9 +212,9 @@ class Bench:
         stop.set()
         await watcher
         tracing = await trace_cost.measure(
-            self.topology, lambda seconds, label, started: self._payments(
-                users, self.concurrency, seconds, label, started=started),
-            pids, measured, self.seconds, self.concurrency)
+            self.topology, lambda seconds, label, started, rate: self._payments(
+                users, self.concurrency, seconds, label, started=started, rate=rate),
+            pids, measured, self.seconds, self.concurrency, len(pay_many) / elapsed if elapsed else None)
         figures = {
             "seconds": self.seconds, "concurrency": self.concurrency, "accounts": len(users),
             "payments": report.summarize(pay_many, elapsed),

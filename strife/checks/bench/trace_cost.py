@@ -1,7 +1,14 @@
-"""What tracing costs: the same closed-loop payments against the same deployment with every
-gateway's and bank's timeline on, off, off and on again, in rounds of about ROUND seconds (a load
-that comes and goes during the run weighs on both sides alike, and each side starts its callers
-as often), and the CPU per payment of each side.
+"""What tracing costs: the same payments against the same deployment with every gateway's and
+bank's timeline on, off, off and on again, in rounds of about ROUND seconds (a load that comes and
+goes during the run weighs on both sides alike, and each side starts its callers as often), and
+the CPU per payment of each side.
+
+Both sides are paced at the same rate, PACE of what the many-caller phase reached: CPU per payment
+is compared for the same work per second. At full speed it is not: whatever slows one side a
+little (a timer, a compaction in etcd) shrinks the batches the gateway and banks make, and the
+CPU of every payment rises with it (a bench on an idle machine found tracing -2 %, +12 % and +19 %
+that way, three runs in a row; the samples of a profile put tracing's own part at about 4 % of the
+gateway's CPU).
 
 The switch is the operator's: SIGUSR1 (off) and SIGUSR2 (on) to the node processes, each node's
 `strife_tracing` gauge confirming it (strife/observe/node_hooks.py). Tracing is always on again
@@ -23,6 +30,7 @@ from strife.observe import scrape
 
 SWITCH_TIMEOUT = 15.0  # seconds for every node to confirm a switch
 ROUND = 10.0           # seconds of one round: on, off, off, on
+PACE = 0.7             # of the many-caller phase's payments/s: both sides keep up with it
 
 
 class SwitchFailed(ValueError):
@@ -57,12 +65,13 @@ async def switch(topology, pids, on, timeout=SWITCH_TIMEOUT):
             await asyncio.sleep(0.05)
 
 
-async def measure(topology, pay, pids, nodes, seconds, concurrency):
-    """`pay(seconds, label, started)` runs closed-loop payments and returns their samples, calling
-    `started()` once its callers have logged in, as the clock starts; `pids` (name -> pid) are the
-    processes metered from then on, `nodes` the ones switched. {"on": ..., "off": ...} with each
-    side's payments and CPU ms per payment by process, and the differences in % (None: tracing is
-    off in this deployment, trace_sample 0)."""
+async def measure(topology, pay, pids, nodes, seconds, concurrency, full_rate=None):
+    """`pay(seconds, label, started, rate)` runs payments paced at `rate` per second and returns
+    their samples, calling `started()` once its callers have logged in, as the clock starts; `pids`
+    (name -> pid) are the processes metered from then on, `nodes` the ones switched; `full_rate`
+    what the callers reached unpaced. {"on": ..., "off": ...} with each side's payments and CPU ms
+    per payment by process, and the differences in % (None: tracing is off in this deployment,
+    trace_sample 0)."""
     sample = topology.settings.trace_sample
     if sample <= 0:
         return None
@@ -72,12 +81,13 @@ async def measure(topology, pay, pids, nodes, seconds, concurrency):
     elapsed = {True: 0.0, False: 0.0}
     rounds = max(1, round(seconds / ROUND))
     quarter = max(seconds / rounds / 4, 0.5)
+    rate = full_rate * PACE if full_rate else None
     try:
         for on in (True, False, False, True) * rounds:
             await switch(topology, switched, on)
             began: list = []  # (meter, time) once the callers are logged in: logins are not payments
             samples[on] += await pay(quarter, f"tracing {'on' if on else 'off'}, {concurrency} callers",
-                                     lambda: began.append((CpuMeter(pids), time.perf_counter())))
+                                     lambda: began.append((CpuMeter(pids), time.perf_counter())), rate)
             meter, start = began[0]
             used[on].update(meter.used())
             elapsed[on] += time.perf_counter() - start
@@ -90,7 +100,8 @@ async def measure(topology, pay, pids, nodes, seconds, concurrency):
     nodes_on = on_cpu["total"] - on_cpu.get("load generator", 0.0)
     nodes_off = off_cpu["total"] - off_cpu.get("load generator", 0.0)
     return {
-        "trace_sample": sample, "switched": sorted(switched), **sides,
+        "trace_sample": sample, "switched": sorted(switched), "paced_per_s": round(rate, 1) if rate else None,
+        **sides,
         # of all the CPU a payment costs (the load generator's included), and of the deployment's alone
         "difference_pct": _pct(on_cpu["total"], off_cpu["total"]),
         "deployment_difference_pct": _pct(nodes_on, nodes_off),

@@ -183,7 +183,7 @@ PAYMENT_TOPOLOGY = """
 settings:
   prepare_timeout: 1500ms
   hold_timeout: 6s
-  idempotency_retention: 30s   # records leave etcd soon after phase 2: a long session's etcd stays small (test_etcd_growth makes it 3s)
+  idempotency_retention: 30s   # a long session's etcd stays small (test_etcd_growth waits for 3s)
   stop_grace: 3s
   backoff: 200ms
   max_amount: "1000.00"

@@ -3,7 +3,7 @@ with the reason and serve again by themselves once there is space; nothing is lo
 
 On a real small file system: a tmpfs mounted for the test, which needs root (CI runs as root).
 100 MB, because etcd preallocates a 64 MB write-ahead log when it starts. The commands run in this
-process (`Deployment.cli`); they leave no file open on it (the tmpfs unmounts without -l).
+process (`Deployment.cli`).
 """
 import asyncio
 import errno

@@ -1,5 +1,6 @@
-"""Test helpers: deployments in temporary directories run through the real `strife` command, waiting
-for conditions, and reading what is on disk and in etcd (the fixtures are in conftest.py)."""
+"""Test helpers: deployments in temporary directories run through the real `strife` command (a
+process of its own, `run`, or its main in this process, `cli`), waiting for conditions, and reading
+what is on disk and in etcd (the fixtures are in conftest.py)."""
 import asyncio
 import contextlib
 import dataclasses

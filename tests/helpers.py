@@ -124,7 +124,8 @@ class Deployment:
         root = logging.getLogger()
         handlers, level = root.handlers[:], root.level
         umask = os.umask(0o077)
-        root.handlers, root.level = [], logging.WARNING
+        root.handlers = []
+        root.setLevel(logging.WARNING)  # setLevel: also forgets the loggers' cached levels
         stdin, sys.stdin = sys.stdin, io.StringIO(input or "")
         try:
             with contextlib.chdir(self.home), _descriptor_2_captured() as c_level, \
@@ -142,7 +143,8 @@ class Deployment:
                 code = 0 if code is None else 1
         finally:
             sys.stdin = stdin
-            root.handlers, root.level = handlers, level
+            root.handlers = handlers
+            root.setLevel(level)
             os.umask(umask)
         return Answer(["strife", *args], int(code), out.getvalue(), err.getvalue() + c_level())
 

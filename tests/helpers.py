@@ -1,12 +1,19 @@
-"""Test helpers: deployments in temporary directories run through the real `strife` command, waiting
-for conditions, and reading what is on disk and in etcd (the fixtures are in conftest.py)."""
+"""Test helpers: deployments in temporary directories run through the real `strife` command (a
+process of its own, `run`, or its main in this process, `cli`), waiting for conditions, and reading
+what is on disk and in etcd (the fixtures are in conftest.py)."""
 import asyncio
+import contextlib
+import dataclasses
+import io
+import logging
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 
 import psutil
 
@@ -67,13 +74,79 @@ def processes_of(home):
     return found
 
 
+@dataclasses.dataclass
+class Answer:
+    """What a `strife` command answered in this process, read as subprocess.run's result is."""
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def _descriptor_2_captured():
+    """What is written to file descriptor 2 behind Python's back (gRPC's C core), as a real
+    process's stderr would have it: yields a callable that returns it once the block is done."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as spool:
+        saved = os.dup(2)
+        os.dup2(spool.fileno(), 2)
+        written = []
+        try:
+            yield lambda: written[0] if written else ""
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            spool.seek(0)
+            written.append(spool.read().decode(errors="replace"))
+
+
 class Deployment:
     def __init__(self, home):
         self.home = home
 
     def run(self, *args, timeout=180, input=None):
+        """The real `strife` command, a process of its own."""
         return subprocess.run([*STRIFE, *args], cwd=self.home, capture_output=True, text=True,
                               timeout=timeout, input=input)
+
+    def cli(self, *args, input=None):
+        """`strife ARGS` run in this process (strife.cli.main, in the deployment's directory), answered
+        as `run` answers: a process start costs about as much CPU as the command itself. Not for
+        what forks, daemonizes, reads a terminal or handles signals (`up`): those are `run`'s.
+
+        As in a process of its own: stdout and stderr (descriptor 2 too) are the command's alone,
+        stdlib logging is unconfigured (a warning reaches stderr, as Python's last resort prints
+        it), an exit by SystemExit is its code, an unexpected exception a traceback and exit 1;
+        and the umask it sets (0o077) ends with it."""
+        from strife.cli import main
+        out, err = io.StringIO(), io.StringIO()
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        umask = os.umask(0o077)
+        root.handlers = []
+        root.setLevel(logging.WARNING)  # setLevel: also forgets the loggers' cached levels
+        stdin, sys.stdin = sys.stdin, io.StringIO(input or "")
+        try:
+            with contextlib.chdir(self.home), _descriptor_2_captured() as c_level, \
+                    contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+                    code = exc.code
+                except Exception:  # noqa: BLE001 (as the interpreter would: a traceback, exit 1)
+                    traceback.print_exc()
+                    code = 1
+            if code is None or isinstance(code, str):  # SystemExit(None) is 0; a message, 1
+                if isinstance(code, str):
+                    err.write(code + "\n")
+                code = 0 if code is None else 1
+        finally:
+            sys.stdin = stdin
+            root.handlers = handlers
+            root.setLevel(level)
+            os.umask(umask)
+        return Answer(["strife", *args], int(code), out.getvalue(), err.getvalue() + c_level())
 
     def up(self):
         result = self.run("up", "-d")
@@ -113,7 +186,7 @@ PAYMENT_TOPOLOGY = """
 settings:
   prepare_timeout: 1500ms
   hold_timeout: 6s
-  idempotency_retention: 30s   # records leave etcd soon after phase 2 (test_etcd_growth waits for it)
+  idempotency_retention: 30s   # a long session's etcd stays small (test_etcd_growth waits for 3s)
   stop_grace: 3s
   backoff: 200ms
   max_amount: "1000.00"

@@ -1,4 +1,5 @@
-"""Chaos on request, the audit, and a short seeded torture run that must end with verify clean."""
+"""Chaos on request, the audit, and a short seeded torture run that must end with verify clean.
+The `strife` commands run in this process (`Deployment.cli`), torture as a process of its own."""
 import json
 import sqlite3
 import uuid
@@ -12,16 +13,16 @@ from tests.helpers import PAYMENT_TOPOLOGY, balances, ledger_rows, prepared_hold
 
 
 def test_pause_shows_paused_and_for_resumes_by_itself(live):
-    assert live.run("chaos", "--pause", "bank2", "--for", "3s").returncode == 0
+    assert live.cli("chaos", "--pause", "bank2", "--for", "3s").returncode == 0
     assert live.node("bank2")["state"] == "PAUSED"
     wait_for(lambda: live.node("bank2")["state"] == "RUNNING", timeout=20, what="bank2 resumed by itself")
-    assert live.run("chaos", "--resume", "bank2").returncode == 1  # not paused any more: says so
+    assert live.cli("chaos", "--resume", "bank2").returncode == 1  # not paused any more: says so
 
 
 def test_pause_at_prepare_aborts_within_the_timeout_and_releases_every_hold(live):
     before = settled(live.home)
-    assert live.run("chaos", "--pause", "bank2", "--at", "prepare").returncode == 0
-    result = live.run("client", "alice", "pay", "bob", "2.00", "--json", "--wait", "30")
+    assert live.cli("chaos", "--pause", "bank2", "--at", "prepare").returncode == 0
+    result = live.cli("client", "alice", "pay", "bob", "2.00", "--json", "--wait", "30")
     answer = json.loads(result.stdout)
     assert result.returncode == 1 and answer["reason"] == "bank_unavailable", answer
     txn = answer["txn_id"]
@@ -32,7 +33,7 @@ def test_pause_at_prepare_aborts_within_the_timeout_and_releases_every_hold(live
              == [("ABORTED",)], what="alice's hold released")
     assert ledger_rows(live.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,)) in (
         [("PREPARED",)], [("ABORTED",)])
-    assert live.run("chaos", "--resume", "bank2").returncode == 0
+    assert live.cli("chaos", "--resume", "bank2").returncode == 0
     wait_for(lambda: ledger_rows(live.home, "bank2", "SELECT state FROM holds WHERE txn_id = ?", (txn,))
              == [("ABORTED",)], timeout=30, what="bank2's hold released after resume")
     assert balances(live.home) == before and prepared_holds(live.home) == 0
@@ -44,7 +45,7 @@ def test_chaos_refuses_unknown_nodes_steps_and_actions(live):
                           (("--failpoint", "bank1:prepare=explode"), "the action must be one of"),
                           (("--failpoint", "bank1"), "NODE:STEP=ACTION"),
                           (("--pause", "bank1", "--for", "soon"), "not a duration")]:
-        result = live.run("chaos", *args)
+        result = live.cli("chaos", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
 
 
@@ -75,9 +76,9 @@ def test_only_the_operator_may_set_failpoints(live):
 
 
 def test_verify_is_clean_after_payments(live):
-    live.run("client", "alice", "pay", "bob", "1.00")
+    live.cli("client", "alice", "pay", "bob", "1.00")
     settled(live.home)  # verify is right in flight too, but this test counts a finished commit
-    result = live.run("verify", "--json")
+    result = live.cli("verify", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["ok"], report["problems"]
     assert report["total_minor"] == report["deposits_minor"] == sum(balances(live.home).values())
@@ -156,19 +157,19 @@ def test_verify_reads_more_decisions_than_one_grpc_message_holds_and_reports_a_b
                 await asyncio.gather(*(decisions.decide_many(etcd, b, timeout=30) for b in batches[i:i + 8]))
             return await decisions.read_all(etcd)
     assert asyncio.run(go()) == wanted
-    result = d.run("verify")
+    result = d.cli("verify")
     assert result.returncode == 0, result.stdout + result.stderr
 
     # The same deployment, spoiled: verify reports a broken ledger.
-    result = d.run("client", "alice", "pay", "bob", "3.00", "--json")
+    result = d.cli("client", "alice", "pay", "bob", "3.00", "--json")
     txn = json.loads(result.stdout)["txn_id"]
-    assert d.run("verify").returncode == 0
+    assert d.cli("verify").returncode == 0
     db = sqlite3.connect(d.home / "state" / "bank2" / "ledger.db")
     with db:  # someone edits the ledger behind the protocol's back
         db.execute("UPDATE accounts SET balance_minor = balance_minor + 100 WHERE name = 'bob'")
         db.execute("UPDATE holds SET state = 'ABORTED' WHERE txn_id = ?", (txn,))
     db.close()
-    result = d.run("verify")
+    result = d.cli("verify")
     assert result.returncode == 1
     assert "money not conserved" in result.stdout and "difference 1.00" in result.stdout
     assert f"txn {txn}: etcd records COMMIT but bank2 (credit) aborted it" in result.stdout

@@ -2,7 +2,8 @@
 with the reason and serve again by themselves once there is space; nothing is lost.
 
 On a real small file system: a tmpfs mounted for the test, which needs root (CI runs as root).
-100 MB, because etcd preallocates a 64 MB write-ahead log when it starts.
+100 MB, because etcd preallocates a 64 MB write-ahead log when it starts. The commands run in this
+process (`Deployment.cli`).
 """
 import asyncio
 import errno
@@ -81,12 +82,12 @@ def test_a_full_disk_is_said_plainly_reported_in_health_and_recovered_from(small
     d = Deployment(home)
     try:
         d.up()
-        assert d.run("client", "alice", "pay", "bob", "1").returncode == 0
+        assert d.cli("client", "alice", "pay", "bob", "1").returncode == 0
         rows = outbox_rows(home, "alice")
         filler = small_filesystem / "filler"
         fill(filler)
 
-        paid = d.run("client", "alice", "pay", "bob", "1")
+        paid = d.cli("client", "alice", "pay", "bob", "1")
         assert paid.returncode == 1, paid.stdout + paid.stderr
         assert "the disk is full" in paid.stderr and "NOT queued" in paid.stderr, paid.stderr
         assert "Traceback" not in paid.stderr and len(paid.stderr.splitlines()) == 1, paid.stderr
@@ -94,17 +95,17 @@ def test_a_full_disk_is_said_plainly_reported_in_health_and_recovered_from(small
 
         wait_for(lambda: all(n["health"] == "NOT_SERVING" and "disk full" in (n["health_reason"] or "")
                              for n in app_nodes(d)), timeout=20, what="every node NOT_SERVING: disk full")
-        table = d.run("status")
+        table = d.cli("status")
         assert "NOT_SERVING" in table.stdout and "(disk full: cannot write state/bank1" in table.stdout, table.stdout
-        balance = d.run("client", "alice", "balance")  # reading still works
+        balance = d.cli("client", "alice", "balance")  # reading still works
         assert balance.returncode == 0 and "balance 99.00" in balance.stdout, balance.stderr
 
         filler.unlink()
         wait_for(lambda: all(n["health"] == "SERVING" for n in app_nodes(d)), timeout=20,
                  what="every node SERVING again by itself")
-        paid = d.run("client", "alice", "pay", "bob", "1")
+        paid = d.cli("client", "alice", "pay", "bob", "1")
         assert paid.returncode == 0 and paid.stdout.startswith("committed:"), paid.stdout + paid.stderr
-        verified = d.run("verify")
+        verified = d.cli("verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         gateway_log = (home / "logs" / "gateway.log").read_text()
         assert "the node serves again" in gateway_log

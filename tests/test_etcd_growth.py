@@ -1,8 +1,13 @@
 """etcd stays bounded: decisions are forgotten once every bank applied them, and the space that
-compaction frees is given back by defragmentation."""
+compaction frees is given back by defragmentation.
+
+One deployment for the module that forgets within seconds (idempotency_retention 3s, where the
+shared `live` keeps records 30 s). The audit between the two steps of forgetting runs on `live`:
+it needs the gateway not to take its own two steps while the audit reads."""
 import asyncio
 import json
 import sqlite3
+import textwrap
 
 from etcd3aio import prefix_range_end
 
@@ -12,7 +17,23 @@ from strife.deployment import discovery, identities
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.launcher import etcd_upkeep
-from tests.helpers import PAYMENT_TOPOLOGY, etcd_as, ledger_rows, wait_for
+import pytest
+
+from tests.helpers import PAYMENT_TOPOLOGY, Deployment, etcd_as, ledger_rows, wait_for
+
+RETENTION = "3s"
+
+
+@pytest.fixture(scope="module")
+def forgetful(tmp_path_factory):
+    home = tmp_path_factory.mktemp("forgetful")
+    topology = PAYMENT_TOPOLOGY.replace("idempotency_retention: 30s", f"idempotency_retention: {RETENTION}")
+    assert topology != PAYMENT_TOPOLOGY
+    (home / "topology.yaml").write_text(textwrap.dedent(topology))
+    d = Deployment(home)
+    d.up()
+    yield d
+    d.teardown()
 
 
 def etcd_keys(home, prefix):
@@ -22,10 +43,10 @@ def etcd_keys(home, prefix):
     return etcd_as(home, read)
 
 
-def test_a_decision_is_forgotten_after_both_banks_applied_it_and_retries_still_answer(live):
-    d = live
-    paid = json.loads(d.run("client", "alice", "pay", "bob", "2", "--json").stdout)
-    refused = json.loads(d.run("client", "bob", "pay", "alice", "999", "--json").stdout)
+def test_a_decision_is_forgotten_after_both_banks_applied_it_and_retries_still_answer(forgetful):
+    d = forgetful
+    paid = json.loads(d.cli("client", "alice", "pay", "bob", "2", "--json").stdout)
+    refused = json.loads(d.cli("client", "bob", "pay", "alice", "999", "--json").stdout)
     assert (paid["outcome"], refused["outcome"]) == ("committed", "aborted")
     for answer in (paid, refused):
         assert decisions.key(answer["txn_id"]) in etcd_keys(d.home, decisions.PREFIX)
@@ -34,11 +55,11 @@ def test_a_decision_is_forgotten_after_both_banks_applied_it_and_retries_still_a
     wait_for(lambda: not ours & set(etcd_keys(d.home, decisions.PREFIX)), timeout=60,
              what="decisions and answers forgotten")
     assert ledger_rows(d.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (paid["txn_id"],)) == [("COMMITTED",)]
-    again = json.loads(d.run("client", "alice", "pay", "bob", "2", "--id", paid["txn_id"], "--json").stdout)
+    again = json.loads(d.cli("client", "alice", "pay", "bob", "2", "--id", paid["txn_id"], "--json").stdout)
     assert (again["outcome"], again["reason"]) == ("committed", "")
-    again = json.loads(d.run("client", "bob", "pay", "alice", "999", "--id", refused["txn_id"], "--json").stdout)
+    again = json.loads(d.cli("client", "bob", "pay", "alice", "999", "--id", refused["txn_id"], "--json").stdout)
     assert (again["outcome"], again["reason"], again["detail"]) == ("aborted", refused["reason"], refused["detail"])
-    verify = d.run("verify")
+    verify = d.cli("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
@@ -47,7 +68,7 @@ def test_an_audit_between_the_two_steps_of_forgetting_finds_nothing_wrong(live):
     forgotten. An audit that reads etcd between the two still sees a commit with its answer."""
     d = live
     topology = load_deployment(d.home)
-    paid = json.loads(d.run("client", "alice", "pay", "bob", "1", "--json").stdout)
+    paid = json.loads(d.cli("client", "alice", "pay", "bob", "1", "--json").stdout)
     assert paid["outcome"] == "committed"
     store = Layout(d.home).gateway_db(topology.of_kind("gateway")[0].name)
 
@@ -65,10 +86,8 @@ def test_an_audit_between_the_two_steps_of_forgetting_finds_nothing_wrong(live):
     assert report.ok, report.problems
 
 
-def test_defragmentation_gives_back_what_compaction_freed(deployment):
-    d = deployment(PAYMENT_TOPOLOGY)
-    d.up()
-    t = load_deployment(d.home)
+def test_defragmentation_gives_back_what_compaction_freed(forgetful):
+    t = load_deployment(forgetful.home)
     member = t.of_kind("etcd")[0]
 
     async def churn_and_compact():

@@ -313,7 +313,7 @@ def test_answers_given_under_load_with_faults_never_change(live):
     (payments it leaves PENDING for the recovery pass), while refused and committed payments flow.
     Afterwards every answer a client got is what a retry with the same id and the history say."""
     d = live
-    assert d.run("chaos", "--failpoint", "bank2:abort=delay:1500ms").returncode == 0
+    assert d.cli("chaos", "--failpoint", "bank2:abort=delay:1500ms").returncode == 0
     load = Load()
 
     async def run():
@@ -334,7 +334,7 @@ def test_answers_given_under_load_with_faults_never_change(live):
             load.stop.set()
             await running
     asyncio.run(run())
-    assert d.run("chaos", "--clear", "bank2").returncode == 0
+    assert d.cli("chaos", "--clear", "bank2").returncode == 0
     first_answers = load.first_answers
     reasons = collections.Counter(cl.AbortReason.Name(reason) for _, _, reason, _ in first_answers.values())
     # commits beside the refused ones (refusals are answered at the decision, before bank2's slow abort)

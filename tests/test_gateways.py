@@ -75,7 +75,7 @@ def payment_rows(home, gateway):
 
 
 def verify_clean(d):
-    result = d.run("verify")
+    result = d.cli("verify")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -88,7 +88,7 @@ def test_every_gateway_certificate_names_the_common_gateway_name_and_the_cli_pay
     before = balances(two.home)
     ids = []
     for _ in range(6):  # the CLI's channel takes turns over both gateways
-        answer = json.loads(two.run("client", "alice", "pay", "bob", "1", "--json", "--wait", "60").stdout)
+        answer = json.loads(two.cli("client", "alice", "pay", "bob", "1", "--json", "--wait", "60").stdout)
         assert answer["outcome"] == "committed", answer
         ids.append(answer["txn_id"])
     after = settled(two.home)
@@ -136,7 +136,7 @@ def test_an_id_used_at_one_gateway_is_an_idempotency_error_at_the_other_and_a_re
 def test_a_gateway_dying_mid_payment_is_finished_by_a_retry_at_the_other(two, step):
     before = balances(two.home)
     restarts = two.node("gw1")["restarts"]
-    assert two.run("chaos", "--failpoint", f"gw1:{step}=crash").returncode == 0
+    assert two.cli("chaos", "--failpoint", f"gw1:{step}=crash").returncode == 0
     txn_id = str(uuid.uuid4())
     try:  # gw1 dies with the call; gRPC's retry may reach gw1 restarted, whose recovery answers
         first = run(pay_at(two.home, "gw1", "alice", "carol", 150, txn_id))

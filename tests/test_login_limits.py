@@ -271,7 +271,7 @@ def test_a_wrong_password_flood_is_limited_while_another_users_fresh_login_succe
     d = deployment()
     d.up()
     # a new password: the gateway has never verified it, so bob's next login needs a real scrypt check
-    changed = d.run("client", "bob", "passwd")
+    changed = d.cli("client", "bob", "passwd")
     assert changed.returncode == 0, changed.stderr
     address = load_deployment(d.home).of_kind("gateway")[0].address
 
@@ -302,4 +302,4 @@ def test_a_wrong_password_flood_is_limited_while_another_users_fresh_login_succe
     right = credentials.password(d.home, "alice")
     wait_for(lambda: asyncio.run(balance_as(d.home, address, "alice", right)) == grpc.StatusCode.OK,
              timeout=330, what="alice's lockout to pass")
-    assert d.run("client", "alice", "balance").returncode == 0
+    assert d.cli("client", "alice", "balance").returncode == 0

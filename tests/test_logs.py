@@ -212,7 +212,7 @@ def test_a_deployment_writes_json_lines_that_rotate_and_logs_reads_across_them(r
     assert calls and {"node", "method", "caller", "code", "ms"} <= set(calls[-1])
     assert calls[-1]["method"] == "ViewBalance" and calls[-1]["caller"] == "alice"
     in_current = len(gateway.read_text().splitlines())
-    shown = d.run("logs", "gateway", "-n", str(in_current + 5))
+    shown = d.cli("logs", "gateway", "-n", str(in_current + 5))
     assert shown.returncode == 0 and len(shown.stdout.splitlines()) == in_current + 5  # the older file too
     assert shown.stdout.splitlines()[-in_current:] == gateway.read_text().splitlines()
 
@@ -238,14 +238,14 @@ def test_logs_follow_goes_on_into_the_new_file_after_a_rotation(rotating):
 
 
 def test_logs_merges_every_node_and_the_supervisor_in_time_order(rotating):
-    shown = rotating.run("logs", "-n", "20")
+    shown = rotating.cli("logs", "-n", "20")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     names = {line.split("|", 1)[0].strip() for line in lines}
     assert {"supervisor", "gateway", "bank1", "alice"} <= names, names
     times = [logs.line_time(line.split("| ", 1)[1]) for line in lines]
     assert None not in times and times == sorted(times)
-    supervisor = rotating.run("logs", "supervisor")
+    supervisor = rotating.cli("logs", "supervisor")
     assert supervisor.returncode == 0 and "all 7 nodes healthy" in supervisor.stdout
 
 

@@ -1,7 +1,7 @@
 """What a newcomer tripped over (issue 13), each on the real thing: a password changed under a
 running client node, a payment refused for its sender's credentials, a node that crashes at start,
 and certificates whose holder lost them. The exit codes and first lines of every command are in
-tests/test_cli_contract.py."""
+tests/test_cli_contract.py. The commands run in this process (`Deployment.cli`), `up` in its own."""
 import json
 import re
 import textwrap
@@ -43,7 +43,7 @@ def one_bank(tmp_path_factory):
 
 
 def outbox_rows(d, user):
-    result = d.run("client", user, "outbox", "--json")
+    result = d.cli("client", user, "outbox", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -51,14 +51,14 @@ def outbox_rows(d, user):
 def test_a_password_change_reaches_the_running_client_node_and_a_refused_sender_keeps_its_payment(one_bank):
     d = one_bank
     assert d.node("carol")["state"] == "RUNNING"  # carol's node delivers her payments
-    changed = d.run("client", "carol", "passwd", "--password", "a-new-password-for-carol")
+    changed = d.cli("client", "carol", "passwd", "--password", "a-new-password-for-carol")
     assert changed.returncode == 0, changed.stderr
-    paid = d.run("client", "carol", "pay", "alice", "1")
+    paid = d.cli("client", "carol", "pay", "alice", "1")
     assert paid.returncode == 0 and paid.stdout.startswith("committed: carol paid alice 1.00"), paid.stdout + paid.stderr
 
     # the saved password goes wrong (as when it was changed from elsewhere): the payment waits, saying why
     credentials.set_password(d.home, "carol", "not-carols-password")
-    queued = d.run("client", "carol", "pay", "alice", "2", "--wait", "3")
+    queued = d.cli("client", "carol", "pay", "alice", "2", "--wait", "3")
     assert queued.returncode == 4, queued.stdout + queued.stderr
     assert "refused for credentials: wrong user name or password" in queued.stderr
     [row] = outbox_rows(d, "carol")
@@ -67,7 +67,7 @@ def test_a_password_change_reaches_the_running_client_node_and_a_refused_sender_
     credentials.set_password(d.home, "carol", "a-new-password-for-carol")  # put right: it goes, with its id
     wait_for(lambda: pending_payments(d.home, "carol") == [], timeout=60, what="the queued payment delivered")
     assert outbox_rows(d, "carol") == []
-    history = json.loads(d.run("client", "carol", "history", "--json").stdout)
+    history = json.loads(d.cli("client", "carol", "history", "--json").stdout)
     assert {r["txn_id"]: r["status"] for r in history}[row["txn_id"]] == "committed"
 
 
@@ -83,9 +83,9 @@ def test_a_node_that_crashes_at_start_with_restart_no_is_reported_at_once_with_i
     assert lines[1] == "last lines of logs/bank1.log:"
     assert "failpoint start=crash fired: exiting at once with 86" in lines[2]
     assert took < 60  # no restarts, no backoff: etcd's start and one crash (seconds on an idle machine)
-    status = d.run("status")
+    status = d.cli("status")
     assert status.returncode == 1  # a node is not RUNNING: the same with --json
-    assert d.run("status", "--json").returncode == 1
+    assert d.cli("status", "--json").returncode == 1
     bank = next(line for line in status.stdout.splitlines() if line.startswith("bank1"))
     assert "EXITED" in bank and "(last exit 86: a `crash` failpoint fired" in bank
 
@@ -110,12 +110,12 @@ def test_a_user_with_a_certificate_from_another_authority_is_told_to_reissue_it(
     certs.ensure(other)
     for suffix in (".pem", ".key"):
         (d.home / "certs" / f"alice{suffix}").write_bytes((tmp_path / "certs" / f"alice{suffix}").read_bytes())
-    refused = d.run("client", "alice", "balance")
+    refused = d.cli("client", "alice", "balance")
     assert refused.returncode == 1, refused.stderr  # up and running: not "is Strife up?" (3)
     assert "runs but did not take alice's connection" in refused.stderr
     assert "`strife certs --reissue alice` gives a new one" in refused.stderr
-    assert d.run("certs", "--reissue", "alice").returncode == 0
-    again = d.run("client", "alice", "balance")
+    assert d.cli("certs", "--reissue", "alice").returncode == 0
+    again = d.cli("client", "alice", "balance")
     assert again.returncode == 0 and re.match(r"alice at bank1: balance \d+\.\d\d", again.stdout), again.stderr
 
 

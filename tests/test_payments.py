@@ -1,4 +1,6 @@
-"""Payments end to end: the real CLI and gateway, two banks, etcd decisions, SQLite ledgers on disk."""
+"""Payments end to end: the real CLI and gateway, two banks, etcd decisions, SQLite ledgers on disk.
+The CLI runs in this process (`Deployment.cli`: its main, output and exit code, without a process
+start each; tests/test_cli_contract.py runs payments as processes of their own too)."""
 import asyncio
 import json
 import os
@@ -12,7 +14,7 @@ from tests.helpers import decision_of, ledger_rows, prepared_holds, settled, wai
 
 
 def pay(d, payer, payee, amount, *extra):
-    result = d.run("client", payer, "pay", payee, amount, "--json", *extra)
+    result = d.cli("client", payer, "pay", payee, amount, "--json", *extra)
     return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else None), result.stderr
 
 
@@ -22,9 +24,9 @@ def test_payment_between_two_banks_moves_exact_cents(live):
     assert code == 0 and answer["outcome"] == "committed" and answer["amount_minor"] == 1234
     # answered at the decision: a read that begins now shows it, whether or not phase 2 has landed
     for user in ("alice", "bob"):
-        shown = json.loads(live.run("client", user, "balance", "--json").stdout)["balance_minor"]
+        shown = json.loads(live.cli("client", user, "balance", "--json").stdout)["balance_minor"]
         assert shown == before[user] + (1234 if user == "bob" else -1234)
-    history = json.loads(live.run("client", "bob", "history", "--json").stdout)
+    history = json.loads(live.cli("client", "bob", "history", "--json").stdout)
     assert history[0]["txn_id"] == answer["txn_id"] and history[0]["status"] == "committed"
     for bank in ("bank1", "bank2"):
         wait_for(lambda: ledger_rows(live.home, bank, "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],))
@@ -93,7 +95,7 @@ def test_insufficient_funds_aborts_and_releases_both_holds(live):
     assert code == 1 and answer["outcome"] == "aborted" and answer["reason"] == "insufficient_funds"
     assert settled(live.home) == before
     assert prepared_holds(live.home) == 0
-    available = json.loads(live.run("client", "bob", "balance", "--json").stdout)
+    available = json.loads(live.cli("client", "bob", "balance", "--json").stdout)
     assert available["available_minor"] == available["balance_minor"] == before["bob"]
     # the credit side at bank1 may have been prepared before bob's NO arrived; if so it was aborted
     for (state,) in ledger_rows(live.home, "bank1", "SELECT state FROM holds WHERE txn_id = ?", (answer["txn_id"],)):
@@ -109,7 +111,7 @@ def test_demo_credentials_are_owner_only(live):
 
 def test_no_password_in_any_log(live):
     pay(live, "alice", "bob", "0.01")
-    live.run("client", "alice", "balance")
+    live.cli("client", "alice", "balance")
     credentials = json.loads((live.home / "state" / "credentials.json").read_text())
     logs = {p.name: p.read_text() for p in (live.home / "logs").glob("*.log")}
     assert "gateway.log" in logs and "InitiateTransaction" in logs["gateway.log"]

@@ -1,4 +1,5 @@
-"""Crashes inside two-phase commit: the decision in etcd settles every hold, exactly once."""
+"""Crashes inside two-phase commit: the decision in etcd settles every hold, exactly once. The `strife`
+commands run in this process (`Deployment.cli`)."""
 import asyncio
 import json
 import os
@@ -20,9 +21,9 @@ def with_gateway(settings):
 def test_gateway_crash_after_the_decision_completes_on_restart(live):
     d = live
     before, restarts = settled(d.home), d.node("gateway")["restarts"]
-    assert d.run("chaos", "--failpoint", "gateway:after-decision=crash").returncode == 0  # its next payment
+    assert d.cli("chaos", "--failpoint", "gateway:after-decision=crash").returncode == 0  # its next payment
     txn = "crash-after-decision-1"
-    result = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0")
+    result = d.cli("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0")
     assert result.returncode == 4, result.stderr  # queued; alice's client node delivers it
     wait_for(lambda: decision_of(d.home, txn) == decisions.COMMIT, what="the COMMIT decision")
     wait_for(lambda: d.node("gateway")["restarts"] > restarts and d.node("gateway")["state"] == "RUNNING",
@@ -30,7 +31,7 @@ def test_gateway_crash_after_the_decision_completes_on_restart(live):
     wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="phase 2 re-driven after restart")
     after = balances(d.home)
     assert after["alice"] == before["alice"] - 700 and after["bob"] == before["bob"] + 700
-    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
+    again = d.cli("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
     assert again.returncode == 0 and json.loads(again.stdout)["outcome"] == "committed"
     assert balances(d.home) == after
 
@@ -38,13 +39,13 @@ def test_gateway_crash_after_the_decision_completes_on_restart(live):
 def test_gateway_crash_before_deciding_aborts_on_restart(live):
     d = live
     before = settled(d.home)
-    assert d.run("chaos", "--failpoint", "gateway:after-prepare=crash").returncode == 0
+    assert d.cli("chaos", "--failpoint", "gateway:after-prepare=crash").returncode == 0
     txn = "crash-after-prepare-1"
-    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0").returncode == 4
+    assert d.cli("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0").returncode == 4
     wait_for(lambda: decision_of(d.home, txn) == decisions.ABORT, timeout=30, what="recovery decided ABORT")
     wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="holds released")
     assert balances(d.home) == before
-    again = d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
+    again = d.cli("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
     assert again.returncode == 1 and json.loads(again.stdout)["reason"] == "recovered_abort"
 
 
@@ -54,7 +55,7 @@ def test_a_bank_resolves_its_in_doubt_hold_when_the_gateway_never_returns(deploy
     d.up()
     before = balances(d.home)
     txn = "gateway-gone-1"
-    assert d.run("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0").returncode == 4
+    assert d.cli("client", "alice", "pay", "bob", "7.00", "--id", txn, "--wait", "0").returncode == 4
     wait_for(lambda: d.node("gateway")["state"] == "EXITED", what="the gateway crashed for good")
     assert prepared_holds(d.home) == 2  # both banks voted yes and hold the money
     # hold_timeout is 3s: each bank finds no decision, records ABORT itself and releases its hold
@@ -69,8 +70,8 @@ def test_a_bank_killed_after_voting_yes_commits_on_restart(live):
     d = live
     before, restarts = settled(d.home), d.node("bank2")["restarts"]
     # bank2 votes yes, the decision is COMMIT, and bank2 dies as the commit arrives
-    assert d.run("chaos", "--failpoint", "bank2:commit=crash").returncode == 0
-    result = d.run("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")
+    assert d.cli("chaos", "--failpoint", "bank2:commit=crash").returncode == 0
+    result = d.cli("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")
     answer = json.loads(result.stdout)
     assert result.returncode == 0 and answer["outcome"] == "committed"  # the decision is the commit point
     txn = answer["txn_id"]
@@ -87,8 +88,8 @@ def test_a_bank_killed_with_its_hold_written_aborts_as_recorded(live):
     d = live
     before = settled(d.home)
     # bank2 writes its hold durably and dies before its YES leaves: the gateway decides ABORT
-    assert d.run("chaos", "--failpoint", "bank2:prepare=crash").returncode == 0
-    result = d.run("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")
+    assert d.cli("chaos", "--failpoint", "bank2:prepare=crash").returncode == 0
+    result = d.cli("client", "alice", "pay", "bob", "6.00", "--json", "--wait", "30")
     answer = json.loads(result.stdout)
     assert result.returncode == 1 and answer["reason"] == "bank_unavailable", answer
     txn = answer["txn_id"]
@@ -124,7 +125,7 @@ def test_a_restarted_gateway_takes_payments_only_once_it_knows_the_banks_and_a_d
     d = deployment(with_gateway("{failpoints: {before-banks: 'delay:4s'}}").replace("bank2: {}", "bank2: {restart: 'no'}"))
     d.up()
     old_pid = d.node("gateway")["pid"]
-    assert d.run("chaos", "--kill", "gateway").returncode == 0
+    assert d.cli("chaos", "--kill", "gateway").returncode == 0
     wait_for(lambda: d.node("gateway")["pid"] not in (None, old_pid), what="a new gateway process")
     before = balances(d.home)
 
@@ -138,7 +139,7 @@ def test_a_restarted_gateway_takes_payments_only_once_it_knows_the_banks_and_a_d
 
     # healthy means ready: the first payment after it reports SERVING commits
     wait_for(lambda: d.node("gateway")["health"] == "SERVING", what="the gateway healthy again")
-    first = d.run("client", "alice", "pay", "bob", "1.00", "--json", "--wait", "30")
+    first = d.cli("client", "alice", "pay", "bob", "1.00", "--json", "--wait", "30")
     assert first.returncode == 0 and json.loads(first.stdout)["outcome"] == "committed", first.stdout + first.stderr
 
     # A dead bank makes payments abort and holds nothing.
@@ -146,8 +147,8 @@ def test_a_restarted_gateway_takes_payments_only_once_it_knows_the_banks_and_a_d
     before = balances(d.home)
     os.killpg(d.node("bank2")["pid"], signal.SIGKILL)
     wait_for(lambda: d.node("bank2")["state"] == "EXITED", what="bank2 down")
-    result = d.run("client", "alice", "pay", "bob", "5.00", "--json")
+    result = d.cli("client", "alice", "pay", "bob", "5.00", "--json")
     assert result.returncode == 1 and json.loads(result.stdout)["reason"] == "bank_unavailable"
     assert settled(d.home) == before  # alice's hold is released by phase 2, after the answer
     # payments that do not involve the dead bank go on
-    assert d.run("client", "alice", "pay", "carol", "5.00").returncode == 0
+    assert d.cli("client", "alice", "pay", "carol", "5.00").returncode == 0

@@ -23,7 +23,7 @@ def test_a_bank_and_the_gateway_killed_right_after_phase_2_lose_no_outcome(live)
     paid = []
     for i, (payee, cents) in enumerate([("bob", 101), ("carol", 102), ("bob", 103), ("carol", 104)]):
         txn = f"relaxed-{os.getpid()}-{i}"
-        result = d.run("client", "alice", "pay", payee, f"{cents / 100:.2f}", "--id", txn, "--json", "--wait", "30")
+        result = d.cli("client", "alice", "pay", payee, f"{cents / 100:.2f}", "--id", txn, "--json", "--wait", "30")
         assert result.returncode == 0 and json.loads(result.stdout)["outcome"] == "committed", result.stdout
         paid.append((txn, payee, cents))
     ids = ", ".join(f"'{txn}'" for txn, _, _ in paid)
@@ -50,7 +50,7 @@ def test_a_bank_and_the_gateway_killed_right_after_phase_2_lose_no_outcome(live)
     assert after["alice"] == before["alice"] - 410
     assert after["bob"] == before["bob"] + 204 and after["carol"] == before["carol"] + 206
     for txn, payee, cents in paid:  # every answer stands on retry
-        again = d.run("client", "alice", "pay", payee, f"{cents / 100:.2f}", "--id", txn, "--json", "--wait", "30")
+        again = d.cli("client", "alice", "pay", payee, f"{cents / 100:.2f}", "--id", txn, "--json", "--wait", "30")
         assert again.returncode == 0 and json.loads(again.stdout)["outcome"] == "committed"
     assert balances(d.home) == after
-    assert d.run("verify").returncode == 0
+    assert d.cli("verify").returncode == 0

@@ -1,4 +1,5 @@
-"""Bad input and bad callers: each gets a clear error and nothing is half-applied."""
+"""Bad input and bad callers: each gets a clear error and nothing is half-applied. The `strife`
+commands run in this process (`Deployment.cli`)."""
 import asyncio
 
 import grpc
@@ -27,7 +28,7 @@ def nothing_changes(live):
     ("1000.01", "above the maximum of 1000.00"),
 ])
 def test_bad_amounts_on_the_command_line(live, amount, message):
-    result = live.run("client", "alice", "pay", "bob", amount)
+    result = live.cli("client", "alice", "pay", "bob", amount)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
@@ -39,17 +40,17 @@ def test_bad_amounts_on_the_command_line(live, amount, message):
     (("register", "dave", "--bank", "bank9"), "refused"),
 ])
 def test_bad_requests_through_the_cli(live, args, message):
-    result = live.run("client", "alice", *args)
+    result = live.cli("client", "alice", *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_unknown_payer_has_no_identity(live):
-    result = live.run("client", "zed", "balance")
+    result = live.cli("client", "zed", "balance")
     assert result.returncode == 2 and "no certificate for 'zed'" in result.stderr
 
 
 def test_admin_registers_a_user_with_an_unknown_bank_refused(live):
-    result = live.run("client", "admin", "register", "nobank", "--bank", "bank9")
+    result = live.cli("client", "admin", "register", "nobank", "--bank", "bank9")
     assert result.returncode == 2 and "unknown bank 'bank9'" in result.stderr
     assert "nobank" not in balances(live.home)
 
@@ -84,7 +85,7 @@ def test_wrong_password(live):
     code, details = call(live.home, "alice", "alice", "not-the-password")
     assert code == grpc.StatusCode.UNAUTHENTICATED and "wrong user name or password" in details
     assert call(live.home, "alice", "alice", None)[0] == grpc.StatusCode.UNAUTHENTICATED
-    result = live.run("client", "alice", "balance", input=None)
+    result = live.cli("client", "alice", "balance", input=None)
     assert result.returncode == 0  # the real password still works
 
 
@@ -154,21 +155,21 @@ def test_an_oversized_request_is_refused_unread(live):
 
 
 def test_admin_registers_a_user_who_can_then_pay(live):
-    result = live.run("client", "admin", "register", "erin", "--bank", "bank2", "--deposit", "0")
+    result = live.cli("client", "admin", "register", "erin", "--bank", "bank2", "--deposit", "0")
     assert result.returncode == 0, result.stderr
-    assert live.run("client", "erin", "balance").returncode == 0
-    again = live.run("client", "admin", "register", "erin", "--bank", "bank2")
+    assert live.cli("client", "erin", "balance").returncode == 0
+    again = live.cli("client", "admin", "register", "erin", "--bank", "bank2")
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
 def test_a_user_changes_their_password(live):
     old = password_of(live.home, "carol")
-    result = live.run("client", "carol", "passwd")
+    result = live.cli("client", "carol", "passwd")
     assert result.returncode == 0, result.stderr
     new = password_of(live.home, "carol")
     assert new != old
     assert call(live.home, "carol", "carol", old)[0] == grpc.StatusCode.UNAUTHENTICATED
     assert call(live.home, "carol", "carol", new)[0] == grpc.StatusCode.OK
-    short = live.run("client", "carol", "passwd", "--password", "short")
+    short = live.cli("client", "carol", "passwd", "--password", "short")
     assert short.returncode == 2 and "8 to 128 characters" in short.stderr
     assert password_of(live.home, "carol") == new  # a refused change changes nothing

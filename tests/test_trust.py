@@ -146,7 +146,7 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
     home = live.home
     before = settled(home)
     key = discovery.BANKS_PREFIX + "bank1"
-    assert live.run("chaos", "--pause", "bank1").returncode == 0  # so it does not write its key back at once
+    assert live.cli("chaos", "--pause", "bank1").returncode == 0  # so it does not write its key back at once
     fake = FakeBank()
 
     async def scenario():
@@ -165,14 +165,14 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
     try:
         result = asyncio.run(scenario())
     finally:
-        assert live.run("chaos", "--resume", "bank1").returncode == 0
+        assert live.cli("chaos", "--resume", "bank1").returncode == 0
     assert result.returncode == 1 and "bank unavailable" in result.stderr, result.stdout + result.stderr
     assert fake.calls == 0
     assert settled(home) == before
     t = load_deployment(home)
     wait_for(lambda: etcd_as(home, lambda etcd: etcd.kv.get(key), identities.OPERATOR).kvs[0].value.decode()
              == t.node("bank1").address, timeout=15, what="bank1 registered again after its resume")
-    paid = live.run("client", "alice", "pay", "bob", "1", "--wait", "20")
+    paid = live.cli("client", "alice", "pay", "bob", "1", "--wait", "20")
     assert paid.returncode == 0, paid.stdout + paid.stderr
 
 

@@ -110,7 +110,8 @@ def _print_tracing(t):
     print(f"tracing on/off (trace_sample {t['trace_sample']:g}{paced}): CPU ms per payment {on['total']:.2f} on "
           f"({t['on']['payments']['count']} payments), {off['total']:.2f} off ({t['off']['payments']['count']}): "
           f"{_pct(t['difference_pct'])} ({_pct(t['deployment_difference_pct'])} of the deployment's own, "
-          f"{_pct(t['switched_difference_pct'])} of the tracing nodes' own); "
+          f"{_pct(t['switched_difference_pct'])} of the tracing nodes' own; by round "
+          f"{', '.join(_pct(r) for r in t['rounds_difference_pct'])}, median {_pct(t['median_difference_pct'])}); "
           f"by process, ms: {parts}")
 
 

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import os
 import signal
+import statistics
 import time
 
 import psutil
@@ -30,6 +31,7 @@ from strife.observe import scrape
 
 SWITCH_TIMEOUT = 15.0  # seconds for every node to confirm a switch
 ROUND = 10.0           # seconds of one round: on, off, off, on
+MIN_ROUNDS = 3         # (from --seconds 5) the median of the rounds' differences: a burst of other work moves one
 PACE = 0.7             # of the many-caller phase's payments/s: both sides keep up with it
 
 
@@ -79,18 +81,27 @@ async def measure(topology, pay, pids, nodes, seconds, concurrency, full_rate=No
     used = {True: collections.Counter(), False: collections.Counter()}
     samples = {True: [], False: []}
     elapsed = {True: 0.0, False: 0.0}
-    rounds = max(1, round(seconds / ROUND))
-    quarter = max(seconds / rounds / 4, 0.5)
+    quarter = min(ROUND / 4, max(0.5, seconds / 4))
+    rounds = max(round(seconds / ROUND), MIN_ROUNDS if seconds >= ROUND / 2 else 1)  # a short bench: one round
     rate = full_rate * PACE if full_rate else None
+    by_round = []  # each round's difference, of the switched nodes' CPU per payment
     try:
-        for on in (True, False, False, True) * rounds:
-            await switch(topology, switched, on)
-            began: list = []  # (meter, time) once the callers are logged in: logins are not payments
-            samples[on] += await pay(quarter, f"tracing {'on' if on else 'off'}, {concurrency} callers",
-                                     lambda: began.append((CpuMeter(pids), time.perf_counter())), rate)
-            meter, start = began[0]
-            used[on].update(meter.used())
-            elapsed[on] += time.perf_counter() - start
+        for _ in range(rounds):
+            this = {True: [collections.Counter(), 0], False: [collections.Counter(), 0]}
+            for on in (True, False, False, True):
+                await switch(topology, switched, on)
+                began: list = []  # (meter, time) once the callers are logged in: logins are not payments
+                paid = await pay(quarter, f"tracing {'on' if on else 'off'}, {concurrency} callers",
+                                 lambda: began.append((CpuMeter(pids), time.perf_counter())), rate)
+                meter, start = began[0]
+                spent = meter.used()
+                samples[on] += paid
+                used[on].update(spent)
+                elapsed[on] += time.perf_counter() - start
+                this[on][0].update(spent)
+                this[on][1] += len(paid)
+            by_round.append(_pct(*(sum(this[on][0][n] for n in switched) / max(this[on][1], 1)
+                                   for on in (True, False))))
     finally:
         await switch(topology, switched, True)
     sides = {("on" if on else "off"): {"payments": summarize(samples[on], elapsed[on]),
@@ -108,8 +119,16 @@ async def measure(topology, pay, pids, nodes, seconds, concurrency, full_rate=No
         # of the switched nodes' own (the processes that trace): the figure a loaded machine blurs least
         "switched_difference_pct": _pct(sum(on_cpu.get(n, 0.0) for n in switched),
                                         sum(off_cpu.get(n, 0.0) for n in switched)),
+        # the same, round by round, and their median: what a burst of other work in one round cannot move
+        "rounds_difference_pct": by_round,
+        "median_difference_pct": _median(by_round),
         "by_process_ms": {name: round(on_cpu.get(name, 0.0) - off_cpu.get(name, 0.0), 3) for name in on_cpu},
     }
+
+
+def _median(values):
+    known = sorted(v for v in values if v is not None)
+    return statistics.median(known) if known else None
 
 
 def _pct(on, off):

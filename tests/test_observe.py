@@ -4,11 +4,14 @@ One deployment for the module; the gateway-crash test runs last (it restarts the
 view runs here (a process of its own: the view's loop owns this process's output). What a bench
 run's metrics count is in test_bench.py, beside the one bench run that serves every check."""
 import json
+import sqlite3
 import textwrap
 import urllib.request
 
 import pytest
 
+from strife.deployment.layout import Layout
+from strife.deployment.topology import load_deployment
 from strife.observe import scrape
 from tests.helpers import PAYMENT_TOPOLOGY, Deployment, settled, wait_for
 
@@ -28,10 +31,25 @@ def pay(d, *args):
     return json.loads(result.stdout), result
 
 
-def trace_of(d, txn_id):
+def trace_of(d, txn_id, found=True):
+    """`strife trace TXN --json`; with found=False, {"steps": []} while no node has written a
+    record of it yet (a node writes its records together, within timeline.FLUSH_EVERY)."""
     result = d.cli("trace", txn_id, "--json")
+    if not found and result.returncode == 1 and "no record of" in result.stderr + result.stdout:
+        return {"steps": []}
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
+
+
+def phase2_done(d, txn_id):
+    """Whether the gateway has every bank's acknowledgement of the payment's phase 2 (its store)."""
+    store = Layout(d.home).gateway_db(load_deployment(d.home).of_kind("gateway")[0].name)
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT phase2_done FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
+    finally:
+        db.close()
+    return row is not None and row[0] == 1
 
 
 def steps(trace, node=None, step=None):
@@ -63,8 +81,8 @@ def test_trace_of_a_committed_payment(observed):
     answer, result = pay(observed, "bob", "1.25")
     assert answer["outcome"] == "committed", result.stdout + result.stderr
     txn = answer["txn_id"]
-    trace = wait_for(lambda: (t := trace_of(observed, txn)) and len(steps(t, step="commit")) == 2 and t,
-                     what="both banks' commits in the trace")
+    trace = wait_for(lambda: (t := trace_of(observed, txn, found=False)) and len(steps(t, step="commit")) == 2
+                     and steps(t, "alice", "send") and t, what="both banks' commits and alice's send in the trace")
     assert trace["outcome"] == "COMMITTED" and trace["payer"] == "alice" and trace["amount_minor"] == 125
     assert [s["result"] for s in steps(trace, "alice", "send")] == ["committed"]
     assert steps(trace, "alice", "queued")
@@ -91,7 +109,7 @@ def test_trace_of_a_payment_aborted_by_a_bank_paused_at_prepare(observed):
         assert observed.cli("chaos", "--resume", "bank2").returncode == 0
     assert answer["outcome"] == "aborted", result.stdout
     txn = answer["txn_id"]
-    trace = wait_for(lambda: (t := trace_of(observed, txn)) and steps(t, "bank2", "abort") and t,
+    trace = wait_for(lambda: (t := trace_of(observed, txn, found=False)) and steps(t, "bank2", "abort") and t,
                      what="bank2's abort in the trace")
     assert trace["outcome"] == "ABORTED" and trace["reason"] == "BANK_UNAVAILABLE"
     prepares = {s["bank"]: s for s in steps(trace, "gateway", "prepare")}
@@ -171,10 +189,12 @@ def test_a_retry_answered_from_the_store_has_its_own_reply_in_the_trace(observed
         async with GatewayClient(load_deployment(observed.home), "alice") as client:
             return await client.pay("bob", 75, txn)
     first = asyncio.run(pay_as_alice())
-    wait_for(lambda: steps(trace_of(observed, txn), "gateway", "phase2-done"), what="the payment's phase 2 done")
+    wait_for(lambda: steps(trace_of(observed, txn, found=False), "gateway", "phase2-done"), what="the payment's phase 2 done")
     again = asyncio.run(pay_as_alice())
     assert again.outcome == first.outcome and again.txn_id == txn
-    replies = steps(trace_of(observed, txn), "gateway", "reply")
+    # a node writes its records together, within timeline.FLUSH_EVERY
+    replies = wait_for(lambda: len(r := steps(trace_of(observed, txn), "gateway", "reply")) >= 2 and r,
+                       what="the second reply in the trace")
     assert len(replies) == 2 and "source" not in replies[0], replies
     assert replies[1]["source"] == "store" and replies[1]["outcome"] == replies[0]["outcome"] == "COMMITTED"
     assert "again, from the store" in observed.cli("trace", txn).stdout
@@ -193,6 +213,8 @@ def test_the_operator_switches_tracing_off_and_on(observed):
     try:
         untraced, result = pay(observed, "bob", "0.10")
         assert untraced["outcome"] == "committed", result.stdout + result.stderr
+        # phase 2 follows the answer: switched on before it ends, the gateway would record it
+        wait_for(lambda: phase2_done(observed, untraced["txn_id"]), what="the untraced payment's phase 2")
     finally:
         asyncio.run(trace_cost.switch(topology, switched, on=True))
     traced, _ = pay(observed, "bob", "0.20")
@@ -213,8 +235,8 @@ def test_trace_of_a_payment_finished_after_a_gateway_crash(observed):
     assert answer["outcome"] in ("queued", "committed"), result.stdout
 
     def finished():
-        t = trace_of(observed, txn)
-        return t if t["finished_by"] and len(steps(t, step="commit")) == 2 else None
+        t = trace_of(observed, txn, found=False)
+        return t if t.get("finished_by") and len(steps(t, step="commit")) == 2 else None
     trace = wait_for(finished, timeout=90, what="the payment finished after the crash")
     assert trace["outcome"] == "COMMITTED"
     crash = [s for s in steps(trace, "gateway", "failpoint") if s["action"] == "crash"]

@@ -1,9 +1,12 @@
 """Offline payments: queued in the client's durable outbox, delivered once, in order, with their ids.
 The `strife` commands run in this process (`Deployment.cli`)."""
 import json
+import re
 import sqlite3
 import time
 
+from strife.client.outbox import Outbox
+from strife.deployment.layout import Layout
 from tests.helpers import pending_payments, settled, wait_for
 
 
@@ -96,8 +99,18 @@ def test_without_a_client_node_the_cli_delivers_on_its_next_call(live):
         txn = queue(d, "dave", "bob", "5.00")
         d.cli("chaos", "--resume", "gateway")
         assert outbox(d, "dave")[0]["txn_id"] == txn
-        # its failed attempt set a next try (a backoff of 0.1-0.3 s): the next call sends it once due
-        wait_for(lambda: (outbox(d, "dave")[0]["next_attempt_at"] or 0) <= time.time(), what="the payment due again")
+        # a command while its next try is not due says why it is queued and when it goes
+        box = Outbox(Layout(d.home).outbox("dave"))
+        try:
+            box.retry_later(txn, "unavailable: the gateway was paused", time.time() + 60)
+            early = d.cli("client", "dave", "balance")
+            assert early.returncode == 0, early.stderr
+            assert re.search(r"1 still queued \(unavailable: the gateway was paused; its next try is due in "
+                             r"(59|60)\.\d s\)", early.stderr), early.stderr
+            box.retry_later(txn, "unavailable: the gateway was paused", time.time())
+        finally:
+            box.close()
+        # due now: the next call sends it
         result = d.cli("client", "dave", "balance", "--json")
         assert result.returncode == 0
         assert "delivering 1 queued payment" in result.stderr and f"{txn} to bob 5.00: committed" in result.stderr

@@ -21,6 +21,7 @@ from strife.core.errors import BadInput, Failed, NotRunning
 from strife.core.limits import MAX_HISTORY
 from strife.core.money import AmountError, format_minor, parse_amount
 from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
+from strife.core.untrusted import field
 from strife.deployment import credentials
 from strife.deployment.layout import Layout
 
@@ -128,8 +129,11 @@ async def _drain_if_no_node(topology, name, client):
         await delivery.deliver(outbox, client, until=delivery.until_idle_or_failed, on_settled=lambda entry: print(
             f"  {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}: {entry.status.lower()}",
             file=sys.stderr))
-        if outbox.pending():
-            print(f"  {len(outbox.pending())} still queued (the gateway is not answering)", file=sys.stderr)
+        if (head := outbox.head()) is not None:  # an attempt failed, or the next is not due yet
+            why = field(head.last_error) if head.last_error else "not sent yet"
+            due = head.next_attempt_at - time.time()
+            when = f"; its next try is due in {due:.1f} s" if due > 0 else ""
+            print(f"  {len(outbox.pending())} still queued ({why}{when})", file=sys.stderr)
 
 
 def _print_json(obj):

@@ -172,6 +172,10 @@ def test_an_address_swapped_in_etcd_leads_to_a_refused_handshake(live, impostor)
     t = load_deployment(home)
     wait_for(lambda: etcd_as(home, lambda etcd: etcd.kv.get(key), identities.OPERATOR).kvs[0].value.decode()
              == t.node("bank1").address, timeout=15, what="bank1 registered again after its resume")
+    # the gateway's channel to bank1 leaves its reconnect backoff (after the impostor's refused
+    # handshakes) once it tries again: a balance read goes through bank1
+    wait_for(lambda: live.cli("client", "alice", "balance").returncode == 0, timeout=30,
+             what="the gateway reaching bank1 again")
     paid = live.cli("client", "alice", "pay", "bob", "1", "--wait", "20")
     assert paid.returncode == 0, paid.stdout + paid.stderr
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 import textwrap
 
+import psutil
 import pytest
 
 from strife.deployment.topology import load_deployment
@@ -156,3 +157,22 @@ def test_windowed_percentiles_follow_the_ok_samples_over_time():
     first, last = trend[0][1], trend[-1][1]
     assert first[50] == first[99] == 10.0 and last[50] == last[99] == 100.0
     assert windowed_percentiles([Sample(0, 1.0, "error")]) == []
+
+
+def test_a_bench_killed_in_its_echo_phase_leaves_no_echo_server(live):
+    """The echo server dies with the process that spawned it, even by SIGKILL (a bench stopped
+    with kill -9, or its terminal closed): spawned here by a process that is then killed."""
+    import signal
+    import sys
+    spawner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from strife.checks.bench import echo; "
+         "server = echo.spawn(sys.argv[1]); print(server.stdout.readline().strip(), server.pid, flush=True); "
+         "time.sleep(60)", str(live.home)], stdout=subprocess.PIPE, text=True)
+    try:
+        port, pid = spawner.stdout.readline().split()
+        assert int(port) > 0 and psutil.pid_exists(int(pid))
+    finally:
+        spawner.send_signal(signal.SIGKILL)
+        spawner.wait()
+    wait_for(lambda: not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE,
+             timeout=10, what="the echo server gone with its spawner")

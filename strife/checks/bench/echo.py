@@ -1,15 +1,19 @@
 """A minimal gRPC echo server over the deployment's mTLS: the reference a payment is compared to.
 
-`python -m strife.bench.echo --home DIR` prints its port on the first line, serves until SIGTERM.
+`python -m strife.bench.echo --home DIR` prints its port on the first line, serves until SIGTERM,
+or until the process that spawned it (`spawn`) dies, even by SIGKILL: a bench stopped in its echo
+phase leaves no server behind.
 """
 import argparse
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 
 import grpc
 
+from strife.core import lifeline
 from strife.deployment import tls
 from strife.deployment.identities import OPERATOR
 from strife.rpc import echo_pb2_grpc
@@ -33,7 +37,16 @@ async def serve(home):
     await server.stop(0.5)
 
 
+def spawn(home) -> subprocess.Popen:
+    """The echo server for `home`, tied to this process's life (strife/core/lifeline.py); its port
+    is the first line of its stdout. Call it from the main thread: the tie is to the spawning thread."""
+    env = dict(os.environ, **{lifeline.ENV: str(os.getpid())})
+    return subprocess.Popen([sys.executable, "-P", "-m", "strife.checks.bench.echo", "--home", str(home)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
 def main(argv=None):
+    lifeline.hold()  # first thing: dies with whoever spawned it
     os.umask(0o077)
     parser = argparse.ArgumentParser(description="gRPC echo over mTLS, the benchmark's reference")
     parser.add_argument("--home", required=True)

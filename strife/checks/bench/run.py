@@ -5,15 +5,13 @@ import contextlib
 import random
 import secrets
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 
 import grpc
 import psutil
 
-from strife.checks.bench import report, trace_cost
+from strife.checks.bench import echo as echo_server, report, trace_cost
 from strife.checks.bench.cpu import CpuMeter
 from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
@@ -148,8 +146,7 @@ class Bench:
 
     async def _echo(self, concurrency, seconds, label, cpu=None):
         """Closed-loop echo calls; with `cpu` (a dict), also fills in CPU ms per call by process."""
-        server = subprocess.Popen([sys.executable, "-P", "-m", "strife.checks.bench.echo", "--home", str(self.home)],
-                                  stdout=subprocess.PIPE, text=True)
+        server = echo_server.spawn(self.home)
         try:
             assert server.stdout is not None
             port = int(server.stdout.readline())

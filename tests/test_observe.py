@@ -218,8 +218,11 @@ def test_the_operator_switches_tracing_off_and_on(observed):
     finally:
         asyncio.run(trace_cost.switch(topology, switched, on=True))
     traced, _ = pay(observed, "bob", "0.20")
+    # a node writes its records together, within timeline.FLUSH_EVERY: wait for the traced payment's
+    wait_for(lambda: {"gateway", "bank1", "bank2"} <= {s["node"] for s in trace_of(observed, traced["txn_id"],
+                                                                                     found=False)["steps"]},
+             what="the traced payment's records from the gateway and both banks")
     assert {s["node"] for s in trace_of(observed, untraced["txn_id"])["steps"]} == {"alice"}
-    assert {"gateway", "bank1", "bank2"} <= {s["node"] for s in trace_of(observed, traced["txn_id"])["steps"]}
     from strife.deployment.layout import Layout
     from strife.observe import timeline
     marks = [json.loads(line) for line in timeline.file_of(Layout(observed.home), "gateway").read_text().splitlines()

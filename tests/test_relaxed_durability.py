@@ -33,7 +33,7 @@ def test_a_bank_and_the_gateway_killed_right_after_phase_2_lose_no_outcome(live)
     nodes = {name: d.node(name) for name in ("bank1", "bank2", "gateway")}
     for node in nodes.values():
         os.kill(node["pid"], signal.SIGKILL)
-    wait_for(lambda: all(d.node(n)["state"] == "RUNNING" and d.node(n)["pid"] != nodes[n]["pid"] for n in nodes),
+    wait_for(lambda: all(d.node(n)["state"] == "RUNNING" and d.node(n)["pid"] not in (None, nodes[n]["pid"]) for n in nodes),
              timeout=60, what="bank1, bank2 and the gateway running again")
 
     cross = [txn for txn, payee, _ in paid if payee == "bob"]

@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import PAYMENT_TOPOLOGY, SMALL_TOPOLOGY, Deployment
+from tests.helpers import PAYMENT_TOPOLOGY, SMALL_TOPOLOGY, Deployment, started
 
 
 @pytest.fixture
@@ -26,9 +26,5 @@ def deployment(tmp_path_factory):
 def live(tmp_path_factory):
     """One payment deployment shared by every test that leaves it as it found it (each measures its
     own deltas); tests that break a deployment (kill for good, certificates, full disk) make their own."""
-    home = tmp_path_factory.mktemp("live")
-    (home / "topology.yaml").write_text(textwrap.dedent(PAYMENT_TOPOLOGY))
-    d = Deployment(home)
-    d.up()
-    yield d
-    d.teardown()
+    with started(tmp_path_factory, "live", PAYMENT_TOPOLOGY) as d:
+        yield d

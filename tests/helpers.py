@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import tempfile
 import time
 import traceback
@@ -180,6 +181,20 @@ class Deployment:
                 pass
 
 
+
+
+@contextlib.contextmanager
+def started(tmp_path_factory, name, topology):
+    """A deployment of `topology` in a fresh directory, up for the block and torn down after it
+    (also when `up` fails: whatever it started goes too). For module and session fixtures."""
+    home = tmp_path_factory.mktemp(name)
+    (home / "topology.yaml").write_text(textwrap.dedent(topology))
+    d = Deployment(home)
+    try:
+        d.up()
+        yield d
+    finally:
+        d.teardown()
 
 
 PAYMENT_TOPOLOGY = """

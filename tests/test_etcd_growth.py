@@ -7,7 +7,6 @@ it needs the gateway not to take its own two steps while the audit reads."""
 import asyncio
 import json
 import sqlite3
-import textwrap
 
 from etcd3aio import prefix_range_end
 
@@ -19,21 +18,17 @@ from strife.deployment.topology import load_deployment
 from strife.launcher import etcd_upkeep
 import pytest
 
-from tests.helpers import PAYMENT_TOPOLOGY, Deployment, etcd_as, ledger_rows, wait_for
+from tests.helpers import PAYMENT_TOPOLOGY, etcd_as, ledger_rows, wait_for, started
 
 RETENTION = "3s"
 
 
 @pytest.fixture(scope="module")
 def forgetful(tmp_path_factory):
-    home = tmp_path_factory.mktemp("forgetful")
     topology = PAYMENT_TOPOLOGY.replace("idempotency_retention: 30s", f"idempotency_retention: {RETENTION}")
     assert topology != PAYMENT_TOPOLOGY
-    (home / "topology.yaml").write_text(textwrap.dedent(topology))
-    d = Deployment(home)
-    d.up()
-    yield d
-    d.teardown()
+    with started(tmp_path_factory, "forgetful", topology) as d:
+        yield d
 
 
 def etcd_keys(home, prefix):

@@ -5,7 +5,6 @@ One deployment for the module (2 gateways, 3 banks); each test measures its own 
 import asyncio
 import json
 import sqlite3
-import textwrap
 import time
 import uuid
 
@@ -16,7 +15,7 @@ from strife.client.gateway_client import GatewayClient
 from strife.core import decisions
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
-from tests.helpers import Deployment, balances, etcd_as, settled, wait_for
+from tests.helpers import balances, etcd_as, settled, wait_for, started
 
 TWO_GATEWAYS = """
 settings:
@@ -47,12 +46,8 @@ DEFINITE = (1, 2)  # COMMITTED, ABORTED on the wire
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
-    home = tmp_path_factory.mktemp("gateways")
-    (home / "topology.yaml").write_text(textwrap.dedent(TWO_GATEWAYS))
-    d = Deployment(home)
-    d.up()
-    yield d
-    d.teardown()
+    with started(tmp_path_factory, "gateways", TWO_GATEWAYS) as d:
+        yield d
 
 
 def run(coro):

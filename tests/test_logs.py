@@ -15,7 +15,7 @@ import pytest
 from strife.client.gateway_client import GatewayClient
 from strife.deployment.topology import load_deployment
 from strife.launcher import logs
-from tests.helpers import SMALL_TOPOLOGY, STRIFE, Deployment, wait_for
+from tests.helpers import SMALL_TOPOLOGY, STRIFE, wait_for, started
 
 ROTATED_NAME = re.compile(r"n\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}(\.\d+)?\.log")
 
@@ -178,12 +178,8 @@ ROTATING = SMALL_TOPOLOGY.replace("backoff: 200ms", "backoff: 200ms\n  log_max_b
 
 @pytest.fixture(scope="module")
 def rotating(tmp_path_factory):
-    home = tmp_path_factory.mktemp("rotating")
-    (home / "topology.yaml").write_text(textwrap.dedent(ROTATING))
-    d = Deployment(home)
-    d.up()
-    yield d
-    d.teardown()
+    with started(tmp_path_factory, "rotating", ROTATING) as d:
+        yield d
 
 
 def balance_calls(home, count):

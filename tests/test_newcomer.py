@@ -4,7 +4,6 @@ and certificates whose holder lost them. The exit codes and first lines of every
 tests/test_cli_contract.py. The commands run in this process (`Deployment.cli`), `up` in its own."""
 import json
 import re
-import textwrap
 import time
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from strife.deployment import certs, credentials
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load
-from tests.helpers import Deployment, pending_payments, wait_for
+from tests.helpers import pending_payments, wait_for, started
 
 ONE_BANK = """
 settings:
@@ -34,12 +33,8 @@ clients:
 def one_bank(tmp_path_factory):
     """One deployment for the tests that leave it as they found it (a password or a certificate
     put right again at their end)."""
-    home = tmp_path_factory.mktemp("one_bank")
-    (home / "topology.yaml").write_text(textwrap.dedent(ONE_BANK))
-    d = Deployment(home)
-    d.up()
-    yield d
-    d.teardown()
+    with started(tmp_path_factory, "one_bank", ONE_BANK) as d:
+        yield d
 
 
 def outbox_rows(d, user):

@@ -5,7 +5,6 @@ view runs here (a process of its own: the view's loop owns this process's output
 run's metrics count is in test_bench.py, beside the one bench run that serves every check."""
 import json
 import sqlite3
-import textwrap
 import urllib.request
 
 import pytest
@@ -13,17 +12,13 @@ import pytest
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.observe import scrape
-from tests.helpers import PAYMENT_TOPOLOGY, Deployment, settled, wait_for
+from tests.helpers import PAYMENT_TOPOLOGY, settled, wait_for, started
 
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory):
-    home = tmp_path_factory.mktemp("observe")
-    (home / "topology.yaml").write_text(textwrap.dedent(PAYMENT_TOPOLOGY))
-    d = Deployment(home)
-    d.up()
-    yield d
-    d.teardown()
+    with started(tmp_path_factory, "observe", PAYMENT_TOPOLOGY) as d:
+        yield d
 
 
 def pay(d, *args):

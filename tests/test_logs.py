@@ -4,6 +4,7 @@ across rotations in time order, and commands that behave when their output pipe 
 import asyncio
 import json
 import queue
+import os
 import re
 import subprocess
 import sys
@@ -282,3 +283,25 @@ def piped(d, pipeline):
     """Run `strife ...` piped into a reader through bash; its stderr and the status of strife."""
     return Piped(subprocess.run(["bash", "-c", f"{' '.join(STRIFE)} {pipeline}; echo \"exit=${{PIPESTATUS[0]}}\" >&2"],
                                 cwd=d.home, capture_output=True, text=True, timeout=120))
+
+
+def test_following_reads_no_rotated_file_twice_when_rotations_share_a_timestamp(tmp_path):
+    """A file rotated before the one being followed, with the same mtime (two rotations within
+    one tick of the file system's clock), is not read again: only the files rotated after it are."""
+    path = tmp_path / "n.log"
+    path.write_text("")
+    follower = logs.Log("n", path)
+    path.write_text("2026-11-26 10:00:00,000 INFO n: one\n")
+    assert [line for _, line in follower.new_lines()] == ["2026-11-26 10:00:00,000 INFO n: one"]
+    first = tmp_path / "n.2026-11-26_10-00-00_000000.log"
+    path.rename(first)  # rotated once, already read; then a new file, rotated again in the same tick
+    path.write_text("2026-11-26 10:00:00,001 INFO n: two\n")
+    assert [line for _, line in follower.new_lines()] == ["2026-11-26 10:00:00,001 INFO n: two"]
+    second = tmp_path / "n.2026-11-26_10-00-00_000001.log"
+    path.rename(second)
+    path.write_text("2026-11-26 10:00:00,002 INFO n: three\n")
+    same = os.stat(second).st_mtime_ns
+    os.utime(first, ns=(same, same))
+    seen = [line for _, line in follower.new_lines()]
+    follower.close()
+    assert seen == ["2026-11-26 10:00:00,002 INFO n: three"], seen

@@ -150,17 +150,29 @@ class Log:
             self._file.close()
             self._open(at_end=False)
             new = os.fstat(self._file.fileno()) if self._file else None
-            for between in rotated(self.path):
+            for between in self._rotated_after(old, new):
                 try:
-                    info = between.stat()
-                    if info.st_mtime_ns >= old.st_mtime_ns and not _same(info, old) and not _same(info, new):
-                        data += _finished(between.read_bytes())
+                    data += _finished(between.read_bytes())
                 except FileNotFoundError:  # removed by retention meanwhile: those lines are gone
                     continue
             if self._file:
                 data += self._read()
         *lines, self._pending = data.split(b"\n")
         return self._timed(lines)
+
+    def _rotated_after(self, old, new):
+        """The files rotated after the one we were reading (`old`, stat) and before `new`: those
+        after it in rotation order. By mtime only when it is gone (removed by retention): two
+        rotations in one tick of the clock share an mtime, and the earlier was read already."""
+        found = []
+        for path in rotated(self.path):
+            try:
+                found.append((path, path.stat()))
+            except FileNotFoundError:
+                continue
+        at = next((i for i, (_, info) in enumerate(found) if _same(info, old)), None)
+        after = found[at + 1:] if at is not None else [(p, i) for p, i in found if i.st_mtime_ns >= old.st_mtime_ns]
+        return [path for path, info in after if not _same(info, new)]
 
     def _read(self):
         assert self._file is not None

@@ -231,6 +231,10 @@ def _checks(sub):
     p.add_argument("--concurrency", type=int, default=32, help="concurrent callers (default 32)")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="write latency over time as a PNG (needs matplotlib)")
+    p.add_argument("--floor", action="store_true",
+                   help="also measure the floor: the same phases through do-nothing stand-ins of a payment's "
+                        "shape (a relaying gateway, two banks that fsync one row per call, a decider), which "
+                        "no code of that shape can beat on this machine (`floor` in --json)")
     p.set_defaults(run="bench:run")
 
 

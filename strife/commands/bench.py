@@ -44,7 +44,7 @@ def run(args):
             raise Failed(f"could not start a deployment to measure:\n{exc}") from None
     try:
         topology = load_deployment(temporary or path.parent)
-        bench = Bench(topology, seconds, args.concurrency, _progress)
+        bench = Bench(topology, seconds, args.concurrency, _progress, with_floor=args.floor)
         figures, samples = asyncio.run(bench.run())
     except ValueError as exc:
         raise Failed(str(exc)) from None
@@ -87,6 +87,14 @@ def _print(f, samples):
     print(line("echo x1", f["echo_single"]))
     print(f"ratio (payments/s x 6 / echo/s): {f['ratio']}   single-caller p50 / echo p50: "
           f"cross-bank {f['single_p50_over_echo_p50']}, same-bank {f['same_bank_single_p50_over_echo_p50']}")
+    if floor := f.get("floor"):
+        print(line(f"floor x{f['concurrency']}", floor["payments"]))
+        print(line("floor cross-bank x1", floor["payments_single"]))
+        print(line("floor same-bank x1", floor["payments_single_same_bank"]))
+        print(f"floor (do-nothing stand-ins of the same shape, {floor['same_bank_share']:.0%} same-bank): ratio "
+              f"{floor['ratio']}, single-caller p50 / echo p50: cross-bank {floor['single_p50_over_echo_p50']}, "
+              f"same-bank {floor['same_bank_single_p50_over_echo_p50']}, CPU ms per payment "
+              f"{floor['cpu_ms_per_payment']['total']:.2f}")
     if f["stages_ms"]:
         print("a lone cross-bank payment, median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in f["stages_ms"].items()))
     print("peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in f["rss_peak_mb"].items()))

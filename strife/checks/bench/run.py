@@ -11,7 +11,7 @@ import uuid
 import grpc
 import psutil
 
-from strife.checks.bench import echo as echo_server, report, trace_cost
+from strife.checks.bench import echo as echo_server, floor, report, trace_cost
 from strife.checks.bench.cpu import CpuMeter
 from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
@@ -37,9 +37,18 @@ SAME_BANK, CROSS_BANK = "same-bank", "cross-bank"
 PAYLOAD = b"x" * 64   # about the size of a payment request
 
 
+def _against_echo(figures, echo_rate, echo_p50):
+    """The targets' figures: the ratio to echo's throughput and the single-caller p50s over echo's."""
+    figures["ratio"] = round(figures["payments"]["per_s"] * RPCS_PER_PAYMENT / echo_rate, 3) if echo_rate else None
+    for key, phase in (("single_p50_over_echo_p50", "payments_single"),
+                       ("same_bank_single_p50_over_echo_p50", "payments_single_same_bank")):
+        figures[key] = round(figures[phase]["p50_ms"] / echo_p50, 2) if echo_p50 and figures[phase]["ok"] else None
+
+
 class Bench:
-    def __init__(self, topology, seconds, concurrency, progress):
+    def __init__(self, topology, seconds, concurrency, progress, with_floor=False):
         self.topology, self.seconds, self.concurrency = topology, seconds, concurrency
+        self.with_floor = with_floor
         self.progress = progress
         self.home = topology.home
         self.accounts = max(2 * concurrency, 16)
@@ -150,22 +159,50 @@ class Bench:
         try:
             assert server.stdout is not None
             port = int(server.stdout.readline())
-            creds = tls.channel_credentials(self.home, identities.OPERATOR)
-            async with tls.secure_channel(f"127.0.0.1:{port}", creds, identities.OPERATOR) as channel:
-                stub = echo_pb2_grpc.EchoStub(channel)
-                await stub.Echo(echo_pb2.EchoMessage(payload=PAYLOAD), wait_for_ready=True, timeout=10)
-
-                async def echo(worker, n):
-                    await stub.Echo(echo_pb2.EchoMessage(payload=PAYLOAD), timeout=10)
-                    return "ok"
-                meter = CpuMeter({"echo server": server.pid})
-                samples = await closed_loop(echo, concurrency, seconds, self._progress(label))
-                if cpu is not None:
-                    cpu.update(meter.per_item_ms(len(samples)))
-                return samples
+            return await self._calls(port, lambda worker, n: PAYLOAD, concurrency, seconds, label, cpu,
+                                     {"echo server": server.pid})
         finally:
             server.terminate()
             server.wait(10)
+
+    async def _calls(self, port, payload, concurrency, seconds, label, cpu=None, pids=None):
+        """Closed-loop Echo calls to a local server at `port` (`payload(worker, n)` says what each
+        carries); with `cpu` (a dict), also fills in CPU ms per call by process (`pids`, and this one)."""
+        creds = tls.channel_credentials(self.home, identities.OPERATOR)
+        async with tls.secure_channel(f"127.0.0.1:{port}", creds, identities.OPERATOR) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            await stub.Echo(echo_pb2.EchoMessage(payload=payload(0, 0)), wait_for_ready=True, timeout=10)
+
+            async def call(worker, n):
+                await stub.Echo(echo_pb2.EchoMessage(payload=payload(worker, n)), timeout=10)
+                return "ok"
+            meter = CpuMeter(pids or {})
+            samples = await closed_loop(call, concurrency, seconds, self._progress(label))
+            if cpu is not None:
+                cpu.update(meter.per_item_ms(len(samples)))
+            return samples
+
+    async def _floor(self, single_seconds, same_bank_share):
+        """The same phases through do-nothing stand-ins of the payment's shape (floor.py), with
+        the many-caller phase's share of same-bank payments: what the design allows on this machine."""
+        stand_ins = floor.Floor(self.home)
+        try:
+            port = stand_ins.start()
+            cross, same = floor.CROSS_BANK + PAYLOAD, floor.SAME_BANK + PAYLOAD
+            single = await self._calls(port, lambda w, n: cross, 1, single_seconds, "floor, cross-bank, 1 caller")
+            single_same = await self._calls(port, lambda w, n: same, 1, single_seconds, "floor, same-bank, 1 caller")
+            rng = random.Random(self.concurrency)
+            cpu = {}
+            many = await self._calls(port, lambda w, n: same if rng.random() < same_bank_share else cross,
+                                     self.concurrency, self.seconds, f"floor, {self.concurrency} callers", cpu,
+                                     stand_ins.pids())
+        finally:
+            stand_ins.stop()
+        return {"same_bank_share": round(same_bank_share, 3),
+                "payments": report.summarize(many, _span(many)),
+                "payments_single": report.summarize(single, single_seconds),
+                "payments_single_same_bank": report.summarize(single_same, single_seconds),
+                "cpu_ms_per_payment": cpu}
 
     def _progress(self, label):
         return lambda text: self.progress(f"{label:<22} {text}")
@@ -231,11 +268,11 @@ class Bench:
             # every answer of the run by outcome, warm-up and stage timing included
             "answered": {o: self.answered[o] for o in (Outcome.COMMITTED.value, Outcome.ABORTED.value)},
         }
-        echo_rate = figures["echo"]["per_s"]
-        figures["ratio"] = round(figures["payments"]["per_s"] * RPCS_PER_PAYMENT / echo_rate, 3) if echo_rate else None
-        echo_p50 = figures["echo_single"]["p50_ms"]
-        for key, phase in (("single_p50_over_echo_p50", "payments_single"),
-                           ("same_bank_single_p50_over_echo_p50", "payments_single_same_bank")):
-            figures[key] = round(figures[phase]["p50_ms"] / echo_p50, 2) if echo_p50 and figures[phase]["ok"] else None
+        if self.with_floor:
+            share = sum(1 for s in pay_many if s.kind == SAME_BANK) / len(pay_many) if pay_many else 0.0
+            figures["floor"] = await self._floor(single_seconds, share)
+        for measured in (figures, figures.get("floor")):
+            if measured is not None:
+                _against_echo(measured, figures["echo"]["per_s"], figures["echo_single"]["p50_ms"])
         self.echo_samples = echo_many  # the plot's reference, beside the payments
         return figures, pay_many

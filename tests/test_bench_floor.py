@@ -47,7 +47,7 @@ def test_the_stand_ins_take_a_payments_shape_and_leave_nothing_behind(deployment
         # the prepares before the answer, phase 2 after it: two more rows at each bank
         wait_for(lambda: rows(stand_ins) == [3, 2], what="phase 2 at both bank stand-ins")
     finally:
-        pids, scratch = stand_ins.pids(), stand_ins._scratch.name
+        pids, scratch = stand_ins.pids(), stand_ins.scratch
         stand_ins.stop()
     assert set(pids) == {*BANKS, "floor decider", "floor gateway"}
     assert not pathlib.Path(scratch).exists()

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -114,12 +115,12 @@ class Floor:
     def __init__(self, home):
         self.home = home
         self.processes = {}
-        self._scratch = tempfile.TemporaryDirectory(prefix="strife-floor-")
+        self.scratch = tempfile.mkdtemp(prefix="strife-floor-")  # the bank stand-ins' databases
 
     def _spawn(self, name, role, *extra):
         env = dict(os.environ, **{lifeline.ENV: str(os.getpid())})
         process = subprocess.Popen([sys.executable, "-P", "-m", "strife.checks.bench.floor", "--home", str(self.home),
-                                    "--role", role, "--scratch", self._scratch.name, *extra],
+                                    "--role", role, "--scratch", self.scratch, *extra],
                                    stdout=subprocess.PIPE, text=True, env=env)
         self.processes[name] = process
         assert process.stdout is not None
@@ -139,7 +140,7 @@ class Floor:
 
     def database(self, name):
         """Where the bank stand-in `name` writes its rows."""
-        return os.path.join(self._scratch.name, f"bank-{self.processes[name].pid}.db")
+        return os.path.join(self.scratch, f"bank-{self.processes[name].pid}.db")
 
     def stop(self):
         for process in self.processes.values():
@@ -151,7 +152,7 @@ class Floor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self._scratch.cleanup()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def main(argv=None):

@@ -46,6 +46,10 @@ def test_the_stand_ins_take_a_payments_shape_and_leave_nothing_behind(deployment
         asyncio.run(call(d.home, port, floor.CROSS_BANK + b"two"))
         # the prepares before the answer, phase 2 after it: two more rows at each bank
         wait_for(lambda: rows(stand_ins) == [3, 2], what="phase 2 at both bank stand-ins")
+        # the same shapes sent on at once, unbatched (a lone caller's floor)
+        asyncio.run(call(d.home, port, floor.SAME_BANK + floor.DIRECT))
+        asyncio.run(call(d.home, port, floor.CROSS_BANK + floor.DIRECT))
+        wait_for(lambda: rows(stand_ins) == [6, 4], what="an unbatched payment of each shape")
     finally:
         pids, scratch = stand_ins.pids(), stand_ins.scratch
         stand_ins.stop()

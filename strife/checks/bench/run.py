@@ -189,8 +189,10 @@ class Bench:
         try:
             port = stand_ins.start()
             cross, same = floor.CROSS_BANK + PAYLOAD, floor.SAME_BANK + PAYLOAD
-            single = await self._calls(port, lambda w, n: cross, 1, single_seconds, "floor, cross-bank, 1 caller")
-            single_same = await self._calls(port, lambda w, n: same, 1, single_seconds, "floor, same-bank, 1 caller")
+            lone_cross, lone_same = floor.CROSS_BANK + floor.DIRECT + PAYLOAD, floor.SAME_BANK + floor.DIRECT + PAYLOAD
+            single = await self._calls(port, lambda w, n: lone_cross, 1, single_seconds, "floor, cross-bank, 1 caller")
+            single_same = await self._calls(port, lambda w, n: lone_same, 1, single_seconds,
+                                            "floor, same-bank, 1 caller")
             rng = random.Random(self.concurrency)
             cpu = {}
             many = await self._calls(port, lambda w, n: same if rng.random() < same_bank_share else cross,

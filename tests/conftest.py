@@ -24,7 +24,7 @@ def pytest_configure(config):
 # for half a minute after the other had finished. The rest follow in collection order.
 LONGEST_FIRST = ("test_launcher.py", "test_hosts_cluster.py", "test_bench.py", "test_chaos_and_verify.py",
                  "test_cli_contract.py", "test_recovery.py", "test_gateways.py", "test_logs.py", "test_observe.py",
-                 "test_supervisor_properties.py", "test_outbox.py", "test_etcd_growth.py", "test_gateway_resources.py",
+                 "test_outbox.py", "test_etcd_growth.py", "test_gateway_resources.py",
                  "test_hostile_input.py", "test_disk_full.py", "test_newcomer.py", "test_login_limits.py")
 
 

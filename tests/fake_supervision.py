@@ -30,9 +30,16 @@ clients:
 
 
 async def settle(rounds=200):
-    """Let every runnable task run until nothing is left to do (no I/O here, only callbacks)."""
+    """Let every runnable task run until nothing is left to do (no I/O here, only callbacks): up to
+    `rounds` turns of the loop, fewer once its queue of ready callbacks is empty when this task
+    resumes (then nothing else can run: time is virtual). The property test settles over a million
+    times; always taking all 200 turns was nearly all of its CPU."""
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)  # CPython's event loop; elsewhere, every round
     for _ in range(rounds):
         await asyncio.sleep(0)
+        if ready is not None and not ready:
+            return
 
 
 class FakeClock:

@@ -3,7 +3,7 @@ the text report, the gateway's metrics counting what it did, and a bench with no
 
 A bench run costs seconds of both cores, so one run on the shared deployment (--json --plot, the
 gateway's metrics read before and after) serves the figures, the plot and the metrics; the text
-report and the bench that starts its own deployment are runs of their own, as short as allowed."""
+report is that of the bench that starts its own deployment: one run of its own, as short as allowed."""
 import dataclasses
 import json
 import os
@@ -70,7 +70,7 @@ def test_bench_reports_every_figure(live, bench):
     assert 0 < stages["prepare"] < stages["total"] and 0 < stages["decision"] < stages["total"]
     assert set(figures["rss_peak_mb"]) == {"gateway", "bank1", "bank2"}
     assert all(mb > 10 for mb in figures["rss_peak_mb"].values())
-    assert figures["accounts"] >= 8 and figures["concurrency"] == 4
+    assert figures["accounts"] >= 8 and figures["concurrency"] == 4 and figures["deployment"] == str(live.home)
     # where the CPU went, by process: every process of the deployment, and the load generator
     payment_cpu, echo_cpu = figures["cpu_ms_per_payment"], figures["cpu_ms_per_echo"]
     assert {"gateway", "bank1", "bank2", "etcd", "supervisor", "load generator", "total"} <= set(payment_cpu)
@@ -119,28 +119,27 @@ def test_metrics_count_what_a_bench_run_did(bench):
     assert scrape.quantile(0.5, latency) is not None
 
 
-def test_bench_histogram_and_bad_arguments(live):
-    result = live.run("bench", "--seconds", SHORTEST, "--concurrency", "2", timeout=300)
+def test_bench_bad_arguments(live):
+    assert live.cli("bench", "--seconds", "0").returncode == 2
+    assert live.cli("bench", "--concurrency", "0").returncode == 2
+
+
+def test_bench_with_nothing_running_starts_and_removes_its_own_deployment_and_prints_its_report(tmp_path):
+    # the bench pays between its own accounts, registered by the admin: no other client to start
+    alone = "\n".join(line for line in SMALL_TOPOLOGY.splitlines() if not line.startswith(("  alice:", "  bob:")))
+    assert "admin:" in alone and "alice" not in alone
+    (tmp_path / "topology.yaml").write_text(textwrap.dedent(alone))
+    # the text report (the shared deployment's run is --json): one run serves both, a bench costs seconds of both cores
+    result = subprocess.run([*STRIFE, "bench", "--seconds", SHORTEST, "--concurrency", "2"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "ratio (payments/s x 6 / echo/s)" in result.stdout and " ms | #" in result.stdout
     assert "CPU ms per payment: " in result.stdout and "CPU ms per echo: " in result.stdout
     assert re.search(r"tracing on/off \(trace_sample 1, both paced at [0-9.]+/s\): CPU ms per payment .* by round "
                      r"[-+0-9. %]+, median [-+0-9. %]+\)", result.stdout), result.stdout
-    assert live.cli("bench", "--seconds", "0").returncode == 2
-    assert live.cli("bench", "--concurrency", "0").returncode == 2
-
-
-def test_bench_with_nothing_running_starts_and_removes_its_own_deployment(tmp_path):
-    # the bench pays between its own accounts, registered by the admin: no other client to start
-    alone = "\n".join(line for line in SMALL_TOPOLOGY.splitlines() if not line.startswith(("  alice:", "  bob:")))
-    assert "admin:" in alone and "alice" not in alone
-    (tmp_path / "topology.yaml").write_text(textwrap.dedent(alone))
-    result = subprocess.run([*STRIFE, "bench", "--seconds", SHORTEST, "--concurrency", "2", "--json"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
-    assert figures["deployment"] == "temporary" and figures["payments"]["ok"] > 0
-    started_in = re.search(r"starting one in (\S+)", result.stderr).group(1)
+    paid = re.search(r"^payments x2 .*\((\d+) ok, \d+ aborted, \d+ errors\)$", result.stdout, re.M)
+    assert paid and int(paid.group(1)) > 0, result.stdout
+    started_in = re.search(r"no deployment running in \S+: starting one in (\S+)", result.stderr).group(1)
     assert not os.path.exists(started_in) and not processes_of(started_in)  # nothing left behind
     assert not (tmp_path / "state").exists()  # the user's directory was not used
 

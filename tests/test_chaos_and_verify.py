@@ -146,8 +146,11 @@ def test_verify_reads_more_decisions_than_one_grpc_message_holds_and_reports_a_b
     d = deployment()
     d.up()
     t = topology.load(Layout(d.home).resolved, home=d.home)
-    pad = "x" * 56  # ~110 bytes per key and value: 45,000 of them are ~5 MB
-    wanted = {f"old-{i:05d}-{pad}": decisions.COMMIT if i % 3 else decisions.ABORT for i in range(45_000)}
+    # ~600 bytes per key and value: 8,500 of them are ~5 MB, read in pages of decisions.PAGE keys
+    # (~3 MB each). Long keys rather than many: etcd's CPU goes by the number of keys written.
+    pad = "x" * 560
+    wanted = {f"old-{i:05d}-{pad}": decisions.COMMIT if i % 3 else decisions.ABORT for i in range(8_500)}
+    assert sum(len(decisions.key(txn)) + len(outcome) for txn, outcome in wanted.items()) > 5_000_000
 
     async def go():
         async with discovery.client(t, identities.OPERATOR) as etcd:

@@ -32,6 +32,7 @@ settings:
   hold_timeout: 6s
   stop_grace: 3s
   backoff: 200ms
+  warm_spares: false   # no processes made ahead for restarts: the CPU of 3 starts at each `up`
 etcd:
   members: 1
 banks:

@@ -118,6 +118,8 @@ def test_the_resolved_form_names_hosts_and_reads_back_the_same(tmp_path):
     assert "host: h2" in text and "127.0.0.1" not in text
     again = load(tmp_path, text, "resolved.yaml")
     assert again.nodes == t.nodes and again.hosts == t.hosts
+    again = load(tmp_path, t.to_json(), "resolved.json")  # the copy `up` writes for the nodes
+    assert again.nodes == t.nodes and again.hosts == t.hosts
 
 
 def test_certificates_carry_the_host_address(tmp_path):

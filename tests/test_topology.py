@@ -45,11 +45,21 @@ def test_resolved_form_round_trips(tmp_path):
                     .replace("backoff: 200ms", "backoff: 200ms\n  log_max_bytes: 64KB\n  log_keep: 2\n"
                                                "  log_format: json"))
     original = topology.load(path)
-    again = tmp_path / "again.yaml"
-    again.write_text(original.to_yaml())
-    reread = topology.load(again, home=tmp_path)
-    assert reread.nodes == original.nodes
-    assert reread.settings == original.settings
+    for again, text in ((tmp_path / "again.yaml", original.to_yaml()), (tmp_path / "again.json", original.to_json())):
+        again.write_text(text)  # the resolved copy `up` writes for the nodes is the JSON
+        reread = topology.load(again, home=tmp_path)
+        assert reread.nodes == original.nodes
+        assert reread.settings == original.settings
+
+
+def test_the_resolved_json_is_as_strict_as_the_yaml(tmp_path):
+    path = tmp_path / "topology.resolved.json"
+    path.write_text('{"settings": {"backoff": "1s"}, "settings": {}}')
+    with pytest.raises(topology.TopologyError, match="duplicate key 'settings'"):
+        topology.load(path)
+    path.write_text('{"settings": {"max_amount": 10.50}')
+    with pytest.raises(topology.TopologyError, match="topology.resolved.json: Expecting"):
+        topology.load(path)
 
 
 @pytest.mark.parametrize("change, expected", [

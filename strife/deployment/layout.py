@@ -18,7 +18,7 @@ class Layout:
         self.state = self.home / "state"
         self.logs = self.home / "logs"
         # the topology as running: ports chosen at `up` filled in; what every node reads
-        self.resolved = self.state / "topology.resolved.yaml"
+        self.resolved = self.state / "topology.resolved.json"
         self.socket = self.state / "supervisor.sock"
         self.supervisor_log = self.logs / "supervisor.log"
 

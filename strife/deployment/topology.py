@@ -7,18 +7,16 @@ import dataclasses
 import enum
 import hashlib
 import ipaddress
+import json
 import pathlib
 import re
 from typing import Any
-
-import yaml
 
 from strife.core.durations import DurationError, parse_duration
 from strife.core.errors import BadInput, NotRunning
 from strife.core.failpoints import STEPS, FailpointError, parse_action
 from strife.core.money import AmountError, format_minor, parse_amount
 from strife.core.names import problem as name_problem
-from strife.deployment import yaml_loader
 from strife.deployment.layout import Layout
 
 
@@ -171,6 +169,14 @@ class Topology:
         return dataclasses.replace(self, hosts=hosts, nodes=tuple(nodes))
 
     def to_yaml(self):
+        import yaml  # only here and in _read_yaml: see _read_json
+        return yaml.safe_dump(self._document(), sort_keys=False)
+
+    def to_json(self):
+        """The resolved form `up` writes for the nodes (also YAML: JSON is YAML's flow style)."""
+        return json.dumps(self._document(), indent=1) + "\n"
+
+    def _document(self):
         """The same schema back, e.g. with the ports chosen at `up` filled in."""
         s = self.settings
         doc = {"settings": {
@@ -203,7 +209,7 @@ class Topology:
                           for c in self.of_kind("client")}
         if self.hosts:
             doc = _name_hosts(doc, self)
-        return yaml.safe_dump(doc, sort_keys=False)
+        return doc
 
 
 def _name_hosts(doc, topology):
@@ -261,8 +267,15 @@ def load(path, home=None):
         text = path.read_text()
     except OSError as exc:
         raise TopologyError([f"{path}: cannot read ({exc.strerror})"]) from None
+    doc = _read_json(text, path) if path.suffix == ".json" else _read_yaml(text, path)
+    return parse(doc, path, home)
+
+
+def _read_yaml(text, path):
+    import yaml  # see _read_json
+    from strife.deployment import yaml_loader
     try:
-        doc = yaml_loader.load(text)
+        return yaml_loader.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -271,7 +284,22 @@ def load(path, home=None):
         raise TopologyError([f"{path.name}: {where}{kind}{problem}"]) from None
     except ValueError:  # a number of thousands of digits: Python refuses to convert it
         raise TopologyError([f"{path.name}: a number in the file is too long to be a port, count or amount"]) from None
-    return parse(doc, path, home)
+
+
+def _read_json(text, path):
+    """The resolved copy in state/, read by every node and supervisor at start: JSON, as strict as
+    the YAML loader (a duplicate key is an error, a decimal stays text for its parser), because
+    PyYAML's import and pure-Python parser cost a starting process ~40 ms of CPU (a test suite
+    starts a few hundred)."""
+    def no_duplicates(pairs):
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+        return dict(pairs)
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_float=str)
+    except ValueError as exc:  # JSONDecodeError is one; so is a number of thousands of digits
+        raise TopologyError([f"{path.name}: {exc}"]) from None
 
 
 class NotStarted(NotRunning):
@@ -279,7 +307,7 @@ class NotStarted(NotRunning):
 
 
 def load_deployment(home):
-    """The topology as running (ports chosen at `up` filled in), from state/topology.resolved.yaml."""
+    """The topology as running (ports chosen at `up` filled in), from state/topology.resolved.json."""
     layout = Layout(home)
     if not layout.resolved.exists():
         raise NotStarted(f"no deployment has been started in {layout.home} (run `strife up -d` first)")

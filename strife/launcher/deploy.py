@@ -50,7 +50,7 @@ def prepare(path, force_certs=False, host=None):
     layout.create()
     certs.ensure(resolved, force=force_certs, registered=credentials.registered(resolved))
     credentials.ensure(resolved)
-    layout.resolved.write_text(resolved.to_yaml())
+    layout.resolved.write_text(resolved.to_json())
     control.write_placement(layout, resolved)
     layout.faults.unlink(missing_ok=True)  # faults lived in namespaces that are made anew
     return resolved

@@ -45,7 +45,8 @@ def bench(live, tmp_path_factory):
     wait_for(lambda: not any(pending_payments(live.home, u) for u in users), what="every outbox empty")
     before = gateway_metrics(live)
     plot = tmp_path_factory.mktemp("bench") / "latency.png"
-    result = live.run("bench", "--seconds", SECONDS, "--concurrency", "4", "--json", "--plot", str(plot), timeout=300)
+    result = live.run("bench", "--seconds", SECONDS, "--concurrency", "4", "--json", "--plot", str(plot), "--floor",
+                      timeout=300)
     after = gateway_metrics(live)
     assert result.returncode == 0, result.stderr
     return BenchRun(result, json.loads(result.stdout), plot, money, before, after)
@@ -99,6 +100,26 @@ def test_bench_reports_every_figure(live, bench):
     assert live.cli("verify").returncode == 0
     assert sum(settled(live.home).values()) >= before
     assert "s  " in result.stderr  # the progress lines
+
+
+def test_bench_measures_the_floor_beside_the_payments(bench):
+    """--floor: the same phases through do-nothing stand-ins of a payment's shape (floor.py), with
+    the many-caller phase's share of same-bank payments, judged against the same echo."""
+    figures = bench.figures
+    floor = figures["floor"]
+    for phase in ("payments", "payments_single", "payments_single_same_bank"):
+        f = floor[phase]
+        assert f["ok"] > 0 and f["errors"] == 0 and 0 < f["p50_ms"] <= f["p99_ms"] <= f["max_ms"], (phase, f)
+    kinds = figures["payments_by_kind"]
+    assert floor["same_bank_share"] == round(kinds["same-bank"]["count"] / figures["payments"]["count"], 3)
+    assert floor["ratio"] == round(floor["payments"]["per_s"] * 6 / figures["echo"]["per_s"], 3)
+    assert floor["single_p50_over_echo_p50"] == round(
+        floor["payments_single"]["p50_ms"] / figures["echo_single"]["p50_ms"], 2)
+    cpu = floor["cpu_ms_per_payment"]
+    assert {"floor gateway", "floor bank a", "floor bank b", "floor decider", "load generator", "total"} == set(cpu)
+    assert cpu["floor gateway"] > 0 and cpu["floor bank a"] > 0
+    # the stand-ins are gone with their phases
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "strife.checks.bench.floor" in (p.info["cmdline"] or [])]
 
 
 def test_bench_plot_writes_a_png(bench):

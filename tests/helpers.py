@@ -48,6 +48,18 @@ clients:
 """
 
 
+def client_node_is_sender(home, user):
+    """Whether `user`'s client node holds the sender lock, so that it, not a command, delivers what
+    `strife client USER pay` queues (a command that finds the lock free delivers in its own process,
+    which writes no timeline records)."""
+    from strife.client.delivery import SenderLock
+    lock = SenderLock(Layout(home).sender_lock(user))
+    try:
+        return not lock.try_acquire()
+    finally:
+        lock.release()  # unlocks only if taken here; the node then takes it within its POLL
+
+
 def wait_for(predicate, timeout=30.0, what="condition"):
     """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ import pytest
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.observe import scrape
-from tests.helpers import PAYMENT_TOPOLOGY, settled, wait_for, started
+from tests.helpers import PAYMENT_TOPOLOGY, client_node_is_sender, settled, wait_for, started
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +204,8 @@ def test_the_operator_switches_tracing_off_and_on(observed):
     from strife.deployment.topology import load_deployment
     topology = load_deployment(observed.home)
     switched = {n["name"]: n["pid"] for n in observed.status()["nodes"] if n["kind"] in ("gateway", "bank")}
+    # alice's node must be the one that sends: it writes the client's records (a command does not)
+    wait_for(lambda: client_node_is_sender(observed.home, "alice"), what="alice's client node to hold the sender lock")
     asyncio.run(trace_cost.switch(topology, switched, on=False))
     try:
         untraced, result = pay(observed, "bob", "0.10")

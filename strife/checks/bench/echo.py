@@ -24,9 +24,11 @@ class EchoService(echo_pb2_grpc.EchoServicer):
         return request
 
 
-async def serve(home):
+async def serve(home, servicer=None):
+    """Serve `servicer` (an echo by default) on a free local port, printed on stdout's first line,
+    until SIGTERM or SIGINT."""
     server = grpc.aio.server()
-    echo_pb2_grpc.add_EchoServicer_to_server(EchoService(), server)
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer or EchoService(), server)
     port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(home, OPERATOR))
     await server.start()
     print(port, flush=True)

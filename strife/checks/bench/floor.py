@@ -23,14 +23,13 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 
-import grpc
 
+from strife.checks.bench import echo
 from strife.core import lifeline
 from strife.deployment import tls
 from strife.deployment.identities import OPERATOR
@@ -110,16 +109,7 @@ async def _serve(home, role, banks, decider, scratch):
         channels = [tls.secure_channel(f"127.0.0.1:{port}", credentials, OPERATOR) for port in [*banks, decider]]
         stubs = [echo_pb2_grpc.EchoStub(channel) for channel in channels]
         servicer = Gateway(stubs[:-1], stubs[-1])
-    server = grpc.aio.server()
-    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
-    port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(home, OPERATOR))
-    await server.start()
-    print(port, flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await server.stop(0.5)
+    await echo.serve(home, servicer)
     for channel in channels:
         await channel.close()
 

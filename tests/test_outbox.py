@@ -116,5 +116,13 @@ def test_without_a_client_node_the_cli_delivers_on_its_next_call(live):
         assert "delivering 1 queued payment" in result.stderr and f"{txn} to bob 5.00: committed" in result.stderr
         assert json.loads(result.stdout)["balance_minor"] == before["dave"] - 500
         assert outbox(d, "dave") == []
+        # the command, as dave's sender, wrote the client's steps of the payment's trace (the
+        # gateway's and banks' go out within timeline.FLUSH_EVERY)
+        def dave_steps():
+            trace = d.cli("trace", txn, "--json")
+            return trace.returncode == 0 and [s for s in json.loads(trace.stdout)["steps"] if s["node"] == "dave"]
+        steps = wait_for(lambda: len(dave_steps() or []) >= 2 and dave_steps(), what="dave's steps in the trace")
+        assert [s["step"] for s in steps][:1] == ["queued"] and steps[-1]["step"] == "send", steps
+        assert steps[-1]["result"] == "committed", steps
     finally:
         assert d.cli("restart", "dave").returncode == 0  # as the shared deployment was

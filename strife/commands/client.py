@@ -1,5 +1,6 @@
 """`strife client NAME ...`: what a user does: pay, balance, history; and the admin's register."""
 import asyncio
+import contextlib
 import datetime
 import functools
 import json
@@ -24,6 +25,7 @@ from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
 from strife.core.untrusted import field
 from strife.deployment import credentials
 from strife.deployment.layout import Layout
+from strife.observe import timeline
 
 ABORTED = FAILED  # the exit code of an aborted payment
 MAX_WAIT = 3600.0
@@ -108,6 +110,21 @@ def _gateway_serving(topology):
     return any(n.kind == "gateway" and n.state == "RUNNING" and n.health == "SERVING" for n in status.nodes)
 
 
+@contextlib.contextmanager
+def _recording_as(topology, name):
+    """While this command sends for `name` (no client node is), it writes the client's timeline
+    records as the node would: a payment's trace shows the client's steps either way."""
+    try:
+        timeline.configure(timeline.file_of(Layout(topology.home), name), name, topology.settings)
+    except OSError:  # no logs/ yet (never started here), or not writable: it sends unrecorded
+        yield
+        return
+    try:
+        yield
+    finally:
+        timeline.close()
+
+
 async def _drain_if_no_node(topology, name, client):
     """With no client node delivering, this command delivers what earlier commands queued."""
     path = Layout(topology.home).outbox(name)
@@ -126,9 +143,10 @@ async def _drain_if_no_node(topology, name, client):
             return  # the client node is on it
         print(f"no client node is running for {name}: delivering {len(outbox.pending())} queued payment(s)",
               file=sys.stderr)
-        await delivery.deliver(outbox, client, until=delivery.until_idle_or_failed, on_settled=lambda entry: print(
-            f"  {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}: {entry.status.lower()}",
-            file=sys.stderr))
+        with _recording_as(topology, name):
+            await delivery.deliver(outbox, client, until=delivery.until_idle_or_failed, on_settled=lambda entry: print(
+                f"  {entry.txn_id} to {entry.payee} {format_minor(entry.amount_minor)}: {entry.status.lower()}",
+                file=sys.stderr))
         if (head := outbox.head()) is not None:  # an attempt failed, or the next is not due yet
             why = field(head.last_error) if head.last_error else "not sent yet"
             due = head.next_attempt_at - time.time()
@@ -198,8 +216,9 @@ async def _deliver_or_wait(topology, name, outbox, entry, wait):
             print(f"no client node is running for {name}: delivering {len(earlier)} earlier queued "
                   f"payment(s) first", file=sys.stderr)
         async with GatewayClient(topology, name) as client:
-            await delivery.deliver(outbox, client, until=delivery.until_settled_or_failed(outbox, entry.txn_id),
-                                   deadline=deadline)
+            with _recording_as(topology, name):
+                await delivery.deliver(outbox, client, until=delivery.until_settled_or_failed(outbox, entry.txn_id),
+                                       deadline=deadline)
         return outbox.get(entry.txn_id)
 
 

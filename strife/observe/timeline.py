@@ -101,6 +101,15 @@ def configure(path, node: str, settings) -> None:
     _file = _active = RotatingFile(path, settings.log_max_bytes, settings.log_keep) if _keep_below > 0 else None
 
 
+def close() -> None:
+    """Write what waits and stop recording (a command that recorded while it sent for a client)."""
+    global _file, _active
+    flush()
+    if _file is not None:
+        _file.close()
+    _file = _active = None
+
+
 def switch(on: bool) -> None:
     """Tracing on or off in this process (nothing when it has no timeline: trace_sample 0)."""
     global _active

@@ -116,13 +116,14 @@ def _recording_as(topology, name):
     records as the node would: a payment's trace shows the client's steps either way."""
     try:
         timeline.configure(timeline.file_of(Layout(topology.home), name), name, topology.settings)
+        recording = True
     except OSError:  # no logs/ yet (never started here), or not writable: it sends unrecorded
-        yield
-        return
+        recording = False
     try:
         yield
     finally:
-        timeline.close()
+        if recording:
+            timeline.close()
 
 
 async def _drain_if_no_node(topology, name, client):

@@ -39,11 +39,12 @@ async def serve(home, servicer=None):
     await server.stop(0.5)
 
 
-def spawn(home) -> subprocess.Popen:
-    """The echo server for `home`, tied to this process's life (strife/core/lifeline.py); its port
-    is the first line of its stdout. Call it from the main thread: the tie is to the spawning thread."""
+def spawn(home, module="strife.checks.bench.echo", *args) -> subprocess.Popen:
+    """The echo server for `home` (or another bench server: `module` with `args`), tied to this
+    process's life (strife/core/lifeline.py); its port is the first line of its stdout. Call it
+    from the main thread: the tie is to the spawning thread."""
     env = dict(os.environ, **{lifeline.ENV: str(os.getpid())})
-    return subprocess.Popen([sys.executable, "-P", "-m", "strife.checks.bench.echo", "--home", str(home)],
+    return subprocess.Popen([sys.executable, "-P", "-m", module, "--home", str(home), *args],
                             stdout=subprocess.PIPE, text=True, env=env)
 
 

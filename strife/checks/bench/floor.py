@@ -123,10 +123,7 @@ class Floor:
         self.scratch = tempfile.mkdtemp(prefix="strife-floor-")  # the bank stand-ins' databases
 
     def _spawn(self, name, role, *extra):
-        env = dict(os.environ, **{lifeline.ENV: str(os.getpid())})
-        process = subprocess.Popen([sys.executable, "-P", "-m", "strife.checks.bench.floor", "--home", str(self.home),
-                                    "--role", role, "--scratch", self.scratch, *extra],
-                                   stdout=subprocess.PIPE, text=True, env=env)
+        process = echo.spawn(self.home, "strife.checks.bench.floor", "--role", role, "--scratch", self.scratch, *extra)
         self.processes[name] = process
         assert process.stdout is not None
         line = process.stdout.readline()

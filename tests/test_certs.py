@@ -84,3 +84,20 @@ def test_renewal_reissues_users_registered_at_run_time_and_drops_the_old_single_
     issued = certs.ensure(t, force=True, registered=[("dave", "client")])
     assert "dave" in issued and not (tmp_path / "certs" / "ca.pem").exists()
     load_cert(tmp_path / "certs" / "dave.pem").verify_directly_issued_by(load_cert(Layout(tmp_path).ca_cert(identities.USERS)))
+
+
+def test_a_node_cannot_take_the_name_of_a_user_registered_at_run_time(tmp_path):
+    """A user registered as `bank3`, then a bank3 node added to the topology: the node's certificate
+    would replace the user's, and the user's account could never be reached again. Refused (exit 2)
+    with the node named, before any certificate is written."""
+    from strife.deployment import credentials
+    from tests.helpers import Deployment
+    certs.ensure(make(tmp_path))
+    certs.issue(tmp_path, "bank3", "client")
+    credentials.set_password(tmp_path, "bank3", "a-password-1")
+    users_cert = (tmp_path / "certs" / "bank3.pem").read_bytes()
+    make(tmp_path, SMALL_TOPOLOGY.replace("bank2: {}", "bank2: {}\n  bank3: {}"))
+    result = Deployment(tmp_path).cli("certs")
+    assert result.returncode == 2, result
+    assert "banks.bank3" in result.stderr and "registered" in result.stderr, result.stderr
+    assert (tmp_path / "certs" / "bank3.pem").read_bytes() == users_cert

@@ -5,6 +5,7 @@ import os
 import secrets
 
 from strife.deployment.layout import Layout
+from strife.deployment.topology import NodeKind, TopologyError
 
 
 def _path(home):
@@ -49,7 +50,19 @@ def set_password(home, user, password):
     save(home, credentials)
 
 
+_SECTION = {NodeKind.BANK: "banks", NodeKind.GATEWAY: "gateways", NodeKind.ETCD: "etcd"}  # where a node is named
+
+
 def registered(topology):
-    """(name, role) of users registered at run time (not in the topology) who have a password here."""
+    """(name, role) of users registered at run time (not in the topology) who have a password here.
+
+    A bank, gateway or etcd member added to the topology under such a user's name is refused: its
+    certificate would replace the user's, and that account could never be reached again."""
+    users = load(topology.home)
+    taken = [n for n in topology.nodes if n.name in users and n.kind != NodeKind.CLIENT]
+    if taken:
+        raise TopologyError([f"{_SECTION[n.kind]}.{n.name}: {n.name!r} is a user registered at run time "
+                             f"(their password is in {_path(topology.home)}); a node cannot take a user's "
+                             f"name and certificate: rename the node" for n in taken])
     nodes = {n.name for n in topology.nodes}
-    return [(name, "client") for name in sorted(load(topology.home)) if name not in nodes]
+    return [(name, "client") for name in sorted(users) if name not in nodes]

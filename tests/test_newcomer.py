@@ -4,7 +4,9 @@ and certificates whose holder lost them. The exit codes and first lines of every
 tests/test_cli_contract.py. The commands run in this process (`Deployment.cli`), `up` in its own."""
 import json
 import re
+import sys
 import time
+import types
 
 import pytest
 
@@ -74,7 +76,7 @@ def test_a_node_that_crashes_at_start_with_restart_no_is_reported_at_once_with_i
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert lines[0] == ("bank1 failed to start: EXITED after 0 restarts (last exit 86: a `crash` failpoint fired; "
-                        "see failpoints in topology.yaml, `strife chaos --list`)"), result.stderr
+                        "see the node's failpoints in the topology file and `strife chaos --list`)"), result.stderr
     assert lines[1] == "last lines of logs/bank1.log:"
     assert "failpoint start=crash fired: exiting at once with 86" in lines[2]
     assert took < 60  # no restarts, no backoff: etcd's start and one crash (seconds on an idle machine)
@@ -114,12 +116,18 @@ def test_a_user_with_a_certificate_from_another_authority_is_told_to_reissue_it(
     assert again.returncode == 0 and re.match(r"alice at bank1: balance \d+\.\d\d", again.stdout), again.stderr
 
 
+def _broken_matplotlib():
+    module = types.ModuleType("matplotlib")  # found, but failing as an incompatible build fails
+    module.use = lambda backend: (_ for _ in ()).throw(RuntimeError("built for another numpy"))
+    return module
+
+
+@pytest.mark.parametrize("matplotlib", [None, _broken_matplotlib()], ids=["missing", "broken"])
 def test_bench_plot_without_matplotlib_is_refused_before_the_run_with_the_install_hint(tmp_path, monkeypatch,
-                                                                                        capsys):
-    from strife.checks.bench import report
+                                                                                        capsys, matplotlib):
     from strife.cli import main
     (tmp_path / "topology.yaml").write_text(ONE_BANK)
-    monkeypatch.setattr(report, "can_plot", lambda: False)  # as where matplotlib is not installed
+    monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)  # None: as where it is not installed
     code = main(["bench", "--file", str(tmp_path / "topology.yaml"), "--plot", str(tmp_path / "b.png")])
     assert code == 2
     assert capsys.readouterr().err == ("strife bench: --plot needs matplotlib: pip install -e '.[plot]' "

@@ -16,6 +16,7 @@ from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.launcher import deploy, detach
 from strife.launcher.control import ControlClient
+from strife.observe import waterfall
 
 
 def _progress(text):
@@ -28,7 +29,7 @@ def run(args):
     bounded_option(args.concurrency, "--concurrency", 1, 512)
     path = topology_path(args)
     if args.plot:  # before the run, not after it
-        if not report.can_plot():
+        if not waterfall.plot_available():
             raise BadInput(f"{report.PLOT_NEEDS}; nothing was run")
         folder = pathlib.Path(args.plot).resolve().parent
         if not folder.is_dir():

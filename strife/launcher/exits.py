@@ -9,7 +9,7 @@ def meaning(code):
     if code is None:
         return ""
     if code == CRASH_EXIT:
-        return "a `crash` failpoint fired; see failpoints in topology.yaml, `strife chaos --list`"
+        return "a `crash` failpoint fired; see the node's failpoints in the topology file and `strife chaos --list`"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

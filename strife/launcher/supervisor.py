@@ -339,7 +339,7 @@ class Supervisor:
             proc.failures = 0
         policy = proc.spec.restart
         if policy == "no" or (policy == "on-failure" and code == 0):
-            self.event(f"{proc.name} exited with {code}; restart policy {policy!r} leaves it")
+            self.event(f"{proc.name} exited with {code}; its restart policy ({policy}) leaves it")
             self._set(proc, State.EXITED)
             return None
         if proc.killed:

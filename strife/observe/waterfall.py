@@ -113,8 +113,12 @@ def plot(trace: Trace, path: str) -> None:
 
 
 def plot_available() -> bool:
+    """Whether a plot can be drawn here, asked before any work: pyplot itself imported (with the
+    file-only backend), so a matplotlib that is found but broken says so now, not after a run."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
         return True
-    except ImportError:
+    except Exception:  # any failure to import is "cannot plot here", said with the install hint
         return False

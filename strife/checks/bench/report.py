@@ -93,7 +93,4 @@ def _latency_panel(ax, samples, title, plain):
     ax.legend()
 
 
-def can_plot():
-    """Whether --plot can work here, asked before a run rather than after it."""
-    import importlib.util
-    return importlib.util.find_spec("matplotlib") is not None
+

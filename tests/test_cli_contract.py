@@ -92,6 +92,7 @@ NEVER_STARTED = [
     Row("chaos --list", 3, r"strife chaos: Strife is not running in "),
     Row("restart bank1", 3, r"strife restart: Strife is not running in "),
     Row("down", 0, r"Strife is not running in .*; nothing to stop"),
+    Row("logs", 3, r"strife logs: no logs in .*/logs: Strife has never run here \(`strife up -d` starts it\)$"),
     Row("logs --file nowhere.yaml", 2, r"strife logs: no topology file at nowhere.yaml$"),
     Row("up -d -f bad/topology.yaml", 2, r"strife up: etcd.binary in the topology names /nonexistent/etcd, "
                                          r"which is not an executable file"),

@@ -137,3 +137,19 @@ def test_a_paused_bank_makes_the_payment_abort_within_the_timeout(live):
     # alice's hold at bank1 and bank2's (if its prepare ran late) are released by phase 2, after the answer
     wait_for(lambda: prepared_holds(live.home) == 0, timeout=20, what="every hold released")
     assert settled(live.home) == before
+
+
+def test_a_balance_whose_bank_does_not_answer_blames_the_bank_not_the_user(live):
+    """The gateway answers for a bank that does not: the user is told which bank (exit 1), not
+    that the gateway refused their connection or is down."""
+    bank2 = live.node("bank2")
+    os.killpg(bank2["pid"], signal.SIGSTOP)
+    try:
+        result = live.cli("client", "bob", "balance")
+    finally:
+        os.killpg(bank2["pid"], signal.SIGCONT)
+    assert result.returncode == 1, result
+    assert "bank bank2 is not available" in result.stderr, result.stderr
+    assert "certificate" not in result.stderr and "is Strife up" not in result.stderr, result.stderr
+    # bank2 is back in the gateway's list once it has renewed its registration in etcd
+    wait_for(lambda: live.cli("client", "bob", "balance").returncode == 0, what="bob's balance through bank2 again")

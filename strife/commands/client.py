@@ -17,7 +17,7 @@ from strife.client.delivery import SenderLock
 from strife.client.gateway_client import ClientSetupError, GatewayClient, user_password
 from strife.client.outbox import DuplicateId, Outbox
 from strife.commands import BAD_INPUT, FAILED, NOT_RUNNING, OK, QUEUED, bounded_option, deployment, topology_path
-from strife.core import names, passwords, storage
+from strife.core import headers, names, passwords, storage
 from strife.core.errors import BadInput, Failed, NotRunning
 from strife.core.limits import MAX_HISTORY
 from strife.core.money import AmountError, format_minor, parse_amount
@@ -83,6 +83,10 @@ def _run(args, work):
     try:
         return asyncio.run(go())
     except grpc.aio.AioRpcError as exc:
+        bank = dict(exc.trailing_metadata() or ()).get(headers.BANK_UNAVAILABLE)
+        if bank:  # the gateway answered; the bank behind it did not
+            raise Failed(f"{exc.details()}: the gateway answered for it; see `strife status` and "
+                         f"`strife logs {bank}`") from None
         code = _EXIT.get(refusal(exc.code()), FAILED)
         if code == BAD_INPUT:
             raise BadInput(f"refused: {exc.details()}") from None

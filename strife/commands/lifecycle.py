@@ -192,6 +192,8 @@ def show_logs(args):
         raise BadInput(f"no node named {args.node!r} (nodes: {', '.join(names)})")
     if args.lines < 0:
         raise BadInput("--lines must be 0 or more")
+    if not layout.logs.is_dir() and not args.follow:  # -f waits for them instead: `logs -f` then `up`
+        raise NotRunning(f"no logs in {layout.logs}: Strife has never run here (`strife up -d` starts it)")
     chosen = [args.node] if args.node else names
     opened = [logs.Log(name, layout.supervisor_log if name == SUPERVISOR_LOG else hosts.get(name) or layout.log(name))
               for name in chosen]

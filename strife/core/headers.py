@@ -7,3 +7,6 @@ STAGES = "x-strife-stages"
 # A node that is NOT_SERVING says why in its health answer's trailing metadata under this key
 # (strife/nodes/health.py); the supervisor's probe reads it for `strife status` (strife/launcher/health.py).
 HEALTH_REASON = "strife-health-reason"
+# The gateway answers UNAVAILABLE for a bank that did not answer it, naming that bank here, so that
+# a client can tell "your bank is down" from "the gateway did not take your connection".
+BANK_UNAVAILABLE = "strife-bank-unavailable"

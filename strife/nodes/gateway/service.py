@@ -2,7 +2,7 @@
 import grpc
 
 from strife.core import headers, names, passwords
-from strife.core.outcomes import AbortReason, NoReason, Outcome
+from strife.core.outcomes import AbortReason, NoReason, Outcome, Refusal, refusal
 from strife.core.limits import MAX_FULL_NAME, MAX_HISTORY, MAX_NAME
 from strife.deployment import tls
 from strife.nodes.gateway.coordinator import IdempotencyMismatch
@@ -26,23 +26,33 @@ def caller(context: grpc.aio.ServicerContext):
     return identity.name
 
 
+async def _bank_unavailable(context: grpc.aio.ServicerContext, bank, why):
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} is not available ({why})",
+                        trailing_metadata=((headers.BANK_UNAVAILABLE, bank),))
+
+
 class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
     def __init__(self, store, banks, coordinator, users, topology):
         self.store, self.banks, self.coordinator, self.users = store, banks, coordinator, users
         self.bank_names = {b.name for b in topology.of_kind("bank")}
         self.node_names = names.node_names(topology)  # a user may not take a node's name
         self.max_amount = topology.settings.max_amount_minor
+        self.bank_timeout = topology.settings.prepare_timeout
 
     async def _bank(self, context: grpc.aio.ServicerContext, bank):
         stub = self.banks.stub(bank)
         if stub is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} is not available")
+            await _bank_unavailable(context, bank, "not registered in etcd")
         return stub
 
-    async def _bank_call(self, context: grpc.aio.ServicerContext, call, request):
+    async def _bank_call(self, context: grpc.aio.ServicerContext, bank, call, request):
+        """A bank's refusal is passed on as it is; a bank that does not answer (within prepare_timeout,
+        as for a prepare) is said to be unavailable, by name."""
         try:
-            return await call(request, timeout=5)
+            return await call(request, timeout=self.bank_timeout)
         except grpc.aio.AioRpcError as exc:
+            if refusal(exc.code()) is Refusal.UNREACHABLE:
+                await _bank_unavailable(context, bank, f"{exc.code().name.lower()}: {exc.details() or ''}")
             await context.abort(exc.code(), exc.details() or "")
 
     async def RegisterClient(self, request, context: grpc.aio.ServicerContext):
@@ -64,7 +74,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         if self.users.user(name) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username: user {name} already exists")
         stub = await self._bank(context, request.bank)
-        info = await self._bank_call(context, stub.RegisterClient, gb.RegisterClientRequest(
+        info = await self._bank_call(context, request.bank, stub.RegisterClient, gb.RegisterClientRequest(
             account=name, opening_deposit_minor=request.opening_deposit_minor, full_name=request.full_name))
         if not await self.users.add(name, request.bank, "client", request.password):  # another gateway was first
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username: user {name} already exists")
@@ -81,7 +91,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         full_name = ""
         if request.full_name:
             stub = await self._bank(context, user.bank)
-            info = await self._bank_call(context, stub.UpdateClientDetails, gb.UpdateClientDetailsRequest(
+            info = await self._bank_call(context, user.bank, stub.UpdateClientDetails, gb.UpdateClientDetailsRequest(
                 account=user.name, full_name=request.full_name))
             full_name = info.full_name
         if request.new_password:
@@ -96,7 +106,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
     async def ViewBalance(self, request, context: grpc.aio.ServicerContext):
         user = self.users.user(caller(context))
         stub = await self._bank(context, user.bank)
-        info = await self._bank_call(context, stub.ViewBalance, gb.ViewBalanceRequest(account=user.name))
+        info = await self._bank_call(context, user.bank, stub.ViewBalance, gb.ViewBalanceRequest(account=user.name))
         return cl.ViewBalanceResponse(username=user.name, bank=user.bank, balance_minor=info.balance_minor,
                                       available_minor=info.available_minor)
 
@@ -136,7 +146,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         user = self.users.user(caller(context))
         limit = request.limit if 0 < request.limit <= MAX_HISTORY else MAX_HISTORY
         stub = await self._bank(context, user.bank)
-        entries = (await self._bank_call(context, stub.History, gb.HistoryRequest(account=user.name, limit=limit))).entries
+        entries = (await self._bank_call(context, user.bank, stub.History, gb.HistoryRequest(account=user.name, limit=limit))).entries
         answers = await self.coordinator.recorded_answers([e.txn_id for e in entries if not e.same_bank])
         return cl.ViewTransactionHistoryResponse(payments=[
             cl.Payment(txn_id=e.txn_id, payer=e.payer, payee=e.payee, amount_minor=e.amount_minor,

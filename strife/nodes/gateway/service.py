@@ -1,4 +1,6 @@
 """The gateway's gRPC face to clients (cl_gw.proto): validation here, 2PC in the coordinator."""
+from typing import NoReturn
+
 import grpc
 
 from strife.core import headers, names, passwords
@@ -26,9 +28,10 @@ def caller(context: grpc.aio.ServicerContext):
     return identity.name
 
 
-async def _bank_unavailable(context: grpc.aio.ServicerContext, bank, why):
+async def _bank_unavailable(context: grpc.aio.ServicerContext, bank, why) -> NoReturn:
     await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} is not available ({why})",
                         trailing_metadata=((headers.BANK_UNAVAILABLE, bank),))
+    raise AssertionError("context.abort raises")
 
 
 class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):

@@ -51,4 +51,5 @@ async def closed_loop(call, concurrency, seconds, progress=None, rate=None):
     await asyncio.gather(*tasks)
     if reporter:
         reporter.cancel()
+        progress(f"{seconds:5.1f}s  {len(samples)} done  {len(samples) / seconds:8.1f}/s")  # each phase's last word
     return samples

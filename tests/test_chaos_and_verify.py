@@ -103,13 +103,18 @@ def test_an_audit_of_a_live_system_skips_payments_made_while_it_reads(live, monk
     assert report.ok, report.problems
 
 
+SEED = 2757
+
+
 def test_a_short_seeded_torture_run_ends_clean(deployment):
     d = deployment(PAYMENT_TOPOLOGY.replace("hold_timeout: 6s", "hold_timeout: 3s"))
     d.up()
-    result = d.run("torture", "--seconds", "12", "--seed", "42", "--concurrency", "4", "--json", timeout=400)
+    # seed 2757 plans, in 8 s, a crash failpoint at a bank, kills of a bank and of the gateway, a
+    # gateway failpoint and an etcd restart: five kinds of fault
+    result = d.run("torture", "--seconds", "8", "--seed", str(SEED), "--concurrency", "4", "--json", timeout=400)
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["ok"], report["problems"]
-    assert report["seed"] == 42 and len(report["schedule"]) >= 4
+    assert report["seed"] == SEED and len(report["schedule"]) >= 4
     assert report["payments"]["committed"] > 0 and report["payments"]["unknown"] == 0
     assert report["verify"]["ok"]
     # for every fault: how long until its node was healthy again, and a payment through it committed
@@ -119,19 +124,19 @@ def test_a_short_seeded_torture_run_ends_clean(deployment):
     assert kills and all(f["healthy_s"] is not None and 0 < f["healthy_s"] < 10 for f in kills), kills
     for name, figures in report["recovery"]["summary"].items():
         assert figures["count"] >= 1 and figures["healthy_max"] >= figures["healthy_p50"], (name, figures)
-    assert 0 < report["recovery"]["longest_commit_gap_s"] < 12
+    assert 0 < report["recovery"]["longest_commit_gap_s"] < 8
     # the soak's figures: every node sampled at start and end, the disk, bytes kept per payment
     figures = report["resources"]
     assert figures["samples"] >= 3 and set(figures["nodes"]) == {n["name"] for n in d.status()["nodes"]}
-    last = figures["series"][-1]["nodes"]  # (a 12 s run is too short to judge: nodes live 30 s first)
+    last = figures["series"][-1]["nodes"]  # (an 8 s run is too short to judge: nodes live 30 s first)
     assert all(last["bank1"][f] > 0 for f in ("rss_bytes", "open_files", "threads"))
     assert figures["disk"]["etcd_bytes"]["end"] > 0 and figures["disk"]["ledgers_bytes"]["bytes_per_payment"] > 0
     # the schedule is a function of the seed: the same seed plans the same faults
     from strife.checks.torture import schedule
     from strife.deployment.topology import load_deployment
     t = load_deployment(d.home)
-    assert [f.describe() for f in schedule.plan(42, 12, t, "alice")] == report["schedule"]
-    assert [f.describe() for f in schedule.plan(43, 12, t, "alice")] != report["schedule"]
+    assert [f.describe() for f in schedule.plan(SEED, 8, t, "alice")] == report["schedule"]
+    assert [f.describe() for f in schedule.plan(SEED + 1, 8, t, "alice")] != report["schedule"]
 
 
 def test_verify_reads_more_decisions_than_one_grpc_message_holds_and_reports_a_broken_ledger(deployment):

@@ -100,3 +100,27 @@ def test_where_no_socket_fits_the_wait_polls_as_before(tmp_path):
     assert asyncio.run(wait())
     outbox.close()
     assert os.path.exists(deep)
+
+
+def test_a_payment_settled_just_after_the_waiter_read_it_is_seen_at_once(tmp_path):
+    """The CLI's wait for the client node's answer (delivery.await_outcome): the node settles the
+    payment between the CLI's read of its row and the start of its wait. The waiter must see that
+    write, not sleep to its deadline (one of six `pay --wait 60` calls in a full run took 60 s)."""
+    from strife.client.delivery import await_outcome
+    from strife.core.outcomes import Outcome
+    path = tmp_path / "outbox.db"
+    waiter, node = Outbox(path), Outbox(path)
+    entry = waiter.add("t1", "bob", 100)
+    read = waiter.get
+
+    def read_then_node_settles(txn_id):
+        row = read(txn_id)
+        node.settle(txn_id, Outcome.COMMITTED)  # the node's write lands right after the read
+        waiter.get = read
+        return row
+    waiter.get = read_then_node_settles
+
+    async def wait():
+        return await asyncio.wait_for(await_outcome(waiter, entry, deadline=time.monotonic() + 60), timeout=10)
+    settled = asyncio.run(wait())
+    assert settled.outcome is Outcome.COMMITTED

@@ -157,23 +157,26 @@ async def deliver(outbox: Outbox, client: GatewayClient, until: Until = forever,
         if until(attempted):
             return
         if attempted is None:
+            seen = outbox.version()
             head = outbox.head()
             wait = IDLE_LOOK if head is None else min(IDLE_LOOK, max(0.0, head.next_attempt_at - time.time()))
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
-            await outbox.changed(within=wait)
+            await outbox.changed(within=wait, since=seen)
 
 
 async def await_outcome(outbox: Outbox, entry: Entry, deadline: float) -> Entry:
     """While another process (the client node) delivers: `entry` once it is settled, once an
     attempt at it has failed, or as it stands at the deadline (monotonic)."""
     tried = entry.attempts
+    outbox.listen()  # before the first read: a ring from the node in between waits in the socket
     while (left := deadline - time.monotonic()) > 0:
+        seen = outbox.version()
         current = outbox.get(entry.txn_id)
         if current is None:
             return entry
         entry = current
         if not entry.pending or (entry.status == "QUEUED" and entry.attempts > tried and entry.last_error):
             return entry
-        await outbox.changed(within=left)
+        await outbox.changed(within=left, since=seen)
     return outbox.get(entry.txn_id) or entry

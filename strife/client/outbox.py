@@ -99,23 +99,27 @@ class Outbox:
         """Hear other processes' writes from now on (as `changed` does from its first call)."""
         self.bell.listen()
 
-    def _version(self) -> int:
+    def version(self) -> int:
+        """A number that changes whenever another connection commits a write: read it before reading
+        rows, and give it to `changed` as `since`, so that a write landing in between is not missed."""
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
-    async def changed(self, within: float) -> bool:
+    async def changed(self, within: float, since: int | None = None) -> bool:
         """Wait until another connection has written to the outbox (a CLI queued a payment, the
-        client node settled one), at most `within` seconds; whether it may have (a ring heard)."""
+        client node settled one) since `since` (a `version()`; default: now), at most `within`
+        seconds; whether it may have (a ring heard)."""
         listening = self.bell.listen()
-        before, deadline = self._version(), time.monotonic() + within
-        while (left := deadline - time.monotonic()) > 0:
+        before, deadline = self.version() if since is None else since, time.monotonic() + within
+        while self.version() == before:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
             if listening:
                 if await self.bell.wait(min(BACKSTOP, left)):
                     return True  # maybe a write from before `before` was read: one look too many is harmless
             else:
                 await asyncio.sleep(min(LOOK_EVERY, left))
-            if self._version() != before:
-                return True
-        return False
+        return True
 
     def _entries(self, where, args=()):
         return [Entry(*row) for row in self.db.execute(f"SELECT * FROM outbox {where}", args)]

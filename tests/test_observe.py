@@ -76,8 +76,11 @@ def test_trace_of_a_committed_payment(observed):
     answer, result = pay(observed, "bob", "1.25")
     assert answer["outcome"] == "committed", result.stdout + result.stderr
     txn = answer["txn_id"]
+    # every record lands within the nodes' flush interval, the gateway's phase-2 acks after the banks' commits
     trace = wait_for(lambda: (t := trace_of(observed, txn, found=False)) and len(steps(t, step="commit")) == 2
-                     and steps(t, "alice", "send") and t, what="both banks' commits and alice's send in the trace")
+                     and len([s for s in steps(t, "gateway", "phase2") if s["acked"]]) == 2
+                     and steps(t, "alice", "send") and t,
+                     what="both banks' commits, the gateway's phase-2 acks and alice's send in the trace")
     assert trace["outcome"] == "COMMITTED" and trace["payer"] == "alice" and trace["amount_minor"] == 125
     assert [s["result"] for s in steps(trace, "alice", "send")] == ["committed"]
     assert steps(trace, "alice", "queued")

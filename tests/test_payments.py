@@ -151,5 +151,7 @@ def test_a_balance_whose_bank_does_not_answer_blames_the_bank_not_the_user(live)
     assert result.returncode == 1, result
     assert "bank bank2 is not available" in result.stderr, result.stderr
     assert "certificate" not in result.stderr and "is Strife up" not in result.stderr, result.stderr
-    # bank2 is back in the gateway's list once it has renewed its registration in etcd
-    wait_for(lambda: live.cli("client", "bob", "balance").returncode == 0, what="bob's balance through bank2 again")
+    # answered once, not retried by the client until bank2's registration lapsed (5 s): bank2 is
+    # still listed, and answers as soon as it runs again
+    again = live.cli("client", "bob", "balance")
+    assert again.returncode == 0, again.stderr

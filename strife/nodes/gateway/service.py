@@ -9,6 +9,7 @@ from strife.core.limits import MAX_FULL_NAME, MAX_HISTORY, MAX_NAME
 from strife.deployment import tls
 from strife.nodes.gateway.coordinator import IdempotencyMismatch
 from strife.nodes.gateway.store import Payment, fingerprint
+from strife.nodes.gateway.users import PUSHBACK
 from strife.rpc import cl_gw_pb2 as cl, cl_gw_pb2_grpc, gw_bank_pb2 as gb
 
 
@@ -29,8 +30,11 @@ def caller(context: grpc.aio.ServicerContext):
 
 
 async def _bank_unavailable(context: grpc.aio.ServicerContext, bank, why) -> NoReturn:
+    """UNAVAILABLE, with the bank named, and a negative retry pushback: the client's retry policy
+    (meant for a gateway it cannot reach) must not send it again, since this gateway has already
+    waited prepare_timeout for the bank; four tries made `balance` take 5.5 s."""
     await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} is not available ({why})",
-                        trailing_metadata=((headers.BANK_UNAVAILABLE, bank),))
+                        trailing_metadata=((headers.BANK_UNAVAILABLE, bank), (PUSHBACK, "-1")))
     raise AssertionError("context.abort raises")
 
 

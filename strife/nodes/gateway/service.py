@@ -29,6 +29,11 @@ def caller(context: grpc.aio.ServicerContext):
     return identity.name
 
 
+# A write given up by the gateway may still land at the bank (an account opened, but no user made
+# for it): a write gets longer than a read before the gateway says the bank is unavailable.
+BANK_WRITE_TIMEOUT = 5.0
+
+
 async def _bank_unavailable(context: grpc.aio.ServicerContext, bank, why) -> NoReturn:
     """UNAVAILABLE, with the bank named, and a negative retry pushback: the client's retry policy
     (meant for a gateway it cannot reach) must not send it again, since this gateway has already
@@ -52,11 +57,11 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await _bank_unavailable(context, bank, "not registered in etcd")
         return stub
 
-    async def _bank_call(self, context: grpc.aio.ServicerContext, bank, call, request):
-        """A bank's refusal is passed on as it is; a bank that does not answer (within prepare_timeout,
-        as for a prepare) is said to be unavailable, by name."""
+    async def _bank_call(self, context: grpc.aio.ServicerContext, bank, call, request, timeout=None):
+        """A bank's refusal is passed on as it is; a bank that does not answer (a read within
+        prepare_timeout, as a prepare) is said to be unavailable, by name."""
         try:
-            return await call(request, timeout=self.bank_timeout)
+            return await call(request, timeout=timeout or self.bank_timeout)
         except grpc.aio.AioRpcError as exc:
             if refusal(exc.code()) is Refusal.UNREACHABLE:
                 await _bank_unavailable(context, bank, f"{exc.code().name.lower()}: {exc.details() or ''}")
@@ -82,7 +87,8 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username: user {name} already exists")
         stub = await self._bank(context, request.bank)
         info = await self._bank_call(context, request.bank, stub.RegisterClient, gb.RegisterClientRequest(
-            account=name, opening_deposit_minor=request.opening_deposit_minor, full_name=request.full_name))
+            account=name, opening_deposit_minor=request.opening_deposit_minor, full_name=request.full_name),
+            timeout=BANK_WRITE_TIMEOUT)
         if not await self.users.add(name, request.bank, "client", request.password):  # another gateway was first
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username: user {name} already exists")
         return cl.RegisterClientResponse(username=name, bank=request.bank, balance_minor=info.balance_minor)
@@ -99,7 +105,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         if request.full_name:
             stub = await self._bank(context, user.bank)
             info = await self._bank_call(context, user.bank, stub.UpdateClientDetails, gb.UpdateClientDetailsRequest(
-                account=user.name, full_name=request.full_name))
+                account=user.name, full_name=request.full_name), timeout=BANK_WRITE_TIMEOUT)
             full_name = info.full_name
         if request.new_password:
             await self.users.change_password(user.name, request.new_password)

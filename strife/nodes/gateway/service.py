@@ -159,7 +159,9 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         user = self.users.user(caller(context))
         limit = request.limit if 0 < request.limit <= MAX_HISTORY else MAX_HISTORY
         stub = await self._bank(context, user.bank)
-        entries = (await self._bank_call(context, user.bank, stub.History, gb.HistoryRequest(account=user.name, limit=limit))).entries
+        history = await self._bank_call(context, user.bank, stub.History,
+                                        gb.HistoryRequest(account=user.name, limit=limit))
+        entries = history.entries
         answers = await self.coordinator.recorded_answers([e.txn_id for e in entries if not e.same_bank])
         return cl.ViewTransactionHistoryResponse(payments=[
             cl.Payment(txn_id=e.txn_id, payer=e.payer, payee=e.payee, amount_minor=e.amount_minor,

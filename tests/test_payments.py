@@ -155,3 +155,14 @@ def test_a_balance_whose_bank_does_not_answer_blames_the_bank_not_the_user(live)
     # still listed, and answers as soon as it runs again
     again = live.cli("client", "bob", "balance")
     assert again.returncode == 0, again.stderr
+
+
+def test_history_says_why_a_payment_was_rejected(live):
+    refused = live.cli("client", "alice", "pay", "nobody", "1", "--id", "history-rejected-1")
+    assert refused.returncode == 2, refused
+    [row] = [r for r in json.loads(live.cli("client", "alice", "history", "--json").stdout)
+             if r["txn_id"] == "history-rejected-1"]
+    assert (row["status"], row["reason"]) == ("rejected", "")
+    assert row["detail"] == "payee: unknown payee 'nobody'", row
+    [line] = [li for li in live.cli("client", "alice", "history").stdout.splitlines() if "history-rejected-1" in li]
+    assert line.split()[2] == "rejected" and line.endswith("payee: unknown payee 'nobody'"), line

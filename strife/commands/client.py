@@ -282,7 +282,9 @@ QUEUED_WORD = "queued"
 def _entry_row(e, payer):
     return {"txn_id": e.txn_id, "payer": payer, "payee": e.payee, "amount_minor": e.amount_minor,
             "status": _status_word(e.outcome),
+            # a refusal has no abort reason: the gateway's words say what was wrong
             "reason": "" if e.outcome is Outcome.REJECTED else e.reason.lower(),
+            "detail": e.detail if e.outcome is Outcome.REJECTED else "",
             "attempts": e.attempts, "last_error": e.last_error,
             "created_at": e.created_at, "next_attempt_at": e.next_attempt_at or None}
 
@@ -345,7 +347,7 @@ def history(args):
         direction = f"to {r['payee']}" if r["payer"] == args.name else f"from {r['payer']}"
         sign = "-" if r["payer"] == args.name else "+"
         print(f"{_when(r['created_at'])}  {r['status']:<10} {sign}{format_minor(r['amount_minor']):>10}  "
-              f"{direction:<14} {r['txn_id']:<36}  {r['reason']}")
+              f"{direction:<14} {r['txn_id']:<36}  {r['reason'] or r.get('detail', '')}")
     return code
 
 

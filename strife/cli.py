@@ -98,7 +98,9 @@ def _client(sub):
     a.add_argument("amount", help="e.g. 50, 50.5 or 50.25 (at most two decimals)")
     a.add_argument("--id", dest="txn_id", help="transaction id (default: a new UUID); resending an id never pays twice")
     a.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
-                   help="how long to wait for the outcome before answering 'queued' (default 5)")
+                   help="how long to wait for the outcome before answering 'queued' (default 5); "
+                        "sooner when an attempt fails (the gateway away or slow): the payment stays "
+                        "queued and goes again with its id")
     a.add_argument("--json", action="store_true")
     a.set_defaults(run="client:pay")
 

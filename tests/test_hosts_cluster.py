@@ -260,6 +260,9 @@ def test_isolating_a_bank_host_mid_prepare_aborts_in_prepare_timeout_and_heals_c
     assert strife(cluster, "chaos", "--heal", "h2")[0] == 0
     wait_for(lambda: hold("bank2").state == "ABORTED", timeout=60, what="bank2's hold released")
     wait_for(lambda: strife(cluster, "verify")[0] == 0, timeout=60, what="a clean verify")
+    # bank2's registration lapsed while it was cut off; it writes it again once healed, and the
+    # gateway sees it through its watch: until then a balance at bank2 says it is not available
+    wait_for(lambda: strife(cluster, "client", "bob", "balance")[0] == 0, timeout=60, what="bank2 listed again")
     code, answer = pay(cluster, "alice", "bob", "1")
     assert (code, answer["outcome"]) == (0, "committed"), answer
 

@@ -122,5 +122,9 @@ def test_a_payment_settled_just_after_the_waiter_read_it_is_seen_at_once(tmp_pat
 
     async def wait():
         return await asyncio.wait_for(await_outcome(waiter, entry, deadline=time.monotonic() + 60), timeout=10)
-    settled = asyncio.run(wait())
+    try:
+        settled = asyncio.run(wait())
+    finally:
+        waiter.close()
+        node.close()
     assert settled.outcome is Outcome.COMMITTED

@@ -326,7 +326,7 @@ def history(args):
         remote, code = [], NOT_RUNNING
     rows = [{"txn_id": p.txn_id, "payer": p.payer, "payee": p.payee, "amount_minor": p.amount_minor,
              "status": _status_word(Outcome.of_number(p.outcome)),
-             "reason": AbortReason.of_number(p.reason).word,
+             "reason": AbortReason.of_number(p.reason).word, "detail": "",
              # when the user asked (the outbox), not when the gateway first heard of it
              "created_at": local[p.txn_id].created_at if p.txn_id in local else p.created_at,
              "decided_at": p.decided_at or None} for p in remote]
@@ -347,7 +347,7 @@ def history(args):
         direction = f"to {r['payee']}" if r["payer"] == args.name else f"from {r['payer']}"
         sign = "-" if r["payer"] == args.name else "+"
         print(f"{_when(r['created_at'])}  {r['status']:<10} {sign}{format_minor(r['amount_minor']):>10}  "
-              f"{direction:<14} {r['txn_id']:<36}  {r['reason'] or r.get('detail', '')}")
+              f"{direction:<14} {r['txn_id']:<36}  {r['reason'] or r['detail']}")
     return code
 
 

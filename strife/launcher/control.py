@@ -10,7 +10,10 @@ control_server.py; what both sides share is control_wire.py; this module is the 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
 
 from strife.deployment.layout import Layout
 # the wire's names, where commands and tests find them beside the client
@@ -59,7 +62,7 @@ class ControlClient:
         status = self._ask({"cmd": "down"}, timeout)
         for pid in (status.supervisors or {}).values() if status.supervisors else [status.pid]:
             if pid:
-                _wait_gone(pid)
+                wait_ended(pid)
         if self.placement:
             from strife.launcher import host_control
             host_control.remove_network(self.layout)
@@ -95,11 +98,20 @@ def write_placement(layout: Layout, topology) -> None:
         layout.placement.unlink(missing_ok=True)
 
 
-def _wait_gone(pid: int, timeout: float = 30.0) -> None:
-    """Until process `pid` has ended (a supervisor exits right after it answers `down`); reaped,
-    if it is our child (`strife bench` starts its own)."""
-    import psutil  # here: only `down` waits for a process
+def wait_ended(pid: int, timeout: float = 30.0) -> bool:
+    """Whether process `pid` ended within `timeout` seconds; reaped, if it is our child (`strife
+    bench` starts its own). Ended means exited, reaped or not: a detached supervisor's parent is
+    init, which may reap it seconds later (some containers' init does), and `down` is done when
+    the supervisor is. A pidfd is readable from the moment its process exits."""
     try:
-        psutil.Process(pid).wait(timeout)
-    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-        pass
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ended = bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+    if ended:
+        with contextlib.suppress(ChildProcessError):  # not ours: its parent reaps it
+            os.waitpid(pid, os.WNOHANG)
+    return ended

@@ -226,9 +226,7 @@ def test_the_operator_switches_tracing_off_and_on(observed):
     untraced_steps = wait_for(lambda: trace_of(observed, untraced["txn_id"], found=False)["steps"],
                               what="alice's records of the untraced payment")
     assert {s["node"] for s in untraced_steps} == {"alice"}
-    from strife.deployment.layout import Layout
-    from strife.observe import timeline
-    marks = [json.loads(line) for line in timeline.file_of(Layout(observed.home), "gateway").read_text().splitlines()
+    marks = [json.loads(line) for line in Layout(observed.home).trace("gateway").read_text().splitlines()
              if '"step":"tracing"' in line]
     assert [m["on"] for m in marks][-2:] == [False, True]
     assert scrape.total(gateway_metrics(observed), "strife_tracing") == 1

@@ -17,7 +17,7 @@ from strife.deployment import certs, discovery, identities, tls
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.rpc import admin_pb2, admin_pb2_grpc, gw_bank_pb2 as gb, gw_bank_pb2_grpc
-from tests.helpers import etcd_as, settled, wait_for
+from tests.helpers import etcd_as, etcd_key, settled, wait_for
 
 
 def health(home, identity, node, trust=(identities.INFRA,)):
@@ -117,13 +117,11 @@ def test_a_commit_never_stands_beside_a_banks_abort(live):
 
 def test_a_deleted_registration_is_written_again_by_its_bank(live):
     key = discovery.BANKS_PREFIX + "bank2"
-
-    async def read(etcd):
-        answer = await etcd.kv.get(key, timeout=5)
-        return (answer.kvs[0].value.decode(), answer.kvs[0].lease) if answer.kvs else None
-    before = etcd_as(live.home, read, identities.OPERATOR)
+    before = etcd_key(live.home, key)
+    assert before[0] is not None
     etcd_as(live.home, lambda etcd: etcd.kv.delete(key), identities.OPERATOR)
-    assert wait_for(lambda: etcd_as(live.home, read, identities.OPERATOR), timeout=10, what="bank2 back in etcd") == before
+    assert wait_for(lambda: etcd_key(live.home, key)[0] is not None and etcd_key(live.home, key), timeout=10,
+                    what="bank2 back in etcd") == before
 
 
 class FakeBank(gw_bank_pb2_grpc.BankServicer):

@@ -18,6 +18,7 @@ import time
 
 from strife.core import decisions
 from strife.core.money import format_minor
+from strife.core.outcomes import Outcome
 from strife.deployment import discovery
 from strife.deployment.identities import OPERATOR
 from strife.deployment.layout import Layout
@@ -104,40 +105,40 @@ async def audit_async(topology):
         credits = [hold for _, hold in sides if hold.direction == "CREDIT"]
         # a decision is deleted from etcd once both sides applied it and the gateway keeps the answer
         may_be_forgotten = decision is None and acknowledged.get(txn) == (False, True)
-        if "COMMITTED" in states:
-            if decision != decisions.COMMIT and not (may_be_forgotten and states == {"COMMITTED"}):
+        if ledger.COMMITTED in states:
+            if decision != decisions.COMMIT and not (may_be_forgotten and states == {ledger.COMMITTED}):
                 problems.append(f"txn {txn}: committed at {_where(sides, 'COMMITTED')} but etcd records "
                                 f"{decision or 'no decision'}")
             if len(debits) != 1 or len(credits) != 1 or debits[0].amount_minor != credits[0].amount_minor:
                 problems.append(f"txn {txn}: a commit needs one debit and one credit of the same amount, found "
                                 + ", ".join(f"{hold.direction} {format_minor(hold.amount_minor)} at {bank}"
                                             for bank, hold in sides))
-        if decision == decisions.COMMIT and "ABORTED" in states:
+        if decision == decisions.COMMIT and ledger.ABORTED in states:
             problems.append(f"txn {txn}: etcd records COMMIT but {_where(sides, 'ABORTED')} aborted it")
         for bank, (_, direction, account, amount, state, created) in sides:
-            if state == "PREPARED":
+            if state == ledger.PREPARED:
                 age = now - created
                 if age > hold_timeout * 2:  # the resolver runs every hold_timeout/4; leave it room
                     problems.append(f"txn {txn}: {direction} hold of {format_minor(amount)} on {account} at {bank} "
                                     f"still PREPARED after {age:.0f}s (hold timeout {hold_timeout:g}s)")
-                if decision == decisions.COMMIT and "COMMITTED" in states:
+                if decision == decisions.COMMIT and ledger.COMMITTED in states:
                     in_transit += amount if direction == "CREDIT" else -amount
-        counts["committed" if states == {"COMMITTED"} else "aborted" if states == {"ABORTED"}
+        counts["committed" if states == {ledger.COMMITTED} else "aborted" if states == {ledger.ABORTED}
                else "in_flight"] += 1
     for txn, (same_bank, finished) in sorted(acknowledged.items()):
         if same_bank:
-            if transfers.get(txn) != "COMMITTED":
+            if transfers.get(txn) != ledger.COMMITTED:
                 problems.append(f"txn {txn}: the gateway acknowledged a same-bank commit that the bank records as "
-                                f"{(transfers.get(txn) or 'unknown').lower()}")
+                                f"{Outcome(transfers[txn]).word if txn in transfers else 'unknown'}")
         elif finished and txn not in recorded:  # forgotten, or being forgotten
-            if {hold.state for _, hold in legs.get(txn, ())} != {"COMMITTED"}:
+            if {hold.state for _, hold in legs.get(txn, ())} != {ledger.COMMITTED}:
                 problems.append(f"txn {txn}: the gateway acknowledged a commit whose decision is forgotten, but the "
                                 f"banks have not applied it on both sides")
         elif recorded.get(txn) != decisions.COMMIT:
             problems.append(f"txn {txn}: the gateway acknowledged a commit that etcd records as "
                             f"{recorded.get(txn) or 'undecided'}")
     for outcome in transfers.values():
-        counts[f"same_bank_{outcome.lower()}"] += 1
+        counts[f"same_bank_{Outcome(outcome).word}"] += 1
     if total + in_transit != deposits:
         problems.append(f"money not conserved: balances {format_minor(total)} + in transit {format_minor(in_transit)} "
                         f"!= deposits {format_minor(deposits)} (difference {format_minor(total + in_transit - deposits)})")

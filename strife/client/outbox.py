@@ -39,7 +39,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, seq);
 LOOK_EVERY = 0.02  # seconds between two looks for another process's write where no bell can listen
 BACKSTOP = 1.0     # seconds: a waiter with a bell still looks this often (a ring lost, a writer killed)
 PENDING = ("QUEUED", "SENDING")
-REJECTED = "REJECTED"  # the reason column of a payment the gateway refused outright
+REJECTED = Outcome.REJECTED.value  # the reason column of a payment the gateway refused outright
 
 
 class DuplicateId(BadInput):

@@ -119,7 +119,7 @@ def _recording_as(topology, name):
     """While this command sends for `name` (no client node is), it writes the client's timeline
     records as the node would: a payment's trace shows the client's steps either way."""
     try:
-        timeline.configure(timeline.file_of(Layout(topology.home), name), name, topology.settings)
+        timeline.configure(Layout(topology.home).trace(name), name, topology.settings)
         recording = True
     except OSError:  # no logs/ yet (never started here), or not writable: it sends unrecorded
         recording = False

@@ -10,6 +10,8 @@ import stat
 
 from strife.deployment.identities import CA_FILE
 
+TRACE_SUFFIX = ".trace.jsonl"  # a node's timeline of payments, beside its log
+
 
 class Layout:
     def __init__(self, home):
@@ -57,6 +59,14 @@ class Layout:
 
     def log(self, name):
         return self.logs / f"{name}.log"
+
+    def trace(self, name):
+        """A node's timeline of payments (strife/observe/timeline.py); rotated beside it."""
+        return self.logs / f"{name}{TRACE_SUFFIX}"
+
+    def traces(self):
+        """Every timeline file, the rotated ones too."""
+        return sorted(p for p in self.logs.glob(f"*{TRACE_SUFFIX}*") if p.is_file())
 
     # ---- state/: a directory per node or user ----
 

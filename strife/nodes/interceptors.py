@@ -14,6 +14,7 @@ import grpc
 from loguru import logger
 
 from strife.core.failpoints import FailpointFired
+from strife.core.limits import MAX_BATCH  # a batch's ids logged: a bank accepts no more
 from strife.core.untrusted import MAX_FIELD, field
 from strife.deployment import tls
 
@@ -21,7 +22,6 @@ EVERYONE = frozenset({"etcd", "bank", "gateway", "client", "admin", "operator"})
 LOGGED_FIELDS = ("txn_id", "amount_minor", "payee", "account", "username")
 LEG_LISTS = ("legs", "prepare")               # batches of legs: txn:account:amount each
 ID_LISTS = ("txn_ids", "commit", "abort")     # batches of transaction ids
-MAX_LISTED = 256                              # a batch's ids logged (a bank accepts no more)
 
 # loguru directly, not the stdlib: no LogRecord on the hot path, and the fields stay keys for
 # JSON lines (strife/core/log_format.py renders them; strife/core/log_setup.py configures the sinks)
@@ -110,7 +110,7 @@ def _wrap(handler, around):
 def _fields(request):
     """The loggable fields of a request as (name, value): chosen names only, amounts as integers,
     batches as comma-joined ids. Every text is client-chosen: escaped and bounded (untrusted.field),
-    and a batch lists at most MAX_LISTED."""
+    and a batch lists at most MAX_BATCH."""
     fields = []
     logged, leg_lists, id_lists = _plan(request)
     for name in logged:
@@ -121,11 +121,11 @@ def _fields(request):
         legs = getattr(request, name)
         if legs:
             fields.append((name, field(_listed([f"{leg.txn_id}:{leg.account}:{leg.amount_minor}"
-                                                for leg in legs[:MAX_LISTED]], len(legs)), limit=None)))
+                                                for leg in legs[:MAX_BATCH]], len(legs)), limit=None)))
     for name in id_lists:
         txn_ids = getattr(request, name)
         if txn_ids:
-            fields.append((name, field(_listed(txn_ids[:MAX_LISTED], len(txn_ids)), limit=None)))
+            fields.append((name, field(_listed(txn_ids[:MAX_BATCH], len(txn_ids)), limit=None)))
     return fields
 
 

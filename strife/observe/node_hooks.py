@@ -16,7 +16,7 @@ from strife.observe import metrics, timeline
 
 def begin(topology, spec) -> None:
     """Before the node does anything: its timeline file (a `start` failpoint is in it)."""
-    timeline.configure(timeline.file_of(Layout(topology.home), spec.name), spec.name, topology.settings)
+    timeline.configure(Layout(topology.home).trace(spec.name), spec.name, topology.settings)
     metrics.TRACING.set(1 if timeline.tracing() else 0)
     loop = asyncio.get_running_loop()
     for signum, on in ((signal.SIGUSR1, False), (signal.SIGUSR2, True)):

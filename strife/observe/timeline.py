@@ -86,10 +86,6 @@ _keep_below = 10_000       # of 10,000 hash buckets: all
 _encode = json.JSONEncoder(default=str, separators=(",", ":"), check_circular=False).encode
 
 
-def file_of(layout, node: str):
-    return layout.logs / f"{node}.trace.jsonl"
-
-
 def configure(path, node: str, settings) -> None:
     """This process writes its timeline records to `path` from now on."""
     global _file, _active, _node, _keep_below

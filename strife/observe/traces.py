@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 from collections.abc import Iterator
 
+from strife.core.outcomes import Outcome
 from strife.deployment.layout import Layout
 
-SUFFIX = ".trace.jsonl"
 # the steps that end a payment's first answer, and those that are the client's view of it
 ANSWER_STEPS = ("reply",)
 
 
-def files(layout: Layout) -> list[pathlib.Path]:
-    """Every node's timeline file and its rotated copies (<node>.trace.jsonl.1, .2, ...)."""
-    return sorted(p for p in layout.logs.glob(f"*{SUFFIX}*") if p.is_file())
-
-
 def records(layout: Layout, containing: str | None = None) -> Iterator[dict]:
     """Every record of every node (those whose line contains `containing`, when given)."""
-    for path in files(layout):
+    for path in layout.traces():  # every node's, and the rotated copies (.1, .2, ...)
         try:
             with open(path, encoding="utf-8", errors="replace") as lines:
                 for line in lines:
@@ -59,7 +53,7 @@ class Trace:
     def answer(self) -> dict | None:
         """The first definite reply a gateway gave (or the last reply, if none was definite)."""
         replies = [r for r in self.steps if r["step"] == "reply"]
-        final = [r for r in replies if r.get("outcome") in ("COMMITTED", "ABORTED")]
+        final = [r for r in replies if r.get("outcome") in (Outcome.COMMITTED, Outcome.ABORTED)]
         if final:
             return final[0]
         recovered = [r for r in self.steps if r["step"] == "recovery" and r.get("outcome")]

@@ -198,8 +198,8 @@ class Torture:
         for bank in self.topology.of_kind("bank"):
             snapshot = ledger.snapshot(self.layout.ledger(bank.name))
             committed |= {hold.txn_id for hold in snapshot.holds
-                          if hold.direction == "DEBIT" and hold.state == "COMMITTED"}
-            committed |= {txn for txn, outcome in snapshot.transfers.items() if outcome == "COMMITTED"}
+                          if hold.direction == "DEBIT" and hold.state == ledger.COMMITTED}
+            committed |= {txn for txn, outcome in snapshot.transfers.items() if outcome == ledger.COMMITTED}
         for sent in workload.sent:
             if sent.outcome == "committed" and sent.txn_id not in committed:
                 problems.append(f"{sent.txn_id}: the client was told committed, but no bank applied it")
@@ -209,9 +209,9 @@ class Torture:
         for txn in self.queued:
             entry = outbox.get(txn)
             assert entry is not None  # queued rows are never deleted
-            if entry.status == "COMMITTED" and txn not in committed:
+            if entry.status == ledger.COMMITTED and txn not in committed:
                 problems.append(f"{txn}: outbox says committed, but no bank applied it")
-            if entry.status == "ABORTED" and txn in committed:
+            if entry.status == ledger.ABORTED and txn in committed:
                 problems.append(f"{txn}: outbox says aborted, but it was applied")
         outbox.close()
         return problems

@@ -74,6 +74,7 @@ MIGRATIONS = {"counterparty": "ALTER TABLE holds ADD COLUMN counterparty TEXT NO
 
 YES, NO = "YES", "NO"
 COMMITTED, ABORTED = Outcome.COMMITTED, Outcome.ABORTED
+PREPARED = "PREPARED"  # a hold voted YES, waiting for its decision (then COMMITTED or ABORTED)
 INSUFFICIENT_FUNDS, ACCOUNT_UNKNOWN, ALREADY_DECIDED, CONFLICT = (
     NoReason.INSUFFICIENT_FUNDS, NoReason.ACCOUNT_UNKNOWN, NoReason.ALREADY_DECIDED, NoReason.CONFLICT)
 
@@ -304,26 +305,26 @@ def _prepare(db, txn_id, account, amount_minor, direction, counterparty="", coun
         other = (counterparty, counterparty_bank)
         if existing[:2] != (account, amount_minor) or (all(existing[3:]) and all(other) and existing[3:] != other):
             return NO, CONFLICT, f"{txn_id} {direction} was prepared for another account, amount or counterparty"
-        if existing[2] == "ABORTED":
+        if existing[2] == ABORTED:
             return NO, ALREADY_DECIDED, f"{txn_id} was aborted"
         return YES, NoReason.NONE, ""
     decided = db.execute("SELECT outcome FROM outcomes WHERE txn_id = ?", (txn_id,)).fetchone()
     if decided is not None:
-        return NO, ALREADY_DECIDED, f"{txn_id} was already {decided[0].lower()}"
+        return NO, ALREADY_DECIDED, f"{txn_id} was already {Outcome(decided[0]).word}"
     row = db.execute("SELECT balance_minor FROM accounts WHERE name = ?", (account,)).fetchone()
     if row is None:
         return NO, ACCOUNT_UNKNOWN, f"no account {account!r} at this bank"
-    state, vote = "PREPARED", (YES, NoReason.NONE, "")
+    state, vote = PREPARED, (YES, NoReason.NONE, "")
     if direction == "DEBIT":
         available = row[0] - _held(db, account)
         if available < amount_minor:
             # kept as an aborted hold: the payer's history at this bank shows the refused payment
-            state, vote = "ABORTED", (NO, INSUFFICIENT_FUNDS, (f"{account} has {format_minor(available)} available, "
+            state, vote = ABORTED, (NO, INSUFFICIENT_FUNDS, (f"{account} has {format_minor(available)} available, "
                                                                f"needs {format_minor(amount_minor)}"))
     now = time.time()
     db.execute("INSERT INTO holds (txn_id, direction, account, amount_minor, state, created_at, decided_at, "
                "counterparty, counterparty_bank) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (txn_id, direction, account, amount_minor, state, now, now if state == "ABORTED" else None,
+               (txn_id, direction, account, amount_minor, state, now, now if state == ABORTED else None,
                 counterparty, counterparty_bank))
     return vote
 

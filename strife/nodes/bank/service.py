@@ -10,12 +10,11 @@ from typing import Any
 import grpc
 
 from strife.core.failpoints import FailpointFired
-from strife.core.limits import MAX_FULL_NAME, MAX_HISTORY, MAX_NAME
+from strife.core.limits import MAX_BATCH, MAX_FULL_NAME, MAX_HISTORY, MAX_NAME
 from strife.nodes.bank import ledger as L
 from strife.observe import bank_steps as observe
 from strife.rpc import gw_bank_pb2 as pb, gw_bank_pb2_grpc
 
-MAX_BATCH = 256
 _DIRECTIONS = {pb.DEBIT: "DEBIT", pb.CREDIT: "CREDIT"}
 
 

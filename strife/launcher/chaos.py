@@ -4,6 +4,7 @@ certificate (the only role allowed to call it)."""
 from strife.core.failpoints import STEPS, FailpointError, parse_action
 from strife.deployment import identities, tls
 from strife.deployment.identities import OPERATOR
+from strife.deployment.topology import NodeKind
 from strife.rpc import admin_pb2, admin_pb2_grpc
 
 
@@ -26,7 +27,7 @@ def check_step(topology, node, step):
 class AdminClient:
     def __init__(self, topology, node):
         spec = topology.node(node)
-        trust = identities.trust_for(spec.role if spec.kind == "client" else spec.kind)
+        trust = identities.trust_for(spec.role if spec.kind == NodeKind.CLIENT else spec.kind)
         self.channel = tls.secure_channel(spec.address, tls.channel_credentials(topology.home, OPERATOR, trust),
                                           spec.name)
         self.stub = admin_pb2_grpc.NodeAdminStub(self.channel)

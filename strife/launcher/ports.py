@@ -2,6 +2,8 @@
 import dataclasses
 import socket
 
+from strife.deployment.topology import NodeKind
+
 
 def _free(host, port):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -28,10 +30,10 @@ def resolve_on_hosts(topology):
     for field, etcd_port, node_port in (("port", ETCD_PORTS[0], FIRST_NODE_PORT), ("peer_port", ETCD_PORTS[1], 0),
                                         ("metrics_port", -1, FIRST_METRICS_PORT)):
         for node in topology.nodes:
-            if field == "metrics_port" and node.kind == "etcd" and not node.metrics_port:
+            if field == "metrics_port" and node.kind == NodeKind.ETCD and not node.metrics_port:
                 chosen[node.name][field] = chosen[node.name].get("port", node.port)
                 continue
-            port = etcd_port if node.kind == "etcd" else node_port
+            port = etcd_port if node.kind == NodeKind.ETCD else node_port
             if getattr(node, field) or not port:
                 continue
             while (node.host_name, port) in taken:
@@ -53,7 +55,7 @@ def resolve(topology, previous=None):
     old = {n.name: n for n in previous.nodes} if previous else {}
     for node in topology.nodes:
         fields = {}
-        for field in ("port", "peer_port", "metrics_port") if node.kind == "etcd" else ("port", "metrics_port"):
+        for field in ("port", "peer_port", "metrics_port") if node.kind == NodeKind.ETCD else ("port", "metrics_port"):
             wanted = getattr(node, field)
             if wanted:
                 if _free(node.host, wanted) is None:

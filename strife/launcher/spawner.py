@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from strife.core import lifeline
 from strife.deployment import identities, tls
 from strife.deployment.layout import Layout
+from strife.deployment.topology import NodeKind
 from strife.launcher import etcd, etcd_access, etcd_upkeep, health, process, remote_ready
 from strife.launcher.printer import Printer
 from strife.launcher.supervisor import Supervisor
@@ -65,7 +66,7 @@ class Spawner:
         self.printer = printer
         self.echo_nodes = echo_nodes
         local = topology.on_host(host) if host else topology.nodes
-        self.etcd_binary = etcd.find_binary(topology) if any(n.kind == "etcd" for n in local) else None
+        self.etcd_binary = etcd.find_binary(topology) if any(n.kind == NodeKind.ETCD for n in local) else None
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **{lifeline.ENV: str(os.getpid())})
         self._credentials = {domain: tls.channel_credentials(topology.home, identities.OPERATOR, trust=(domain,))
                              for domain in (identities.INFRA, identities.USERS)}
@@ -85,7 +86,7 @@ class Spawner:
                 self._prepared[spec.name] = await self._python(spec.kind, spec.name)
 
     async def spawn(self, spec):
-        if spec.kind == "etcd":  # it cannot say when it is ready: ask its health service
+        if spec.kind == NodeKind.ETCD:  # it cannot say when it is ready: ask its health service
             proc = await process.spawn(etcd_argv(self.topology, spec, self.etcd_binary), self.env,
                                        None if self.echo_nodes else self.layout.log(spec.name))
             return process.Child(proc, HealthWait(self._channel(spec, fast_reconnect=True)),
@@ -200,7 +201,7 @@ class Spawner:
         await waiting.proc.wait()
 
     def _channel(self, spec, fast_reconnect=False):
-        domain = identities.USERS if spec.kind == "client" else identities.INFRA
+        domain = identities.USERS if spec.kind == NodeKind.CLIENT else identities.INFRA
         backoff = (20, 100) if fast_reconnect else (100, 1000)  # ms: first retry, longest wait
         return tls.secure_channel(spec.address, self._credentials[domain], spec.name, options=[
             ("grpc.initial_reconnect_backoff_ms", backoff[0]), ("grpc.max_reconnect_backoff_ms", backoff[1])])
@@ -218,7 +219,7 @@ class Spawner:
 
     async def _copy(self, name, stream):
         spec = self.topology.node(name)
-        log = open(self.layout.log(name), "ab", buffering=0) if spec.kind == "etcd" else None
+        log = open(self.layout.log(name), "ab", buffering=0) if spec.kind == NodeKind.ETCD else None
         try:
             while raw := await stream.readline():
                 if log:

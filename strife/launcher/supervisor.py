@@ -11,7 +11,7 @@ import os
 import signal
 
 from strife.core import tasks
-from strife.deployment.topology import KINDS
+from strife.deployment.topology import KINDS, NodeKind, RestartPolicy
 from strife.launcher import exits
 from strife.launcher.clock import Clock
 from strife.launcher.node import NodeProcess
@@ -96,7 +96,7 @@ class Supervisor:
         for proc in group:
             self._launch(proc)
         failed = await self._wait_group(group)
-        if not failed and kind == "etcd" and group:
+        if not failed and kind == NodeKind.ETCD and group:
             failed = await self._secure_etcd(group)
         if failed:
             raise _StartFailed(failed)
@@ -338,7 +338,7 @@ class Supervisor:
         if ran_well:
             proc.failures = 0
         policy = proc.spec.restart
-        if policy == "no" or (policy == "on-failure" and code == 0):
+        if policy == RestartPolicy.NO or (policy == RestartPolicy.ON_FAILURE and code == 0):
             self.event(f"{proc.name} exited with {code}; its restart policy ({policy}) leaves it")
             self._set(proc, State.EXITED)
             return None

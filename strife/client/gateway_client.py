@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from pathlib import Path
 
 from strife.core import headers, passwords
 from strife.core.errors import BadInput
@@ -25,7 +26,7 @@ class ClientSetupError(BadInput):
     """This user cannot talk to the gateway from here (no deployment, no certificate, no password)."""
 
 
-def user_password(home, user, password=None):
+def user_password(home: Path | str, user: str, password: str | None = None) -> str:
     """The password (`password`, else the saved one) of a user who can act from here: who has a
     certificate and a password. Raises ClientSetupError otherwise. `user` must be a valid name."""
     if not Layout(home).cert(user).exists():

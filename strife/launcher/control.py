@@ -40,7 +40,7 @@ class ControlClient:
         except NotRunning:
             raise NotRunning(f"Strife is not running in {self.layout.home} (start it with `strife up -d`)") from None
         if not answer.get("ok"):
-            raise CODES.get(answer.get("code"), Refused)(answer.get("error") or "refused")
+            raise CODES.get(answer.get("code", ""), Refused)(answer.get("error") or "refused")
         return Status.of(answer)
 
     def is_running(self) -> bool:

@@ -9,6 +9,8 @@ import dataclasses
 import json
 import math
 import socket
+from pathlib import Path
+from typing import Any
 
 from strife.core import errors
 
@@ -71,7 +73,7 @@ FIELDS = {
 REQUIRED = {"restart": ("node",), "pause": ("node",), "resume": ("node",), "kill": ("node",)}
 
 
-def validate(request):
+def validate(request: object) -> dict[str, Any]:
     """The request with its fields checked and normalised; raises BadRequest naming the field."""
     if not isinstance(request, dict):
         raise BadRequest("a request is a JSON object such as {\"cmd\": \"status\"}")
@@ -88,7 +90,7 @@ def validate(request):
     return {"cmd": cmd, **{name: check(request.get(name)) for name, check in checks.items()}}
 
 
-def call(path, request, timeout=120.0):
+def call(path: Path | str, request: dict, timeout: float = 120.0) -> dict[str, Any]:
     """Send one request (a dict) to the supervisor at `path` and return its answer as it came;
     raise NotRunning if nobody answers. ControlClient is the typed way; this is the wire."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

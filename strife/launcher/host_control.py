@@ -17,7 +17,7 @@ def _one(layout: Layout, host: str, request: dict, timeout: float):
     except (control.NotRunning, ConnectionError):
         return None
     if not answer.get("ok"):
-        raise control.CODES.get(answer.get("code"), control.Refused)(answer.get("error") or "refused")
+        raise control.CODES.get(answer.get("code", ""), control.Refused)(answer.get("error") or "refused")
     return answer
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
 import grpc
 
@@ -51,7 +52,7 @@ GATEWAY_STOPPED = {"outcome": Outcome.ABORTED, "reason": AbortReason.RECOVERED_A
                    "detail": "the gateway stopped before deciding"}
 
 
-def _answer(outcome, reason=AbortReason.NONE, detail=""):
+def _answer(outcome: str, reason: str = AbortReason.NONE, detail: str = "") -> dict[str, str]:
     """The answer recorded in etcd beside a decision (names: strife/core/outcomes.py)."""
     return {"outcome": outcome, "reason": reason, "detail": detail}
 
@@ -68,7 +69,7 @@ def _answer_for(standing):
     return _answer(Outcome.COMMITTED) if standing.outcome == decisions.COMMIT else GATEWAY_STOPPED
 
 
-def terms_of(payment):
+def terms_of(payment: Payment) -> dict[str, str | int | float]:
     """The payment's terms as recorded in etcd: what any gateway compares a retry with."""
     return {"fingerprint": payment.fingerprint, "payer": payment.payer, "payer_bank": payment.payer_bank,
             "payee": payment.payee, "payee_bank": payment.payee_bank, "amount_minor": payment.amount_minor,
@@ -88,11 +89,11 @@ class Result:
         self.stages = stages  # {stage: seconds} of the execution that gave this answer, if it was this one
 
     @classmethod
-    def of(cls, payment, stages=None):
+    def of(cls, payment: Payment, stages: dict[str, float] | None = None) -> Result:
         return cls(payment.txn_id, payment.outcome, payment.abort_reason, payment.detail, stages)
 
     @classmethod
-    def pending(cls, txn_id, detail):
+    def pending(cls, txn_id: str, detail: str) -> Result:
         return cls(txn_id, Outcome.IN_PROGRESS, detail=detail)
 
     def to_proto(self) -> cl.InitiateTransactionResponse:
@@ -347,7 +348,7 @@ class Coordinator:
             log.info("recovering %s: %s", field(payment.txn_id), standing.outcome)
             self._retry_phase2(payment, standing.outcome, {b for b, _, _ in payment.legs()}, first_delay=0)
 
-    async def recorded_answers(self, txn_ids):
+    async def recorded_answers(self, txn_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """{txn_id: answer} of the given payments: the record in etcd (any gateway's answer, within the
         retention), else this gateway's journal. Payments with neither are missing."""
         answers = {}

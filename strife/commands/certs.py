@@ -2,7 +2,6 @@
 from strife.commands import OK, topology_path
 from strife.core.errors import BadInput
 from strife.deployment.identities import CA_FILE, INFRA, USERS
-from strife.deployment.layout import Layout
 from strife.launcher.control import ControlClient
 
 SHOWN = 12  # names listed before "and N more" (bench alone registers 64 users)
@@ -25,7 +24,7 @@ def _names(names):
 def run(args):
     from strife.deployment import certs, credentials
     topology = _topology(args)
-    layout = Layout(topology.home)
+    layout = topology.layout
     registered = credentials.registered(topology)
     if args.force and ControlClient(layout).is_running():
         # New authorities under running nodes: each still holds the old ones, so every handshake

@@ -4,7 +4,6 @@ import json
 from strife.commands import OK, deployment
 from strife.core.durations import parse_duration
 from strife.core.errors import BadInput, Failed
-from strife.deployment.layout import Layout
 from strife.launcher.control import ControlClient, Refused
 
 
@@ -38,13 +37,13 @@ def run(args):
         raise BadInput("--for goes with --pause or --pause-host")
     if args.at and not args.pause:
         raise BadInput("--at goes with --pause")
-    supervisor = ControlClient(Layout(topology.home))
+    supervisor = ControlClient(topology.layout)
     if args.kill_host or args.pause_host or args.resume_host:
         from strife.commands import network_chaos
         return network_chaos.host_action(args, topology, supervisor)
     if args.partition or args.isolate or args.loss or args.latency or args.heal is not None:
         from strife.commands import network_chaos
-        return network_chaos.network_fault(args, topology, Layout(topology.home))
+        return network_chaos.network_fault(args, topology, topology.layout)
     if args.one_way or args.jitter:
         raise BadInput("--one-way goes with --partition, --jitter with --latency")
     if args.pause and args.at:

@@ -24,7 +24,6 @@ from strife.core.money import AmountError, format_minor, parse_amount
 from strife.core.outcomes import AbortReason, Outcome, Refusal, refusal
 from strife.core.untrusted import field
 from strife.deployment import credentials
-from strife.deployment.layout import Layout
 from strife.observe import timeline
 
 ABORTED = FAILED  # the exit code of an aborted payment
@@ -108,7 +107,7 @@ def _run(args, work):
 def _gateway_serving(topology):
     from strife.launcher.control import ControlClient, NotRunning as Stopped
     try:
-        status = ControlClient(Layout(topology.home)).status(timeout=5)
+        status = ControlClient(topology.layout).status(timeout=5)
     except (Stopped, OSError, ValueError):
         return False
     return any(n.kind == "gateway" and n.state == "RUNNING" and n.health == "SERVING" for n in status.nodes)
@@ -119,7 +118,7 @@ def _recording_as(topology, name):
     """While this command sends for `name` (no client node is), it writes the client's timeline
     records as the node would: a payment's trace shows the client's steps either way."""
     try:
-        timeline.configure(Layout(topology.home).trace(name), name, topology.settings)
+        timeline.configure(topology.layout.trace(name), name, topology.settings)
         recording = True
     except OSError:  # no logs/ yet (never started here), or not writable: it sends unrecorded
         recording = False
@@ -132,7 +131,7 @@ def _recording_as(topology, name):
 
 async def _drain_if_no_node(topology, name, client):
     """With no client node delivering, this command delivers what earlier commands queued."""
-    path = Layout(topology.home).outbox(name)
+    path = topology.layout.outbox(name)
     try:
         outbox = Outbox(path)
     except (sqlite3.Error, OSError) as exc:
@@ -143,7 +142,7 @@ async def _drain_if_no_node(topology, name, client):
         return
     if not outbox.pending():
         return
-    with SenderLock.held(Layout(topology.home).sender_lock(name)) as sender:
+    with SenderLock.held(topology.layout.sender_lock(name)) as sender:
         if not sender:
             return  # the client node is on it
         print(f"no client node is running for {name}: delivering {len(outbox.pending())} queued payment(s)",
@@ -182,7 +181,7 @@ def pay(args):
     if why:
         raise BadInput(f"txn_id: {why}")
     _require_identity(topology, args.name)
-    path = Layout(topology.home).outbox(args.name)
+    path = topology.layout.outbox(args.name)
     try:
         outbox = Outbox(path)
         entry = outbox.add(txn_id, args.payee, amount)
@@ -213,7 +212,7 @@ def _disk_problem(exc, path):
 async def _deliver_or_wait(topology, name, outbox, entry, wait):
     """Until `entry` is settled, it has failed to reach the gateway once, or `wait` seconds pass."""
     deadline = time.monotonic() + wait
-    with SenderLock.held(Layout(topology.home).sender_lock(name)) as sender:
+    with SenderLock.held(topology.layout.sender_lock(name)) as sender:
         if not sender:  # the client node is delivering: watch our row
             return await delivery.await_outcome(outbox, entry, deadline)
         earlier = [e for e in outbox.pending() if e.seq < entry.seq]
@@ -291,7 +290,7 @@ def _entry_row(e, payer):
 
 def _local_outbox(topology, name, read):
     """Entries of this client's outbox; none (and no file made) when it has none."""
-    path = Layout(topology.home).outbox(name)
+    path = topology.layout.outbox(name)
     return read(Outbox(path)) if path.exists() else []
 
 

@@ -71,14 +71,14 @@ def _up_hosts(topology, args):
         if args.detach:
             raise
         print("stopping every host")  # Ctrl-C while starting in the foreground: stop what started
-        ControlClient(Layout(topology.home)).down()
+        ControlClient(topology.layout).down()
         return 130
     mine = [n for n in status.nodes if n.host in hosts]
     print(f"all {len(mine)} nodes healthy in {elapsed:.1f}s on {len(hosts)} host(s) "
           f"(`strife status`, `strife logs -f`, `strife down`)")
     if args.detach:
         return OK
-    layout = Layout(topology.home)
+    layout = topology.layout
     opened = []
     try:  # from here on, Ctrl-C (even during the imports) means: stop everything
         from strife.launcher import logs
@@ -185,7 +185,7 @@ def show_logs(args):
     from strife.launcher import logs
     from strife.launcher.printer import Printer
     topology = _load(args)
-    layout = Layout(topology.home)
+    layout = topology.layout
     hosts = {f"{SUPERVISOR_LOG}-{h.name}": layout.host_supervisor_log(h.name) for h in topology.hosts}
     names = [n.name for n in topology.nodes] + [SUPERVISOR_LOG, *hosts]
     if args.node and args.node not in names:

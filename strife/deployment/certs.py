@@ -47,7 +47,7 @@ def identities(topology: Topology, registered=()) -> list[tuple[str, str, set[st
 
 def ensure(topology, force=False, registered=()):
     """Create what is missing or stale; keep what is valid. Returns the names (re)issued."""
-    layout = Layout(topology.home)
+    layout = topology.layout
     layout.certs.mkdir(mode=0o700, exist_ok=True)
     issued, authorities = [], {}
     for domain in (INFRA, USERS):
@@ -77,7 +77,7 @@ def reissue(topology, name, registered=()):
     so the old certificate stays valid until its holder picks up the new one."""
     for identity, role, names in identities(topology, registered):
         if identity == name:
-            layout = Layout(topology.home)
+            layout = topology.layout
             ca_key, ca_cert = _load_ca(layout, domain_of(role))
             _issue(layout, name, role, names, ca_key, ca_cert, force=True)
             return role

@@ -5,6 +5,7 @@ Every problem is reported at once, one line each, naming the field path and why
 """
 import dataclasses
 import enum
+import functools
 import hashlib
 import ipaddress
 import json
@@ -134,6 +135,11 @@ class Topology:
     etcd: EtcdConfig
     nodes: tuple  # in start order
     hosts: tuple = ()  # Host, ...: empty when every node runs on this machine at its `host` address
+
+    @functools.cached_property
+    def layout(self) -> Layout:
+        """Where this deployment's files are: the one place every path comes from."""
+        return Layout(self.home)
 
     def node(self, name):
         for node in self.nodes:

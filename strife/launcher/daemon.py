@@ -15,7 +15,7 @@ from strife.launcher.printer import LogPrinter
 
 async def serve(topology, printer, echo_nodes, host=None):
     supervisor = spawner.build(topology, printer=printer, echo_nodes=echo_nodes, host=host)
-    layout = Layout(topology.home)
+    layout = topology.layout
     control = ControlServer(supervisor, layout.host_socket(host) if host else layout.socket)
     await control.start()
     loop = asyncio.get_running_loop()

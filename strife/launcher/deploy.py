@@ -6,7 +6,6 @@ import contextlib
 
 from strife.core.errors import Failed
 from strife.deployment import certs, credentials, topology as topology_model
-from strife.deployment.layout import Layout
 from strife.launcher import control, etcd, ports
 
 MAX_SOCKET_PATH = 104  # sun_path is 108 bytes on Linux (104 on some BSDs)
@@ -23,7 +22,7 @@ def prepare(path, force_certs=False, host=None):
 
     `host`: only that host's nodes will run here (`strife up --host NAME` on each machine)."""
     topology = topology_model.load(path)
-    layout = Layout(topology.home)
+    layout = topology.layout
     if host is not None and host not in {h.name for h in topology.hosts}:
         raise topology_model.TopologyError([f"--host: {host!r} is not one of the hosts "
                                             f"{', '.join(h.name for h in topology.hosts) or '(the topology has none)'}"])

@@ -5,7 +5,6 @@ import sys
 import time
 
 from strife.core.errors import Failed
-from strife.deployment.layout import Layout
 from strife.launcher import control, exits, logs
 
 
@@ -46,7 +45,7 @@ def start(topology, timeout=120.0, progress=lambda text: None, hosts=None, netwo
 
     `hosts`: one daemon per host named, each inside its host's namespace when `network` is given
     (netns.Network), else on this machine (`strife up --host NAME`)."""
-    layout = Layout(topology.home)
+    layout = topology.layout
     supervisor = control.ControlClient(layout)
     if hosts:
         daemons = {layout.host_supervisor_log(h): _daemon(layout, layout.host_supervisor_log(h),

@@ -21,7 +21,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from strife.core import lifeline
 from strife.deployment import identities, tls
-from strife.deployment.layout import Layout
 from strife.deployment.topology import NodeKind
 from strife.launcher import etcd, etcd_access, etcd_upkeep, health, process, remote_ready
 from strife.launcher.printer import Printer
@@ -62,7 +61,7 @@ class Spawner:
     def __init__(self, topology, printer, echo_nodes, host=None):
         self.topology = topology
         self.host = host
-        self.layout = Layout(topology.home)
+        self.layout = topology.layout
         self.printer = printer
         self.echo_nodes = echo_nodes
         local = topology.on_host(host) if host else topology.nodes

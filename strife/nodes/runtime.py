@@ -68,7 +68,7 @@ class Context:
 
     def __init__(self, topology: Topology, spec: TopologyNode, server: grpc.aio.Server, failpoints: Failpoints):
         self.topology, self.spec, self.server, self.failpoints = topology, spec, server, failpoints
-        self.layout = Layout(topology.home)
+        self.layout = topology.layout
         self.log = logging.getLogger(spec.name)
 
 
@@ -182,6 +182,6 @@ def settle_garbage_collector():
 
 def watch_disk(health, topology, spec):
     """NOT_SERVING, with the reason, while this node cannot write (strife/nodes/health.py)."""
-    disk = DiskWatch(health, Layout(topology.home).data(spec.name), topology.home)
+    disk = DiskWatch(health, topology.layout.data(spec.name), topology.home)
     disk.start()
     return disk

@@ -10,13 +10,12 @@ import asyncio
 import os
 import signal
 
-from strife.deployment.layout import Layout
 from strife.observe import metrics, timeline
 
 
 def begin(topology, spec) -> None:
     """Before the node does anything: its timeline file (a `start` failpoint is in it)."""
-    timeline.configure(Layout(topology.home).trace(spec.name), spec.name, topology.settings)
+    timeline.configure(topology.layout.trace(spec.name), spec.name, topology.settings)
     metrics.TRACING.set(1 if timeline.tracing() else 0)
     loop = asyncio.get_running_loop()
     for signum, on in ((signal.SIGUSR1, False), (signal.SIGUSR2, True)):

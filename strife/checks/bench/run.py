@@ -17,7 +17,6 @@ from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
 from strife.core.outcomes import Outcome
 from strife.deployment import certs, credentials, identities, tls
-from strife.deployment.layout import Layout
 from strife.launcher import control
 from strife.rpc import echo_pb2, echo_pb2_grpc
 
@@ -65,7 +64,7 @@ class Bench:
         banks = [b.name for b in self.topology.of_kind("bank")]
         names = [f"bench-{i:03d}" for i in range(self.accounts)]
         known = credentials.load(self.home)
-        missing = [n for n in names if n not in known or not Layout(self.home).cert(n).exists()]
+        missing = [n for n in names if n not in known or not self.topology.layout.cert(n).exists()]
         if missing:
             self.progress(f"registering {len(missing)} bench accounts")
             async with GatewayClient(self.topology, self.admin) as admin:
@@ -211,7 +210,7 @@ class Bench:
 
     async def _deployment_pids(self):
         """name -> pid of every running node, and of the supervisor."""
-        status = await asyncio.to_thread(control.ControlClient(Layout(self.home)).status)
+        status = await asyncio.to_thread(control.ControlClient(self.topology.layout).status)
         pids = {n.name: n.pid for n in status.nodes if n.pid}
         pids["supervisor"] = status.pid
         return pids, {n.name for n in status.nodes if n.kind in ("gateway", "bank")}

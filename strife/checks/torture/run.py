@@ -12,7 +12,6 @@ from strife.checks import audit as audit_module
 from strife.checks.torture import recovery, resources, schedule
 from strife.checks.torture.workload import Workload
 from strife.client.outbox import Outbox
-from strife.deployment.layout import Layout
 from strife.launcher import chaos, control
 from strife.nodes.bank import ledger
 
@@ -24,7 +23,7 @@ PROGRESS_EVERY = 60.0  # seconds between two progress lines while the load runs
 class Torture:
     def __init__(self, topology, seconds, seed, concurrency=8, progress=None):
         self.topology, self.seconds, self.seed = topology, seconds, seed
-        self.layout = Layout(topology.home)
+        self.layout = topology.layout
         self.supervisor = control.ControlClient(self.layout)
         self.concurrency = concurrency
         self.progress = progress or (lambda text: None)

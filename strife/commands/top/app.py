@@ -13,7 +13,6 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
-from strife.deployment.layout import Layout
 from strife.launcher.control import ControlClient, Refused
 from strife.commands.top import frame as frames
 
@@ -61,7 +60,7 @@ class TopApp(App):
         super().__init__()
         self.topology = topology
         self.sampler = frames.Sampler(topology)
-        self.control = ControlClient(Layout(topology.home), timeout=30.0)
+        self.control = ControlClient(topology.layout, timeout=30.0)
         self.interval = refresh
         self.frame: frames.Frame | None = None
         self.frames_taken = 0

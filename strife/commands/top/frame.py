@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import time
 
-from strife.deployment.layout import Layout
 from strife.launcher.control import ControlClient, NotRunning, Status
 from strife.observe import scrape
 
@@ -51,7 +50,7 @@ class Sampler:
 
     def __init__(self, topology):
         self.topology = topology
-        self.control = ControlClient(Layout(topology.home), timeout=5.0)
+        self.control = ControlClient(topology.layout, timeout=5.0)
         self._last: tuple[float, dict] | None = None  # (monotonic, {node: samples})
 
     async def take(self) -> Frame:
@@ -120,7 +119,7 @@ def _network_faults(topology) -> list[str]:
     if not topology.hosts:
         return []
     from strife.launcher import faults
-    return [faults.describe(f) for f in faults.load(Layout(topology.home))]
+    return [faults.describe(f) for f in faults.load(topology.layout)]
 
 
 def _merged(many) -> dict[float, float]:

@@ -4,6 +4,7 @@ import json
 from strife.commands import OK, deployment
 from strife.core.durations import parse_duration
 from strife.core.errors import BadInput, Failed
+from strife.deployment.topology import NodeKind
 from strife.launcher.control import ControlClient, Refused
 
 
@@ -65,7 +66,7 @@ def run(args):
         except Refused as exc:  # not paused by a signal; it may be frozen at a failpoint
             refused = exc
         cleared = []
-        if topology.node(node).kind != "etcd":
+        if topology.node(node).kind != NodeKind.ETCD:
             armed = _admin(topology, node, lambda a: a.list())
             cleared = [step for step, action in armed if action == "pause"]
             for step in cleared:
@@ -96,7 +97,7 @@ def run(args):
         still = ", ".join(f"{s}={a}" for s, a in left)
         print(f"{node}: cleared {step or 'all failpoints'}" + (f"; still armed: {still}" if left else ""))
     else:
-        armed = {n.name: _admin(topology, n.name, lambda a: a.list()) for n in topology.nodes if n.kind != "etcd"}
+        armed = {n.name: _admin(topology, n.name, lambda a: a.list()) for n in topology.nodes if n.kind != NodeKind.ETCD}
         if args.json:
             print(json.dumps({k: dict(v) for k, v in armed.items()}, indent=2))
         else:

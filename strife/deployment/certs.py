@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from strife.deployment.identities import (CA_FILE, CA_NAME, ETCD_SERVER_NAME, GATEWAY_SERVER_NAME, INFRA, JWT_KEY,
                                           LEGACY_CA, OPERATOR, USERS, domain_of)
 from strife.deployment.layout import Layout
-from strife.deployment.topology import Topology
+from strife.deployment.topology import NodeKind, Topology
 
 VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=7)
@@ -33,11 +33,11 @@ def identities(topology: Topology, registered=()) -> list[tuple[str, str, set[st
     """
     out = []
     for node in topology.nodes:
-        role = node.role if node.kind == "client" else node.kind
+        role = node.role if node.kind == NodeKind.CLIENT else node.kind
         names = {node.name, node.host}
-        if node.kind == "etcd":
+        if node.kind == NodeKind.ETCD:
             names.add(ETCD_SERVER_NAME)
-        if node.kind == "gateway":
+        if node.kind == NodeKind.GATEWAY:
             names.add(GATEWAY_SERVER_NAME)
         out.append((node.name, role, names))
     out.append((OPERATOR, "operator", {OPERATOR}))

@@ -676,7 +676,7 @@ class _Validator:
         for node in nodes:
             for label, port in (("port", node.port), ("peer port", node.peer_port),
                                 ("metrics port", node.metrics_port)):
-                if not port or (label == "metrics port" and node.kind == "etcd" and port == node.port):
+                if not port or (label == "metrics port" and node.kind == NodeKind.ETCD and port == node.port):
                     continue  # (etcd serves /metrics on its client port too: on hosts, strife/launcher/ports.py)
                 key = (node.host_name, port)  # with hosts, each host has its own ports
                 if key in used:
@@ -686,8 +686,8 @@ class _Validator:
 
 
 def _section(node):
-    if node.kind == "etcd":
+    if node.kind == NodeKind.ETCD:
         return "etcd"
-    if node.kind == "gateway" and node.name == SHORT_GATEWAY:
+    if node.kind == NodeKind.GATEWAY and node.name == SHORT_GATEWAY:
         return "gateway"
     return f"{node.kind}s.{node.name}"

@@ -80,7 +80,7 @@ class Spawner:
 
     async def prepare(self, spec):
         """Spawn the node's process now; it starts when `spawn` says go."""
-        if spec.kind != "etcd" and spec.name not in self._prepared:
+        if spec.kind != NodeKind.ETCD and spec.name not in self._prepared:
             with contextlib.suppress(OSError):  # then it is spawned when it is needed, and fails there
                 self._prepared[spec.name] = await self._python(spec.kind, spec.name)
 

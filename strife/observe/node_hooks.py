@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 
+from strife.deployment.topology import NodeKind
 from strife.observe import metrics, timeline
 
 
@@ -35,7 +36,7 @@ def failpoint_hit(step: str, action: str) -> None:
 def serving(topology, spec) -> asyncio.Task:
     """Once the node's port is open: its metrics served, its gauges sampled (the task)."""
     metrics.serve(topology.home, spec)
-    if spec.kind != "client":  # a client node never talks to etcd: it is spared etcd3aio's import
+    if spec.kind != NodeKind.CLIENT:  # a client node never talks to etcd: it is spared etcd3aio's import
         from strife.deployment import discovery
         discovery.count_request = lambda operation: metrics.ETCD_ROUND_TRIPS.labels(operation).inc()
     timeline.node_event("started", pid=os.getpid())

@@ -12,6 +12,7 @@ from strife.checks import audit as audit_module
 from strife.checks.torture import recovery, resources, schedule
 from strife.checks.torture.workload import Workload
 from strife.client.outbox import Outbox
+from strife.deployment.topology import NodeKind
 from strife.launcher import chaos, control
 from strife.nodes.bank import ledger
 
@@ -145,7 +146,7 @@ class Torture:
         if self.network:
             await self._set_network([])
         for node in self.topology.nodes:
-            if node.kind != "etcd":
+            if node.kind != NodeKind.ETCD:
                 await self._clear(node.name)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -322,6 +322,19 @@ def test_a_kill_the_operator_orders_restarts_at_once_and_never_counts_as_a_failu
     run(scenario)
 
 
+def test_a_kill_is_answered_once_the_supervisor_has_seen_the_process_die():
+    """What status shows after `strife chaos --kill` returned is never the dead process still RUNNING
+    (a script that waited for RUNNING then went on while the node was down)."""
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        dead = spawner.current("bank1")
+        pid = await sup.kill("bank1")  # no settle(): what the answer's reader sees next
+        bank = next(n for n in sup.status()["nodes"] if n["name"] == "bank1")
+        assert pid == dead.pid and bank["pid"] != dead.pid
+        assert not (bank["state"] == "RUNNING" and bank["health"] == "SERVING" and bank["restarts"] == 0), bank
+    run(scenario)
+
+
 def test_a_kill_leaves_a_node_whose_policy_is_never_restart_exited():
     async def scenario(sup, spawner, clock):
         await started(sup)

@@ -21,6 +21,8 @@ from strife.launcher.states import ALIVE, State
 STABLE_AFTER = 10.0      # a run healthy this long resets the consecutive-failure count
 MAX_BACKOFF = 30.0
 PROBE_INTERVAL = 1.0     # health of RUNNING nodes
+KILL_SEEN_WITHIN = 5.0   # seconds a kill's answer waits for the death to be seen (SIGKILL is at once, but
+                         # a process in uninterruptible sleep dies when its I/O ends)
 SUPERVISOR = "strife"    # the name the supervisor's own lines carry
 # What each kind needs ready before it starts. Banks and the gateway use etcd (secured first); the
 # gateway reads the bank list at start, so it comes after the banks. A client only talks to the
@@ -203,9 +205,14 @@ class Supervisor:
         if proc.state not in (State.RUNNING, State.PAUSED, State.STARTING) or pid is None:
             raise ValueError(f"{name} is {proc.state.value}; nothing to kill")
         proc.killed = True
+        child = proc.child
         proc.signal(signal.SIGKILL)
         proc.signal(signal.SIGCONT)
         self.event(f"{name} killed (pid {pid})")
+        # answered once its death is seen (started again, or left by its policy): a status read
+        # after the answer never shows the dead process as the node, still RUNNING
+        seen = self._until(lambda: proc.child is not child or proc.state not in ALIVE)
+        await self._first(seen, self.clock.sleep(KILL_SEEN_WITHIN))
         return pid
 
     def status(self):

@@ -37,3 +37,22 @@ def test_a_process_that_is_gone_has_ended():
     gone = subprocess.Popen(["true"])
     gone.wait()
     assert wait_ended(gone.pid, timeout=5) is True
+
+
+def test_without_pidfds_a_zombie_still_counts_as_ended(monkeypatch):
+    """A kernel before 5.3 has no pidfd_open: the fallback looks, and counts a zombie as ended."""
+    import errno
+    import os
+
+    def no_pidfds(pid):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    parent = subprocess.Popen(["sh", "-c", "sleep 0 & echo $!; exec sleep 30"], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10, what="a zombie")
+        assert wait_ended(pid, timeout=5) is True
+        assert wait_ended(parent.pid, timeout=0.1) is False  # and a live process has not ended
+    finally:
+        parent.kill()
+        parent.wait()

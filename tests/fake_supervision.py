@@ -150,6 +150,8 @@ class FakeSpawner:
         self.prepared, self.discarded = [], []
         self.all_started_calls = 0
         self.closed = False
+        self.unstartable = set()  # names whose spawn fails as a real one can (OSError, before any await)
+        self.failed_spawns = {}   # name -> how many spawns failed
 
     async def prepare(self, spec):
         self.prepared.append(spec.name)
@@ -161,6 +163,11 @@ class FakeSpawner:
         self.all_started_calls += 1
 
     async def spawn(self, spec):
+        if spec.name in self.unstartable:
+            self.failed_spawns[spec.name] = failed = self.failed_spawns.get(spec.name, 0) + 1
+            if failed > 50:  # a supervisor retrying without a pause never yields: stop it here, visibly
+                raise RuntimeError(f"{spec.name}: spawned {failed} times without a pause")
+            raise OSError(f"cannot start {spec.name}")
         child = FakeChild(spec.name, self.obeys_sigterm)
         self.children.setdefault(spec.name, []).append(child)
         self.spawned.append(spec.name)

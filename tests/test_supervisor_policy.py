@@ -335,6 +335,22 @@ def test_a_kill_is_answered_once_the_supervisor_has_seen_the_process_die():
     run(scenario)
 
 
+def test_a_killed_node_that_cannot_be_started_again_backs_off_instead_of_spinning():
+    """A failed start after a kill is a failure like any other: it used to keep the kill's
+    'start again at once' forever, retrying without yielding (the supervisor hung at full CPU)."""
+    async def scenario(sup, spawner, clock):
+        await started(sup)
+        spawner.unstartable.add("bank1")
+        await sup.kill("bank1")
+        bank = sup.procs["bank1"]
+        # each failed start counted as a failure: the first is retried at once, the next backs off
+        assert bank.state is State.BACKOFF and spawner.failed_spawns["bank1"] == bank.failures == 2
+        spawner.unstartable.discard("bank1")
+        await clock.advance(1.0)  # past its backoff: started again
+        assert bank.state is State.RUNNING
+    run(scenario)
+
+
 def test_a_kill_leaves_a_node_whose_policy_is_never_restart_exited():
     async def scenario(sup, spawner, clock):
         await started(sup)

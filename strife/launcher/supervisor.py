@@ -300,6 +300,7 @@ class Supervisor:
                 child = await self.spawner.spawn(proc.spec)
             except OSError as exc:  # no such program, no descriptors left: a failed run like any other
                 self.event(f"{proc.name} could not be started: {exc}")
+                proc.killed = False  # even right after a kill: backoff, not "again at once" forever
                 code = None
             else:
                 proc.attach(child, self.clock.now(), self.clock.wall())

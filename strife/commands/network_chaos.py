@@ -1,5 +1,7 @@
 """`strife chaos` on hosts: whole-host kills and pauses through each host's supervisor, and
 network faults between hosts (strife/launcher/faults.py)."""
+import concurrent.futures
+
 from strife.commands import OK
 from strife.core.durations import parse_duration
 from strife.core.errors import BadInput
@@ -19,8 +21,9 @@ def host_action(args, topology, supervisor):
         host = _host(topology, args.kill_host)
         states = {n.name: n.state for n in supervisor.status().nodes}
         names = [n.name for n in topology.on_host(host) if states.get(n.name) in ("RUNNING", "PAUSED", "STARTING")]
-        for name in names:
-            supervisor.kill(name)
+        # all at once, as a host dies: each kill is answered only once its death is seen
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+            list(pool.map(supervisor.kill, names))
         print(f"host {host}: killed {', '.join(names) or 'nothing (no live node)'}; restart policies apply")
     elif args.pause_host:
         host = _host(topology, args.pause_host)

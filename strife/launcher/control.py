@@ -108,7 +108,7 @@ def wait_ended(pid: int, timeout: float = 30.0) -> bool:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return True
-    except OSError:  # a kernel without pidfds (before 5.3)
+    except (OSError, AttributeError):  # a kernel without pidfds (before 5.3), or a Python without pidfd_open
         return _looked_ended(pid, timeout)
     try:
         poller = select.poll()  # not select(): a descriptor above 1023 is fine

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import textwrap
 
@@ -197,3 +198,21 @@ def test_a_bench_killed_in_its_echo_phase_leaves_no_echo_server(live):
         spawner.wait()
     wait_for(lambda: not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE,
              timeout=10, what="the echo server gone with its spawner")
+
+
+def test_a_bench_whose_own_deployment_cannot_start_leaves_nothing_running(tmp_path):
+    broken = SMALL_TOPOLOGY.replace("  bank1: {}", "  bank1: {failpoints: {start: crash}, restart: no}")
+    assert "start: crash" in broken
+    (tmp_path / "topology.yaml").write_text(textwrap.dedent(broken))
+    result = subprocess.run([*STRIFE, "bench", "--seconds", SHORTEST], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "could not start a deployment to measure" in result.stderr, result.stderr
+    assert "bank1 failed to start" in result.stderr
+    started_in = re.search(r"no deployment running in \S+: starting one in (\S+)", result.stderr).group(1)
+    left = processes_of(started_in)
+    try:
+        assert not left and not os.path.exists(started_in)  # its supervisor and etcd went too
+    finally:
+        for proc in left:
+            proc.kill()
+        shutil.rmtree(started_in, ignore_errors=True)

@@ -1,5 +1,6 @@
 """`strife bench`: how fast Strife moves money, next to what gRPC on this machine allows."""
 import asyncio
+import contextlib
 import json
 import pathlib
 import shutil
@@ -11,7 +12,7 @@ import grpc
 from strife.checks.bench import report
 from strife.checks.bench.run import Bench
 from strife.commands import OK, bounded_option, duration_option, topology_path
-from strife.core.errors import BadInput, Failed
+from strife.core.errors import BadInput, Failed, StrifeError
 from strife.deployment.layout import Layout
 from strife.deployment.topology import load_deployment
 from strife.launcher import deploy, detach
@@ -41,7 +42,10 @@ def run(args):
         _progress(f"no deployment running in {path.parent}: starting one in {temporary}")
         try:
             detach.start_all(deploy.prepare(temporary / "topology.yaml"), progress=lambda text: None)
-        except detach.StartFailed as exc:
+        except detach.StartFailed as exc:  # what did start goes, with the directory: nothing is left running
+            with contextlib.suppress(StrifeError, OSError):
+                ControlClient(Layout(temporary)).down(timeout=120)
+            shutil.rmtree(temporary, ignore_errors=True)
             raise Failed(f"could not start a deployment to measure:\n{exc}") from None
     try:
         topology = load_deployment(temporary or path.parent)

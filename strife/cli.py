@@ -172,7 +172,7 @@ def _chaos(sub):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--pause", metavar="NODE", help="freeze a node (SIGSTOP of its process group)")
     what.add_argument("--resume", metavar="NODE", help="unfreeze a node and clear its pause failpoints")
-    what.add_argument("--kill", metavar="NODE", help="SIGKILL a node; its restart policy applies")
+    what.add_argument("--kill", metavar="NODE", help="SIGKILL a node; its restart policy applies (answered once the supervisor has seen it die)")
     what.add_argument("--restart", metavar="NODE", help="stop a node gracefully and start it again")
     what.add_argument("--failpoint", metavar="NODE:STEP=ACTION", action="append",
                       help="arm a failpoint (repeatable)")

@@ -134,7 +134,8 @@ class GatewayClient:
 
     async def pay_timed(self, payee: str, amount_minor: int, txn_id: str,
                         timeout: float = 10.0) -> tuple[cl.InitiateTransactionResponse, dict[str, float]]:
-        """pay(), and the gateway's stage timings of this payment in ms ({} when it gave none)."""
+        """pay(), and the gateway's stage timings of this payment in ms ({} when it gave none), with
+        `received` and `replied`, when its handler got the request and answered (wall clock, s)."""
         call = self.stub.InitiateTransaction(
             cl.InitiateTransactionRequest(txn_id=txn_id, payee=payee, amount_minor=amount_minor),
             metadata=self._current() + ((headers.STAGES, "1"),), timeout=timeout)

@@ -1,4 +1,5 @@
 """The gateway's gRPC face to clients (cl_gw.proto): validation here, 2PC in the coordinator."""
+import time
 from typing import NoReturn
 
 import grpc
@@ -17,9 +18,12 @@ def _wants_stages(context: grpc.aio.ServicerContext):
     return any(key == headers.STAGES for key, _ in context.invocation_metadata() or ())
 
 
-def _format_stages(stages):
-    """'prepare=0.812;decision=1.020;coordinator=1.95' in milliseconds, for `strife bench`."""
-    return ";".join(f"{name}={seconds * 1000:.3f}" for name, seconds in stages.items())
+def _format_stages(stages, received, replied):
+    """'prepare=0.812;decision=1.020;coordinator=1.95;received=...;replied=...' for `strife bench`:
+    the stages in milliseconds, then when the handler got the request and gave its answer (wall
+    clock, seconds): on one machine the caller splits the rest into its way in and the reply's way out."""
+    return ";".join([*(f"{name}={seconds * 1000:.3f}" for name, seconds in stages.items()),
+                     f"received={received:.6f}", f"replied={replied:.6f}"])
 
 
 def caller(context: grpc.aio.ServicerContext):
@@ -124,6 +128,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
                                       available_minor=info.available_minor)
 
     async def InitiateTransaction(self, request, context: grpc.aio.ServicerContext):
+        received = time.time()
         payer = self.users.user(caller(context))
         why = names.txn_id_problem(request.txn_id)
         if why:
@@ -149,7 +154,7 @@ class ClientGatewayService(cl_gw_pb2_grpc.ClientGatewayServicer):
         except IdempotencyMismatch as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"txn_id: idempotency_error: {exc}")
         if result.stages and _wants_stages(context):
-            context.set_trailing_metadata(((headers.STAGES, _format_stages(result.stages)),))
+            context.set_trailing_metadata(((headers.STAGES, _format_stages(result.stages, received, time.time())),))
         return result.to_proto()
 
     async def ViewTransactionHistory(self, request, context: grpc.aio.ServicerContext):

@@ -25,6 +25,14 @@ def _progress(text):
           flush=True)
 
 
+def _discard(temporary):
+    """Stop the deployment the bench started for itself (waiting for its supervisor to end) and
+    remove its directory; one that is already down is just removed."""
+    with contextlib.suppress(StrifeError, OSError):
+        ControlClient(Layout(temporary)).down(timeout=120)
+    shutil.rmtree(temporary, ignore_errors=True)
+
+
 def run(args):
     seconds = duration_option(args.seconds, "--seconds")
     bounded_option(args.concurrency, "--concurrency", 1, 512)
@@ -43,9 +51,7 @@ def run(args):
         try:
             detach.start_all(deploy.prepare(temporary / "topology.yaml"), progress=lambda text: None)
         except detach.StartFailed as exc:  # what did start goes, with the directory: nothing is left running
-            with contextlib.suppress(StrifeError, OSError):
-                ControlClient(Layout(temporary)).down(timeout=120)
-            shutil.rmtree(temporary, ignore_errors=True)
+            _discard(temporary)
             raise Failed(f"could not start a deployment to measure:\n{exc}") from None
     try:
         topology = load_deployment(temporary or path.parent)
@@ -58,8 +64,7 @@ def run(args):
                      f"(`strife status`, `strife logs gateway`)") from None
     finally:
         if temporary:
-            ControlClient(Layout(temporary)).down(timeout=120)  # and waits for its supervisor to end
-            shutil.rmtree(temporary, ignore_errors=True)
+            _discard(temporary)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     figures["deployment"] = "temporary" if temporary else str(path.parent)

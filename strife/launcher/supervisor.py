@@ -300,7 +300,6 @@ class Supervisor:
                 child = await self.spawner.spawn(proc.spec)
             except OSError as exc:  # no such program, no descriptors left: a failed run like any other
                 self.event(f"{proc.name} could not be started: {exc}")
-                proc.killed = False  # even right after a kill: backoff, not "again at once" forever
                 code = None
             else:
                 proc.attach(child, self.clock.now(), self.clock.wall())
@@ -350,7 +349,8 @@ class Supervisor:
             self.event(f"{proc.name} exited with {code}; its restart policy ({policy}) leaves it")
             self._set(proc, State.EXITED)
             return None
-        if proc.killed:
+        if proc.killed:  # judged once: a start that then fails is a failure like any other
+            proc.killed = False
             self.event(f"{proc.name} killed on request; starting it again at once")
             return 0
         proc.failures += 1

@@ -224,7 +224,9 @@ def _checks(sub):
                        description="Closed-loop payments among many bench accounts from C concurrent callers "
                                    "against the running deployment (or, if none runs here, one started in a "
                                    "temporary directory from the topology). In the same run: a raw gRPC echo "
-                                   "over the same mTLS at the same concurrency. ratio = payments/s x 6 / echo/s "
+                                   "over the same mTLS at the same concurrency, taken in turns with the "
+                                   "payments (2 s each at many callers, 1 s at one), so a machine whose speed "
+                                   "drifts slows both alike. ratio = payments/s x 6 / echo/s "
                                    "(a payment costs at least six RPCs). Also reports CPU milliseconds per "
                                    "payment and per echo call by process, which explain the ratio on a busy "
                                    "machine.")

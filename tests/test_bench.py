@@ -73,6 +73,7 @@ def test_bench_reports_every_figure(live, bench):
     assert set(figures["rss_peak_mb"]) == {"gateway", "bank1", "bank2"}
     assert all(mb > 10 for mb in figures["rss_peak_mb"].values())
     assert figures["accounts"] >= 8 and figures["concurrency"] == 4 and figures["deployment"] == str(live.home)
+    assert figures["slices"] == {"many_callers": 1, "single_caller": 1}  # a short run: one turn each
     # where the CPU went, by process: every process of the deployment, and the load generator
     payment_cpu, echo_cpu = figures["cpu_ms_per_payment"], figures["cpu_ms_per_echo"]
     assert {"gateway", "bank1", "bank2", "etcd", "supervisor", "load generator", "total"} <= set(payment_cpu)

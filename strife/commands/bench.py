@@ -87,7 +87,9 @@ def _print(f, samples):
         return (f"{label:<22} {s['per_s']:>9.1f}/s  p50 {s['p50_ms']:7.2f}  p90 {s['p90_ms']:7.2f}  "
                 f"p99 {s['p99_ms']:7.2f}  max {s['max_ms']:8.2f} ms  ({s['ok']} ok, {s['aborted']} aborted, "
                 f"{s['errors']} errors)")
-    print(f"{f['accounts']} accounts, {f['concurrency']} callers, {f['seconds']:g}s per phase")
+    turns = f["slices"]["many_callers"]
+    print(f"{f['accounts']} accounts, {f['concurrency']} callers, {f['seconds']:g}s per phase"
+          + (f", taken in {turns} turns beside the echo's" if turns > 1 else ""))
     print(line(f"payments x{f['concurrency']}", f["payments"]))
     for kind, figures in f["payments_by_kind"].items():
         print(line(f"  of which {kind}", figures))

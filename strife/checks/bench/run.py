@@ -12,6 +12,7 @@ import grpc
 import psutil
 
 from strife.checks.bench import echo as echo_server, floor, report, trace_cost
+from strife.checks.bench.alternate import Side, alternate, slices
 from strife.checks.bench.cpu import CpuMeter
 from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
@@ -34,6 +35,8 @@ LOGIN_TIMEOUT = 120
 RPCS_PER_PAYMENT = 6  # client->gateway, two prepares, the decision write, two commits
 SAME_BANK, CROSS_BANK = "same-bank", "cross-bank"
 PAYLOAD = b"x" * 64   # about the size of a payment request
+# Seconds per turn when loads alternate: long beside a 32-caller queue's drain (about one latency, 0.1 s)
+MANY_SLICE, SINGLE_SLICE = 2.0, 1.0
 
 
 def _against_echo(figures, echo_rate, echo_p50):
@@ -96,42 +99,42 @@ class Bench:
         return [u for u in self.banks if u != payer and (
             kind is None or (self.banks[u] == self.banks[payer]) == (kind == SAME_BANK))]
 
-    async def _payments(self, users, concurrency, seconds, label, kind=None, cpu=None, pids=None, started=None,
-                        rate=None):
-        """Closed-loop payments (paced at `rate` per second, if given); with `cpu` (a dict), also
-        fills in CPU ms per payment by process (`pids`, and this one), counted as the echo's are:
-        from the first payment on. `started()` is called once the callers have logged in, as the
-        clock starts."""
+    @contextlib.asynccontextmanager
+    async def _payer(self, users, concurrency, kind=None):
+        """`pay(worker, n)` for closed-loop callers: (outcome, kind) of one payment. Every payer's
+        TLS handshake and first password check (scrypt) happen here, before any clock starts: a
+        run measures payments, not logging in."""
         payees = {u: self._payees(u, kind) for u in users}
         payers = [u for u in users if payees[u]][:concurrency]
         passwords = credentials.load(self.home)
         # the password given: a bench account's does not change during a run (no look at the file per call)
         clients = {u: GatewayClient(self.topology, u, password=passwords.get(u)) for u in payers}
-        # TLS handshakes and each user's first password check (scrypt) happen before the clock
-        # starts: the run measures payments, not logging in
-        await asyncio.gather(*(c.balance(timeout=LOGIN_TIMEOUT) for c in clients.values()))
-        rng = random.Random(concurrency)
-        run = secrets.token_hex(6)  # transaction ids unique across runs, without a uuid per payment
-        kinds = {(payer, payee): SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
-                 for payer in payers for payee in payees[payer]}
-
-        async def pay(worker, n):
-            payer = payers[worker % len(payers)]
-            payee = rng.choice(payees[payer])
-            answer = Outcome.of_number((await clients[payer].pay(payee, 1, f"bench-{run}-{worker}-{n}", timeout=10)).outcome)
-            self.answered[answer.value] += 1
-            return _SAMPLE_OUTCOME.get(answer, "error"), kinds[payer, payee]
         try:
-            if started:
-                started()
-            meter = CpuMeter(pids or {}) if cpu is not None else None
-            samples = await closed_loop(pay, concurrency, seconds, self._progress(label), rate=rate)
-            if meter is not None and cpu is not None:
-                cpu.update(meter.per_item_ms(len(samples)))
-            return samples
+            await asyncio.gather(*(c.balance(timeout=LOGIN_TIMEOUT) for c in clients.values()))
+            rng = random.Random(concurrency)
+            run = secrets.token_hex(6)  # transaction ids unique across runs, without a uuid per payment
+            kinds = {(payer, payee): SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
+                     for payer in payers for payee in payees[payer]}
+
+            async def pay(worker, n):
+                payer = payers[worker % len(payers)]
+                payee = rng.choice(payees[payer])
+                answer = Outcome.of_number(
+                    (await clients[payer].pay(payee, 1, f"bench-{run}-{worker}-{n}", timeout=10)).outcome)
+                self.answered[answer.value] += 1
+                return _SAMPLE_OUTCOME.get(answer, "error"), kinds[payer, payee]
+            yield pay
         finally:
             for client in clients.values():
                 await client.close()
+
+    async def _payments(self, users, concurrency, seconds, label, kind=None, started=None, rate=None):
+        """Closed-loop payments (paced at `rate` per second, if given). `started()` is called once
+        the callers have logged in, as the clock starts."""
+        async with self._payer(users, concurrency, kind) as pay:
+            if started:
+                started()
+            return await closed_loop(pay, concurrency, seconds, self._progress(label), rate=rate)
 
     async def _stages(self, users, count=50):
         """Medians, in ms, of where a lone cross-bank payment's time goes: client->gateway (the call
@@ -157,21 +160,21 @@ class Bench:
                                  "reply": (answered - stages["replied"]) * 1000})
         return {name: round(statistics.median(r[name] for r in rows), 3) for name in rows[0]} if rows else {}
 
-    async def _echo(self, concurrency, seconds, label, cpu=None):
-        """Closed-loop echo calls; with `cpu` (a dict), also fills in CPU ms per call by process."""
+    @contextlib.contextmanager
+    def _echo_server(self):
+        """The echo reference's server for this run: its port, and its pid (its CPU is the echo's)."""
         server = echo_server.spawn(self.home)
         try:
             assert server.stdout is not None
-            port = int(server.stdout.readline())
-            return await self._calls(port, lambda worker, n: PAYLOAD, concurrency, seconds, label, cpu,
-                                     {"echo server": server.pid})
+            yield int(server.stdout.readline()), server.pid
         finally:
             server.terminate()
             server.wait(10)
 
-    async def _calls(self, port, payload, concurrency, seconds, label, cpu=None, pids=None):
-        """Closed-loop Echo calls to a local server at `port` (`payload(worker, n)` says what each
-        carries); with `cpu` (a dict), also fills in CPU ms per call by process (`pids`, and this one)."""
+    @contextlib.asynccontextmanager
+    async def _caller(self, port, payload):
+        """`call(worker, n)` for closed-loop callers: one Echo call to a local server at `port`,
+        carrying `payload(worker, n)`; the channel is up and answering before it is given."""
         creds = tls.channel_credentials(self.home, identities.OPERATOR)
         async with tls.secure_channel(f"127.0.0.1:{port}", creds, identities.OPERATOR) as channel:
             stub = echo_pb2_grpc.EchoStub(channel)
@@ -180,6 +183,12 @@ class Bench:
             async def call(worker, n):
                 await stub.Echo(echo_pb2.EchoMessage(payload=payload(worker, n)), timeout=10)
                 return "ok"
+            yield call
+
+    async def _calls(self, port, payload, concurrency, seconds, label, cpu=None, pids=None):
+        """Closed-loop Echo calls to a local server at `port` (`payload(worker, n)` says what each
+        carries); with `cpu` (a dict), also fills in CPU ms per call by process (`pids`, and this one)."""
+        async with self._caller(port, payload) as call:
             meter = CpuMeter(pids or {})
             samples = await closed_loop(call, concurrency, seconds, self._progress(label))
             if cpu is not None:
@@ -236,49 +245,58 @@ class Bench:
         self.banks = await self._banks_of(users)
         single_seconds = min(self.seconds, 3.0)
         await self._payments(users, 1, 0.5, "warm-up")
-        echo_single = await self._echo(1, single_seconds, "echo, 1 caller")
-        echo_cpu = {}
-        echo_many = await self._echo(self.concurrency, self.seconds, f"echo, {self.concurrency} callers", echo_cpu)
-        pay_single = await self._payments(users, 1, single_seconds, "cross-bank, 1 caller", CROSS_BANK)
-        same_single = await self._payments(users, 1, single_seconds, "same-bank, 1 caller", SAME_BANK)
-        stages = await self._stages(users)
-        pids, measured = await self._deployment_pids()
-        peaks, stop = {}, asyncio.Event()
-        watcher = asyncio.create_task(self._watch_memory({n: pids[n] for n in measured}, peaks, stop))
-        payment_cpu = {}
-        pay_many = await self._payments(users, self.concurrency, self.seconds,
-                                        f"payments, {self.concurrency} callers", cpu=payment_cpu, pids=pids)
-        elapsed = _span(pay_many)  # as the echo's: from the first payment to the last answer, set-up left out
-        stop.set()
-        await watcher
+        with self._echo_server() as (port, echo_pid):
+            # each kind beside its echo, in slices taken in turn: one machine for all of them
+            async with (self._caller(port, lambda worker, n: PAYLOAD) as echo_call,
+                        self._payer(users, 1, CROSS_BANK) as cross_call, self._payer(users, 1, SAME_BANK) as same_call):
+                echo_single, pay_single, same_single = await alternate(
+                    [Side("echo, 1 caller", echo_call, 1), Side("cross-bank, 1 caller", cross_call, 1),
+                     Side("same-bank, 1 caller", same_call, 1)], single_seconds, SINGLE_SLICE, self.progress)
+            stages = await self._stages(users)
+            pids, measured = await self._deployment_pids()
+            peaks, stop = {}, asyncio.Event()
+            watcher = asyncio.create_task(self._watch_memory({n: pids[n] for n in measured}, peaks, stop))
+            many = f"{self.concurrency} callers"
+            async with (self._caller(port, lambda worker, n: PAYLOAD) as echo_call,
+                        self._payer(users, self.concurrency) as pay_call):
+                echo_many, pay_many = await alternate(
+                    [Side(f"echo, {many}", echo_call, self.concurrency, {"echo server": echo_pid}),
+                     Side(f"payments, {many}", pay_call, self.concurrency, pids)],
+                    self.seconds, MANY_SLICE, self.progress)
+            stop.set()
+            await watcher
+        elapsed = pay_many.span
         tracing = await trace_cost.measure(
             self.topology, lambda seconds, label, started, rate: self._payments(
                 users, self.concurrency, seconds, label, started=started, rate=rate),
-            pids, measured, self.seconds, self.concurrency, len(pay_many) / elapsed if elapsed else None)
+            pids, measured, self.seconds, self.concurrency, len(pay_many.samples) / elapsed if elapsed else None)
         figures = {
             "seconds": self.seconds, "concurrency": self.concurrency, "accounts": len(users),
-            "payments": report.summarize(pay_many, elapsed),
-            "payments_by_kind": {kind: report.summarize([x for x in pay_many if x.kind == kind], elapsed)
+            "payments": report.summarize(pay_many.samples, elapsed),
+            "payments_by_kind": {kind: report.summarize([x for x in pay_many.samples if x.kind == kind], elapsed)
                                  for kind in (CROSS_BANK, SAME_BANK)},
-            "payments_single": report.summarize(pay_single, single_seconds),
-            "payments_single_same_bank": report.summarize(same_single, single_seconds),
+            "payments_single": report.summarize(pay_single.samples, pay_single.span),
+            "payments_single_same_bank": report.summarize(same_single.samples, same_single.span),
             "stages_ms": stages,
-            "echo": report.summarize(echo_many, _span(echo_many)),
-            "echo_single": report.summarize(echo_single, single_seconds),
+            "echo": report.summarize(echo_many.samples, echo_many.span),
+            "echo_single": report.summarize(echo_single.samples, echo_single.span),
             "rss_peak_mb": {name: round(rss / 2 ** 20, 1) for name, rss in sorted(peaks.items())},
             # many-caller phases, from the first call on (channels, TLS and logging in left out)
-            "cpu_ms_per_payment": payment_cpu,
-            "cpu_ms_per_echo": echo_cpu,
+            "cpu_ms_per_payment": pay_many.cpu_ms(),
+            "cpu_ms_per_echo": echo_many.cpu_ms(),
+            # how many turns each kind took beside the others (alternate.py)
+            "slices": {"many_callers": slices(self.seconds, MANY_SLICE),
+                       "single_caller": slices(single_seconds, SINGLE_SLICE)},
             # the same payments with tracing on and off (strife/checks/bench/trace_cost.py)
             "tracing": tracing,
             # every answer of the run by outcome, warm-up and stage timing included
             "answered": {o: self.answered[o] for o in (Outcome.COMMITTED.value, Outcome.ABORTED.value)},
         }
         if self.with_floor:
-            share = sum(1 for s in pay_many if s.kind == SAME_BANK) / len(pay_many) if pay_many else 0.0
+            share = sum(1 for s in pay_many.samples if s.kind == SAME_BANK) / len(pay_many.samples) if pay_many.samples else 0.0
             figures["floor"] = await self._floor(single_seconds, share)
         for measured in (figures, figures.get("floor")):
             if measured is not None:
                 _against_echo(measured, figures["echo"]["per_s"], figures["echo_single"]["p50_ms"])
-        self.echo_samples = echo_many  # the plot's reference, beside the payments
-        return figures, pay_many
+        self.echo_samples = echo_many.samples  # the plot's reference, beside the payments
+        return figures, pay_many.samples

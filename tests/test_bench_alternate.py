@@ -47,5 +47,6 @@ def test_cpu_is_charged_to_the_side_whose_calls_ran():
     assert Side("unmetered", busy(0), 1).cpu_ms() == {}
 
 
-def test_a_short_run_is_one_slice_of_each():
+def test_a_short_run_is_one_slice_of_each_and_a_longer_one_several():
     assert slices(0.5, 2.0) == 1 and slices(10, 2.0) == 5 and slices(3, 1.0) == 3
+    assert slices(1, 2.0) == 2  # from a second on, a load is measured on both sides of another

@@ -29,7 +29,8 @@ class Side:
 
 
 def slices(seconds: float, slice_seconds: float) -> int:
-    return max(1, round(seconds / slice_seconds))
+    """Turns per load: about `slice_seconds` each, and at least two from a second on."""
+    return max(1 if seconds < 1 else 2, round(seconds / slice_seconds))
 
 
 async def alternate(sides: list[Side], seconds: float, slice_seconds: float,

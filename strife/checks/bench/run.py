@@ -2,6 +2,7 @@
 import asyncio
 import collections
 import contextlib
+import itertools
 import random
 import secrets
 import statistics
@@ -113,6 +114,7 @@ class Bench:
             await asyncio.gather(*(c.balance(timeout=LOGIN_TIMEOUT) for c in clients.values()))
             rng = random.Random(concurrency)
             run = secrets.token_hex(6)  # transaction ids unique across runs, without a uuid per payment
+            numbers = itertools.count()  # ... and across the closed loops (slices) these callers run
             kinds = {(payer, payee): SAME_BANK if self.banks[payer] == self.banks[payee] else CROSS_BANK
                      for payer in payers for payee in payees[payer]}
 
@@ -120,7 +122,7 @@ class Bench:
                 payer = payers[worker % len(payers)]
                 payee = rng.choice(payees[payer])
                 answer = Outcome.of_number(
-                    (await clients[payer].pay(payee, 1, f"bench-{run}-{worker}-{n}", timeout=10)).outcome)
+                    (await clients[payer].pay(payee, 1, f"bench-{run}-{next(numbers)}", timeout=10)).outcome)
                 self.answered[answer.value] += 1
                 return _SAMPLE_OUTCOME.get(answer, "error"), kinds[payer, payee]
             yield pay

@@ -92,7 +92,8 @@ class GroupCommit:
                         await asyncio.sleep(self.flush_every)  # the commits stand; the fsync is tried again
                     continue
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), left)
+                    async with asyncio.timeout(left):  # not wait_for, which makes a task per wait
+                        await self._wakeup.wait()
                 except TimeoutError:
                     continue
             else:

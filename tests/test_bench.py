@@ -110,17 +110,25 @@ def test_bench_reports_every_figure(live, bench):
 
 def test_bench_measures_the_floor_beside_the_payments(bench):
     """--floor: the same phases through do-nothing stand-ins of a payment's shape (floor.py), with
-    the many-caller phase's share of same-bank payments, judged against the same echo."""
+    the many-caller phase's share of same-bank payments, judged against the same echo, taken in
+    the same turns as the payments and the echo."""
     figures = bench.figures
     floor = figures["floor"]
     for phase in ("payments", "payments_single", "payments_single_same_bank"):
         f = floor[phase]
         assert f["ok"] > 0 and f["errors"] == 0 and 0 < f["p50_ms"] <= f["p99_ms"] <= f["max_ms"], (phase, f)
+    # the many callers' mix of same-bank payments, made through the stand-ins too (its expected share:
+    # what the payments did, give or take chance)
     kinds = figures["payments_by_kind"]
-    assert floor["same_bank_share"] == round(kinds["same-bank"]["count"] / figures["payments"]["count"], 3)
+    assert 0 < floor["same_bank_share"] < 1
+    assert abs(floor["same_bank_share"] - kinds["same-bank"]["count"] / figures["payments"]["count"]) < 0.2
     assert floor["ratio"] == round(floor["payments"]["per_s"] * 6 / figures["echo"]["per_s"], 3)
     assert floor["single_p50_over_echo_p50"] == round(
         floor["payments_single"]["p50_ms"] / figures["echo_single"]["p50_ms"], 2)
+    # in turns with the payments, not after them: the floor's first turn before the payments' second
+    turns = [" ".join(m.groups()) for m in re.finditer(r"^(\S.*?)\s+(\d/\d)\s+[\d.]+s ", bench.result.stderr, re.M)]
+    assert turns.index("floor, 4 callers 1/2") < turns.index("payments, 4 callers 2/2")
+    assert turns.index("floor, cross-bank, 1 caller 1/2") < turns.index("cross-bank, 1 caller 2/2")
     cpu = floor["cpu_ms_per_payment"]
     assert {"floor gateway", "floor bank a", "floor bank b", "floor decider", "load generator", "total"} == set(cpu)
     assert cpu["floor gateway"] > 0 and cpu["floor bank a"] > 0

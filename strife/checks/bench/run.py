@@ -2,6 +2,7 @@
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import random
 import secrets
@@ -14,7 +15,6 @@ import psutil
 
 from strife.checks.bench import echo as echo_server, floor, report, trace_cost
 from strife.checks.bench.alternate import Side, alternate, slices
-from strife.checks.bench.cpu import CpuMeter
 from strife.checks.bench.load import closed_loop
 from strife.client.gateway_client import GatewayClient
 from strife.core.outcomes import Outcome
@@ -25,11 +25,6 @@ from strife.rpc import echo_pb2, echo_pb2_grpc
 _SAMPLE_OUTCOME = {Outcome.COMMITTED: "ok", Outcome.ABORTED: "aborted"}
 
 
-def _span(samples):
-    """Seconds from a closed loop's start to its last answer: the rate's denominator for every phase alike."""
-    return max((s.started + s.latency for s in samples), default=0.0)
-
-
 # Set-up, not measured: 64 first log-ins are 64 scrypt runs in the gateway's one scrypt thread,
 # which on a loaded machine take longer than a payment's 10 s
 LOGIN_TIMEOUT = 120
@@ -38,6 +33,23 @@ SAME_BANK, CROSS_BANK = "same-bank", "cross-bank"
 PAYLOAD = b"x" * 64   # about the size of a payment request
 # Seconds per turn when loads alternate: long beside a 32-caller queue's drain (about one latency, 0.1 s)
 MANY_SLICE, SINGLE_SLICE = 2.0, 1.0
+
+
+async def _side(calls, label, caller, concurrency=1, pids=None):
+    """A load for alternate(): `caller` (a context giving `call(worker, n)`) entered on `calls`."""
+    return Side(label, await calls.enter_async_context(caller), concurrency, pids)
+
+
+def _lone(shape):
+    """A floor call of `shape` (same-bank or cross-bank) sent on at once, as a lone caller's are."""
+    message = shape + floor.DIRECT + PAYLOAD
+    return lambda worker, n: message
+
+
+def _mix(same_bank_share, seed):
+    """Floor calls, same-bank with probability `same_bank_share`, else cross-bank (batched)."""
+    rng, same, cross = random.Random(seed), floor.SAME_BANK + PAYLOAD, floor.CROSS_BANK + PAYLOAD
+    return lambda worker, n: same if rng.random() < same_bank_share else cross
 
 
 def _against_echo(figures, echo_rate, echo_p50):
@@ -187,39 +199,25 @@ class Bench:
                 return "ok"
             yield call
 
-    async def _calls(self, port, payload, concurrency, seconds, label, cpu=None, pids=None):
-        """Closed-loop Echo calls to a local server at `port` (`payload(worker, n)` says what each
-        carries); with `cpu` (a dict), also fills in CPU ms per call by process (`pids`, and this one)."""
-        async with self._caller(port, payload) as call:
-            meter = CpuMeter(pids or {})
-            samples = await closed_loop(call, concurrency, seconds, self._progress(label))
-            if cpu is not None:
-                cpu.update(meter.per_item_ms(len(samples)))
-            return samples
-
-    async def _floor(self, single_seconds, same_bank_share):
-        """The same phases through do-nothing stand-ins of the payment's shape (floor.py), with
-        the many-caller phase's share of same-bank payments: what the design allows on this machine."""
+    @contextlib.contextmanager
+    def _stand_ins(self):
+        """With --floor, do-nothing stand-ins of the payment's shape (floor.py), running: (their
+        gateway's port, their pids); else None."""
+        if not self.with_floor:
+            yield None
+            return
         stand_ins = floor.Floor(self.home)
         try:
-            port = stand_ins.start()
-            cross, same = floor.CROSS_BANK + PAYLOAD, floor.SAME_BANK + PAYLOAD
-            lone_cross, lone_same = floor.CROSS_BANK + floor.DIRECT + PAYLOAD, floor.SAME_BANK + floor.DIRECT + PAYLOAD
-            single = await self._calls(port, lambda w, n: lone_cross, 1, single_seconds, "floor, cross-bank, 1 caller")
-            single_same = await self._calls(port, lambda w, n: lone_same, 1, single_seconds,
-                                            "floor, same-bank, 1 caller")
-            rng = random.Random(self.concurrency)
-            cpu = {}
-            many = await self._calls(port, lambda w, n: same if rng.random() < same_bank_share else cross,
-                                     self.concurrency, self.seconds, f"floor, {self.concurrency} callers", cpu,
-                                     stand_ins.pids())
+            yield stand_ins.start(), stand_ins.pids()
         finally:
             stand_ins.stop()
-        return {"same_bank_share": round(same_bank_share, 3),
-                "payments": report.summarize(many, _span(many)),
-                "payments_single": report.summarize(single, single_seconds),
-                "payments_single_same_bank": report.summarize(single_same, single_seconds),
-                "cpu_ms_per_payment": cpu}
+
+    def _same_bank_share(self, users, concurrency):
+        """The share of same-bank payments the many callers make: each worker's payer picks its
+        payee evenly among the others, as `_payer` does."""
+        payers = [u for u in users if self._payees(u, None)][:concurrency]
+        shares = [len(self._payees(p, SAME_BANK)) / len(self._payees(p, None)) for p in payers]
+        return sum(shares[w % len(shares)] for w in range(concurrency)) / concurrency if shares else 0.0
 
     def _progress(self, label):
         return lambda text: self.progress(f"{label:<22} {text}")
@@ -247,26 +245,36 @@ class Bench:
         self.banks = await self._banks_of(users)
         single_seconds = min(self.seconds, 3.0)
         await self._payments(users, 1, 0.5, "warm-up")
-        with self._echo_server() as (port, echo_pid):
-            # each kind beside its echo, in slices taken in turn: one machine for all of them
-            async with (self._caller(port, lambda worker, n: PAYLOAD) as echo_call,
-                        self._payer(users, 1, CROSS_BANK) as cross_call, self._payer(users, 1, SAME_BANK) as same_call):
-                echo_single, pay_single, same_single = await alternate(
-                    [Side("echo, 1 caller", echo_call, 1), Side("cross-bank, 1 caller", cross_call, 1),
-                     Side("same-bank, 1 caller", same_call, 1)], single_seconds, SINGLE_SLICE, self.progress)
+        many = f"{self.concurrency} callers"
+        share = self._same_bank_share(users, self.concurrency)  # the floor's many callers make the same mix
+        with self._echo_server() as (port, echo_pid), self._stand_ins() as stand_ins:
+            # every kind beside the echo (and the floor), in slices taken in turn: one machine for all
+            async with contextlib.AsyncExitStack() as calls:
+                side = functools.partial(_side, calls)
+                singles = [await side("echo, 1 caller", self._caller(port, lambda w, n: PAYLOAD)),
+                           await side("cross-bank, 1 caller", self._payer(users, 1, CROSS_BANK)),
+                           await side("same-bank, 1 caller", self._payer(users, 1, SAME_BANK))]
+                if stand_ins is not None:
+                    singles += [await side("floor, cross-bank, 1 caller", self._caller(stand_ins[0], _lone(floor.CROSS_BANK))),
+                                await side("floor, same-bank, 1 caller", self._caller(stand_ins[0], _lone(floor.SAME_BANK)))]
+                await alternate(singles, single_seconds, SINGLE_SLICE, self.progress)
             stages = await self._stages(users)
             pids, measured = await self._deployment_pids()
             peaks, stop = {}, asyncio.Event()
             watcher = asyncio.create_task(self._watch_memory({n: pids[n] for n in measured}, peaks, stop))
-            many = f"{self.concurrency} callers"
-            async with (self._caller(port, lambda worker, n: PAYLOAD) as echo_call,
-                        self._payer(users, self.concurrency) as pay_call):
-                echo_many, pay_many = await alternate(
-                    [Side(f"echo, {many}", echo_call, self.concurrency, {"echo server": echo_pid}),
-                     Side(f"payments, {many}", pay_call, self.concurrency, pids)],
-                    self.seconds, MANY_SLICE, self.progress)
+            async with contextlib.AsyncExitStack() as calls:
+                side = functools.partial(_side, calls)
+                crowd = [await side(f"echo, {many}", self._caller(port, lambda w, n: PAYLOAD), self.concurrency,
+                                    {"echo server": echo_pid}),
+                         await side(f"payments, {many}", self._payer(users, self.concurrency), self.concurrency, pids)]
+                if stand_ins is not None:
+                    crowd.append(await side(f"floor, {many}", self._caller(stand_ins[0], _mix(share, self.concurrency)),
+                                            self.concurrency, stand_ins[1]))
+                await alternate(crowd, self.seconds, MANY_SLICE, self.progress)
             stop.set()
             await watcher
+        echo_single, pay_single, same_single = singles[:3]
+        echo_many, pay_many = crowd[:2]
         elapsed = pay_many.span
         tracing = await trace_cost.measure(
             self.topology, lambda seconds, label, started, rate: self._payments(
@@ -294,9 +302,13 @@ class Bench:
             # every answer of the run by outcome, warm-up and stage timing included
             "answered": {o: self.answered[o] for o in (Outcome.COMMITTED.value, Outcome.ABORTED.value)},
         }
-        if self.with_floor:
-            share = sum(1 for s in pay_many.samples if s.kind == SAME_BANK) / len(pay_many.samples) if pay_many.samples else 0.0
-            figures["floor"] = await self._floor(single_seconds, share)
+        if stand_ins is not None:
+            floor_single, floor_same, floor_many = singles[3], singles[4], crowd[2]
+            figures["floor"] = {"same_bank_share": round(share, 3),
+                                "payments": report.summarize(floor_many.samples, floor_many.span),
+                                "payments_single": report.summarize(floor_single.samples, floor_single.span),
+                                "payments_single_same_bank": report.summarize(floor_same.samples, floor_same.span),
+                                "cpu_ms_per_payment": floor_many.cpu_ms()}
         for measured in (figures, figures.get("floor")):
             if measured is not None:
                 _against_echo(measured, figures["echo"]["per_s"], figures["echo_single"]["p50_ms"])

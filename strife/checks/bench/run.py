@@ -40,6 +40,11 @@ async def _side(calls, label, caller, concurrency=1, pids=None):
     return Side(label, await calls.enter_async_context(caller), concurrency, pids)
 
 
+def _summary(side):
+    """A load's figures over the time it ran, all its turns together."""
+    return report.summarize(side.samples, side.span)
+
+
 def _lone(shape):
     """A floor call of `shape` (same-bank or cross-bank) sent on at once, as a lone caller's are."""
     message = shape + floor.DIRECT + PAYLOAD
@@ -273,8 +278,8 @@ class Bench:
                 await alternate(crowd, self.seconds, MANY_SLICE, self.progress)
             stop.set()
             await watcher
-        echo_single, pay_single, same_single = singles[:3]
-        echo_many, pay_many = crowd[:2]
+        echo_single, pay_single, same_single, *floor_singles = singles
+        echo_many, pay_many, *floor_crowd = crowd
         elapsed = pay_many.span
         tracing = await trace_cost.measure(
             self.topology, lambda seconds, label, started, rate: self._payments(
@@ -285,11 +290,11 @@ class Bench:
             "payments": report.summarize(pay_many.samples, elapsed),
             "payments_by_kind": {kind: report.summarize([x for x in pay_many.samples if x.kind == kind], elapsed)
                                  for kind in (CROSS_BANK, SAME_BANK)},
-            "payments_single": report.summarize(pay_single.samples, pay_single.span),
-            "payments_single_same_bank": report.summarize(same_single.samples, same_single.span),
+            "payments_single": _summary(pay_single),
+            "payments_single_same_bank": _summary(same_single),
             "stages_ms": stages,
-            "echo": report.summarize(echo_many.samples, echo_many.span),
-            "echo_single": report.summarize(echo_single.samples, echo_single.span),
+            "echo": _summary(echo_many),
+            "echo_single": _summary(echo_single),
             "rss_peak_mb": {name: round(rss / 2 ** 20, 1) for name, rss in sorted(peaks.items())},
             # many-caller phases, from the first call on (channels, TLS and logging in left out)
             "cpu_ms_per_payment": pay_many.cpu_ms(),
@@ -302,15 +307,14 @@ class Bench:
             # every answer of the run by outcome, warm-up and stage timing included
             "answered": {o: self.answered[o] for o in (Outcome.COMMITTED.value, Outcome.ABORTED.value)},
         }
-        if stand_ins is not None:
-            floor_single, floor_same, floor_many = singles[3], singles[4], crowd[2]
-            figures["floor"] = {"same_bank_share": round(share, 3),
-                                "payments": report.summarize(floor_many.samples, floor_many.span),
-                                "payments_single": report.summarize(floor_single.samples, floor_single.span),
-                                "payments_single_same_bank": report.summarize(floor_same.samples, floor_same.span),
+        if floor_crowd:
+            (floor_single, floor_same), (floor_many,) = floor_singles, floor_crowd
+            figures["floor"] = {"same_bank_share": round(share, 3), "payments": _summary(floor_many),
+                                "payments_single": _summary(floor_single),
+                                "payments_single_same_bank": _summary(floor_same),
                                 "cpu_ms_per_payment": floor_many.cpu_ms()}
-        for measured in (figures, figures.get("floor")):
-            if measured is not None:
-                _against_echo(measured, figures["echo"]["per_s"], figures["echo_single"]["p50_ms"])
+        for judged in (figures, figures.get("floor")):
+            if judged is not None:
+                _against_echo(judged, figures["echo"]["per_s"], figures["echo_single"]["p50_ms"])
         self.echo_samples = echo_many.samples  # the plot's reference, beside the payments
         return figures, pay_many.samples

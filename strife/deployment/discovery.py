@@ -61,10 +61,22 @@ def _in_attempts(rpc):
             return await rpc(call, request, operation=operation, timeout=timeout, max_attempts=max_attempts)
         async with asyncio.timeout(timeout):
             while True:
-                with contextlib.suppress(TimeoutError, etcd3aio.EtcdTransientError, etcd3aio.EtcdConnectionError):
+                try:
                     return await rpc(call, request, operation=operation, timeout=ATTEMPT, max_attempts=max_attempts)
+                except (TimeoutError, etcd3aio.EtcdTransientError, etcd3aio.EtcdConnectionError):
+                    pass
+                except grpc.aio.AioRpcError as error:
+                    if not _behind(error):
+                        raise
                 await asyncio.sleep(0.02)
     return rpc_in_attempts
+
+
+def _behind(error):
+    """A member asked for a revision it has not applied yet: a read pinned to the revision another
+    member answered with (decisions.read_records pages through one snapshot, and the round-robin
+    channel sends each page to the next member). That member catches up, or the next answers."""
+    return error.code() == grpc.StatusCode.OUT_OF_RANGE and "future revision" in (error.details() or "")
 
 
 def _fit_channel(etcd, ours):

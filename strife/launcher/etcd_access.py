@@ -16,6 +16,7 @@ so a topology that gained a bank gets its user at the next `up`.
 import asyncio
 import logging
 
+import grpc
 from etcd3aio import PermissionType, prefix_range_end
 
 from strife.core import decisions
@@ -25,6 +26,9 @@ from strife.deployment.identities import OPERATOR
 log = logging.getLogger(__name__)
 ROOT = "root"  # etcd refuses to enable authentication before a user of this name exists
 READ, READWRITE = PermissionType.READ, PermissionType.READWRITE
+# Written once users, roles and authentication are in place: what the other hosts' supervisors wait
+# for (strife/launcher/remote_ready.py). Only root may read it, as everything outside the grants.
+SECURED_KEY = "/strife/access/secured"
 
 
 def _prefix(text):
@@ -56,7 +60,7 @@ async def ensure(topology, attempts=20):
     for attempt in range(attempts):
         try:
             async with discovery.client(topology, OPERATOR) as etcd:
-                return await _ensure(etcd.auth, grants(topology))
+                return await _ensure(etcd, grants(topology))
         except Exception as exc:  # a member still electing a leader: try again shortly
             if attempt == attempts - 1:
                 raise
@@ -64,7 +68,8 @@ async def ensure(topology, attempts=20):
             await asyncio.sleep(0.1 * (attempt + 1))
 
 
-async def _ensure(auth, wanted):
+async def _ensure(etcd, wanted):
+    auth, kv = etcd.auth, etcd.kv
     users = set((await auth.user_list()).users)
     roles = set((await auth.role_list()).roles)
     for user, role in [(ROOT, ROOT), (OPERATOR, ROOT)] + [(u, r) for u, (r, _) in wanted.items()]:
@@ -79,6 +84,18 @@ async def _ensure(auth, wanted):
     for user, (role, permissions) in wanted.items():
         for permission, key, range_end in permissions:
             await auth.role_grant_permission(role, key, range_end, perm_type=permission)
-    if not (await auth.auth_status()).enabled:
+    if not await _auth_enabled(auth):
         await auth.auth_enable()
         log.info("etcd authentication enabled")
+    await kv.put(SECURED_KEY, "authentication on")
+
+
+async def _auth_enabled(auth):
+    """Whether authentication is on. etcd 3.4 (Debian's) has no AuthStatus: there enabling it again
+    is harmless, so it counts as off."""
+    try:
+        return (await auth.auth_status()).enabled
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        return False

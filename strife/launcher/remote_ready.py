@@ -8,6 +8,7 @@ from etcd3aio import prefix_range_end
 
 from strife.deployment import discovery
 from strife.deployment.identities import OPERATOR
+from strife.launcher import etcd_access
 
 POLL = 0.2  # seconds between looks
 
@@ -24,9 +25,10 @@ async def _until(topology, check):
 
 
 async def etcd_secured(topology):
-    """etcd answers and its authentication is on (the host of the first member turns it on last)."""
+    """etcd answers and its authentication is on (the host of the first member turns it on, then
+    writes etcd_access.SECURED_KEY: etcd 3.4 has no AuthStatus to ask)."""
     async def secured(etcd):
-        return (await etcd.auth.auth_status(timeout=2)).enabled
+        return bool((await etcd.kv.get(etcd_access.SECURED_KEY, timeout=2)).kvs)
     await _until(topology, secured)
 
 

@@ -33,6 +33,7 @@ def up(args):
     if args.topology and args.file:
         raise BadInput("give the topology either as an argument or with -f, not both")
     resolved = _prepare(args)
+    _warn_of_etcd(resolved)
     if resolved.hosts:
         return _up_hosts(resolved, args)
     if args.detach:
@@ -43,6 +44,15 @@ def up(args):
     from strife.launcher.printer import Printer
     supervisor = asyncio.run(serve(resolved, Printer(), echo_nodes=True))
     return OK if supervisor.phase == "stopped" and supervisor.failed is None else FAILED
+
+
+def _warn_of_etcd(topology):
+    """A line before anything starts when the etcd to be run has known bugs that lose data."""
+    if topology.of_kind("etcd"):  # (an etcd given by its endpoints is its owner's to choose)
+        from strife.launcher import etcd
+        known = etcd.defects(etcd.find_binary(topology))
+        if known:
+            print(f"strife: warning: {known}", file=sys.stderr)
 
 
 def _up_detached(topology, timeout):

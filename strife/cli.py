@@ -198,7 +198,9 @@ def _chaos(sub):
 def _checks(sub):
     p = sub.add_parser("verify", help="audit: money conserved, no negative balance, decisions applied, no stuck hold",
                        description="Reads every bank's ledger (state/<bank>/ledger.db) and the commit decisions "
-                                   "in etcd. Exit 0 when every invariant holds, 1 with a report when one does not.")
+                                   "in etcd, and with several etcd members compares their data (a member that "
+                                   "does not answer is left out). Exit 0 when every invariant holds, 1 with a "
+                                   "report when one does not.")
     _file_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run="verify:run")

@@ -340,6 +340,8 @@ def test_torture_with_partitions_and_loss_ends_clean(cluster):
     assert any("partition" in i["fault"] for i in network) and any("loss" in i["fault"] for i in network), \
         result["schedule"]
     assert result["ok"] and result["payments"]["committed"] > 0
+    # after the kills and restarts, the three members hold the same data (strife/checks/etcd_agreement.py)
+    assert result["verify"]["etcd_agreement"]["compared"] == ["etcd1", "etcd2", "etcd3"], result["verify"]
     assert json.loads(strife(cluster, "status", "--json")[1])["faults"] == []
 
 

@@ -211,6 +211,18 @@ def test_three_member_etcd_cluster_started_where_a_strife_folder_cannot_shadow_t
     assert [m["name"] for m in members] == ["etcd1", "etcd2", "etcd3"]
     assert all(m["state"] == "RUNNING" for m in members)
     assert etcd_key(d.home, "/strife/banks/bank2")[0] == d.node("bank2")["address"]
+    # verify compares the members' data (strife/checks/etcd_agreement.py); a paused one is left out
+    verified = d.cli("verify", "--json")
+    agreement = json.loads(verified.stdout)["etcd_agreement"]
+    assert verified.returncode == 0 and agreement["compared"] == ["etcd1", "etcd2", "etcd3"], verified.stdout
+    assert agreement["revision"] > 0 and agreement["left_out"] == {}
+    assert d.cli("chaos", "--pause", "etcd3").returncode == 0
+    try:
+        verified = d.cli("verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "etcd: 2 members compared at revision" in verified.stdout and "etcd3 left out" in verified.stdout
+    finally:
+        assert d.cli("chaos", "--resume", "etcd3").returncode == 0
 
 
 def test_an_existing_etcd_is_used_instead_of_spawning_one(deployment, tmp_path):

@@ -7,7 +7,8 @@ what must always hold.
 - every transaction agrees with its decision in etcd: COMMIT applied on both sides (one debit,
   one credit, same amount), nothing committed without a COMMIT decision;
 - the gateway acknowledged no commit that etcd does not record (or forgot, once both banks applied it);
-- no hold is still PREPARED after the hold timeout.
+- no hold is still PREPARED after the hold timeout;
+- the etcd members, when there are several, hold the same data (etcd_agreement.py).
 
 Each ledger is read in one read transaction, so a live system can be audited too.
 """
@@ -16,6 +17,7 @@ import collections
 import dataclasses
 import time
 
+from strife.checks import etcd_agreement
 from strife.core import decisions
 from strife.core.money import format_minor
 from strife.core.outcomes import Outcome
@@ -35,6 +37,7 @@ class Report:
     deposits_minor: int
     in_transit_minor: int
     transactions: dict   # committed / aborted / prepared / decided counts
+    etcd_agreement: dict = dataclasses.field(default_factory=dict)  # revision, compared, left_out
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -91,6 +94,8 @@ async def audit_async(topology):
             legs[hold.txn_id].append((bank.name, hold))
 
     records = await _decisions(topology)
+    agreement = await etcd_agreement.check(topology)
+    problems.extend(agreement.problems)
     recorded = {txn: record.outcome for txn, record in records.items()}
     for txn, record in records.items():
         if record.decision == decisions.COMMIT and record.aborted_by:
@@ -144,7 +149,9 @@ async def audit_async(topology):
                         f"!= deposits {format_minor(deposits)} (difference {format_minor(total + in_transit - deposits)})")
     counts["decisions"] = len(recorded)
     return Report(ok=not problems, problems=problems, banks=banks, total_minor=total, deposits_minor=deposits,
-                  in_transit_minor=in_transit, transactions=dict(counts))
+                  in_transit_minor=in_transit, transactions=dict(counts),
+                  etcd_agreement={"revision": agreement.revision, "compared": agreement.compared,
+                                  "left_out": agreement.left_out})
 
 
 def _where(sides, state):

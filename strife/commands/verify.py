@@ -29,6 +29,10 @@ def run(args):
         print(f"total {format_minor(report.total_minor)} (+ {format_minor(report.in_transit_minor)} in transit) "
               f"vs deposits {format_minor(report.deposits_minor)}; transactions: {t.get('committed', 0)} committed, "
               f"{t.get('aborted', 0)} aborted, {t.get('in_flight', 0)} in flight, {t.get('decisions', 0)} decisions")
+        agreement = report.etcd_agreement
+        if agreement.get("compared"):
+            left_out = "".join(f"; {name} left out ({why})" for name, why in agreement["left_out"].items())
+            print(f"etcd: {len(agreement['compared'])} members compared at revision {agreement['revision']}{left_out}")
         for problem in report.problems:
             print(f"VIOLATION {problem}")
         print("verify: OK" if report.ok else f"verify: FAILED ({len(report.problems)} problems)")

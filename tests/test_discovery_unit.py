@@ -1,5 +1,6 @@
 """Registration's helper that runs a lease keep-alive and a key guard side by side."""
 import asyncio
+import types
 
 import pytest
 
@@ -59,3 +60,37 @@ def test_the_etcd_client_reconnects_fast_and_pings_only_our_own_etcd_often():
         options = dict(etcd._manager.grpc_options)
         assert options["grpc.max_reconnect_backoff_ms"] == 500 and options["grpc.keepalive_time_ms"] == keepalive
         assert options["grpc.lb_policy_name"] == "round_robin"
+
+
+def test_a_lease_keep_alive_a_member_does_not_answer_is_sent_again_before_the_lease_lapses():
+    """A keep-alive stream on an etcd member cut off from its leader (or on a dead connection) is
+    never answered. Waiting for it the lease's whole time let the lease lapse and unlisted the bank
+    (CI): each attempt now has ATTEMPT, and the next goes on a new stream (to the next member)."""
+    streams = []
+
+    class Call:
+        def __init__(self, answer):
+            self.answer, self.cancelled = answer, False
+
+        async def read(self):
+            if self.answer is None:  # the cut-off member
+                await asyncio.Future()
+            return self.answer
+
+        def cancel(self):
+            self.cancelled = True
+
+    class Lease:
+        def keep_alive(self, lease_id):
+            streams.append(Call(None if not streams else types.SimpleNamespace(TTL=0)))  # then: lease gone
+            return streams[-1]
+
+    async def main():
+        registration = discovery.Registration(types.SimpleNamespace(lease=Lease()), "/strife/banks/b", "x", ttl=3)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await registration._keep_alive(7)  # returns: the (second) answer says the lease is gone
+        return loop.time() - began
+    took = asyncio.run(main())
+    assert len(streams) == 2 and all(call.cancelled for call in streams)
+    assert took < 1 + discovery.ATTEMPT + 0.5  # one refresh interval (ttl/3) and one unanswered attempt

@@ -130,14 +130,26 @@ class Registration:
         """Returns when the lease is gone for good; raises when etcd cannot be reached."""
         while True:
             await asyncio.sleep(max(0.5, self.ttl / 3))
-            call = self.etcd.lease.keep_alive(lease_id)
-            try:
-                answer = await asyncio.wait_for(call.read(), timeout=self.ttl)
-            finally:
-                call.cancel()
+            answer = await self._refreshed(lease_id)
             if answer is grpc.aio.EOF or answer.TTL <= 0:  # pyright: ignore[reportAttributeAccessIssue] (stubs omit EOF)
                 log.warning("lease of %s expired; registering again", self.key)
                 return
+
+    async def _refreshed(self, lease_id):
+        """One keep-alive's answer, within the lease's time. A member cut off from the leader, or a
+        connection a partition killed that is not yet known dead (pings take up to 3 s), never
+        answers; waiting for it let the lease lapse and unlisted the bank, whose payments were then
+        refused (CI, around network faults). An attempt unanswered within ATTEMPT is made again on
+        a new stream, which the round-robin channel gives to the next member."""
+        async with asyncio.timeout(self.ttl):
+            while True:
+                call = self.etcd.lease.keep_alive(lease_id)
+                try:
+                    return await asyncio.wait_for(call.read(), timeout=ATTEMPT)
+                except TimeoutError:
+                    pass
+                finally:
+                    call.cancel()
 
     async def _guard(self, lease_id, revision):
         """Write the key again whenever someone else deletes or changes it; raises if the watch fails."""

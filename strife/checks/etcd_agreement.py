@@ -66,7 +66,7 @@ async def check(topology):
         else:
             hashes.append(MemberHash(name, *answer))
     found.compared = [h.name for h in hashes]
-    found.problems = disagreements(found.revision, hashes) if len(hashes) > 1 else []
+    found.problems = disagreements(found.revision, hashes)
     return found
 
 

@@ -16,7 +16,6 @@ so a topology that gained a bank gets its user at the next `up`.
 import asyncio
 import logging
 
-import grpc
 from etcd3aio import PermissionType, prefix_range_end
 
 from strife.core import decisions
@@ -84,18 +83,5 @@ async def _ensure(etcd, wanted):
     for user, (role, permissions) in wanted.items():
         for permission, key, range_end in permissions:
             await auth.role_grant_permission(role, key, range_end, perm_type=permission)
-    if not await _auth_enabled(auth):
-        await auth.auth_enable()
-        log.info("etcd authentication enabled")
+    await auth.auth_enable()  # a no-op when it is on already (etcd 3.4 has no AuthStatus to ask first)
     await kv.put(SECURED_KEY, "authentication on")
-
-
-async def _auth_enabled(auth):
-    """Whether authentication is on. etcd 3.4 (Debian's) has no AuthStatus: there enabling it again
-    is harmless, so it counts as off."""
-    try:
-        return (await auth.auth_status()).enabled
-    except grpc.aio.AioRpcError as error:
-        if error.code() != grpc.StatusCode.UNIMPLEMENTED:
-            raise
-        return False

@@ -156,3 +156,77 @@ def test_one_exchange_is_one_ledger_commit_with_one_fsync(tmp_path):
     assert after_mixed == (before[0] + 1, before[1] + 1)       # the whole call: one durable commit
     assert after_commit == (after_mixed[0] + 1, after_mixed[1])  # phase 2 alone: committed, not fsynced
     assert alice == (1000 - 100 + 5 - 50, 1000 - 100 + 5 - 50, "")
+
+
+def exchanges(home, requests, identity="gateway", raw=()):
+    """(answers, status) of one `Exchanges` stream to bank1 that carries `raw` (bytes that are no
+    message) and then `requests` (numbered 1, 2, ...), closed once every request was answered."""
+    address = load_deployment(home).node("bank1").address
+
+    async def go():
+        async with grpc.aio.secure_channel(address, tls.channel_credentials(home, identity)) as channel:
+            call = channel.stream_stream(
+                "/strife.gwbank.Bank/Exchanges",
+                request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
+                response_deserializer=gb.ExchangeResponse.FromString)(timeout=10)
+            answers = []
+            try:
+                for message in raw:
+                    await call.write(message)
+                for number, request in enumerate(requests, 1):
+                    request.sequence = number
+                    await call.write(request)
+                while len(answers) < len(requests):
+                    answer = await call.read()
+                    if answer is grpc.aio.EOF:
+                        break
+                    answers.append(answer)
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the bank ended the stream: its status says why
+            return answers, await call.code()
+    return asyncio.run(go())
+
+
+def test_exchanges_on_one_stream_are_answered_each_with_its_sequence(live):
+    """The gateway's long-lived stream: each exchange applied as its own Exchange call would be,
+    answered with its sequence; one the bank refuses fails alone (its status in its answer), the
+    stream goes on; and the call log has a line per exchange."""
+    d, x = live, uuid.uuid4().hex[:8]
+    before = balances(d.home)
+    answers, code = exchanges(d.home, [
+        gb.ExchangeRequest(prepare=[leg(f"{x}-s1", "alice", 40, gb.DEBIT)]),
+        gb.ExchangeRequest(),  # empty: refused as an Exchange call would be
+        gb.ExchangeRequest(transfer=[gb.Transfer(txn_id=f"{x}-s2", payer="alice", payee="carol", amount_minor=7)]),
+        gb.ExchangeRequest(abort=[f"{x}-s1"], prepare=[leg(f"{x}-s3", "alice", -1, gb.DEBIT)]),  # a bad leg
+        gb.ExchangeRequest(abort=[f"{x}-s1"])])
+    assert code == grpc.StatusCode.OK
+    by_sequence = {a.sequence: a for a in answers}
+    assert sorted(by_sequence) == [1, 2, 3, 4, 5]
+    assert [v.vote for v in by_sequence[1].votes] == [gb.YES] and by_sequence[1].status == 0
+    assert by_sequence[2].status == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "empty" in by_sequence[2].status_detail
+    assert [t.state for t in by_sequence[3].transfers] == [gb.COMMITTED]
+    assert by_sequence[4].status == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not by_sequence[4].aborts
+    assert [r.state for r in by_sequence[5].aborts] == [gb.ABORTED]
+    assert hold_states(d.home, f"{x}-s1") == [("DEBIT", "ABORTED")]   # the bad leg's abort was not applied with it
+    assert hold_states(d.home, f"{x}-s3") == []
+    after = balances(d.home)
+    assert after["alice"] == before["alice"] - 7 and after["carol"] == before["carol"] + 7
+
+    lines = [line for line in (d.home / "logs" / "bank1.log").read_text().splitlines()
+             if "method=Exchanges" in line and x in line]
+    assert len(lines) == 4, lines  # the empty one names no transaction
+    assert any(f"transfer={x}-s2:alice:carol:7" in line and "code=OK" in line for line in lines), lines
+    assert any(f"transfer={x}-s2" not in line and "code=INVALID_ARGUMENT" in line and f"abort={x}-s1" in line
+               for line in lines), lines
+    audit = d.run("verify")
+    assert audit.returncode == 0, audit.stdout
+
+
+def test_exchanges_are_for_the_gateway_alone_and_bytes_that_are_no_message_end_the_stream(live):
+    d, x = live, uuid.uuid4().hex[:8]
+    answers, code = exchanges(d.home, [gb.ExchangeRequest(abort=[f"{x}-t1"])], identity="operator")
+    assert (answers, code) == ([], grpc.StatusCode.PERMISSION_DENIED)
+    answers, code = exchanges(d.home, [gb.ExchangeRequest(abort=[f"{x}-t1"])], raw=[b"\xff\xff\xff"])
+    assert (answers, code) == ([], grpc.StatusCode.INVALID_ARGUMENT)
+    assert ledger_rows(d.home, "bank1", "SELECT COUNT(*) FROM outcomes WHERE txn_id = ?", (f"{x}-t1",)) == [(0,)]

@@ -166,6 +166,10 @@ def test_call_log_fields_stay_on_one_bounded_line(hostile):
     assert all(0x20 <= ord(c) < 0x7f for c in line), line
     batch = log_format.call_text(dict(_fields(gb.DecisionRequest(txn_ids=[hostile] * 1000))))
     assert batch.endswith('...[+744 more]"') and all(0x20 <= ord(c) < 0x7f for c in batch)
+    transfers = log_format.call_text(dict(_fields(gb.ExchangeRequest(transfer=[
+        gb.Transfer(txn_id=hostile, payer=hostile, payee=hostile, amount_minor=1)] * 300))))
+    assert "transfer=" in transfers and transfers.endswith('...[+44 more]"')
+    assert all(0x20 <= ord(c) < 0x7f for c in transfers)
 
 
 def formatted(format_function, log):

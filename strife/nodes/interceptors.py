@@ -6,8 +6,13 @@
   (txn id, amount, payee), escaped and bounded: metadata, where the password travels, is never logged.
 
 Both rebuild each handler with `_wrap`, which also makes request decoding tolerant: bytes that are
-not the method's message reach the handler as `_Malformed` and are answered INVALID_ARGUMENT there.
+not the method's message reach the handler as `_Malformed` and are answered INVALID_ARGUMENT there
+(on a stream of requests, such a message ends the stream with INVALID_ARGUMENT).
+
+A stream whose messages carry a `sequence` (gw_bank's Exchanges: many exchanges on one call) is
+logged as its calls would be: one line per answer, with its request's fields, code and time.
 """
+import asyncio
 import time
 
 import grpc
@@ -21,6 +26,7 @@ from strife.deployment import tls
 EVERYONE = frozenset({"etcd", "bank", "gateway", "client", "admin", "operator"})
 LOGGED_FIELDS = ("txn_id", "amount_minor", "payee", "account", "username")
 LEG_LISTS = ("legs", "prepare")               # batches of legs: txn:account:amount each
+TRANSFER_LISTS = ("transfer",)                # batches of same-bank transfers: txn:payer:payee:amount each
 ID_LISTS = ("txn_ids", "commit", "abort")     # batches of transaction ids
 
 # loguru directly, not the stdlib: no LogRecord on the hot path, and the fields stay keys for
@@ -80,8 +86,38 @@ def _refusing_malformed_stream(behaviour):
     return refuse_or_run
 
 
-def _wrap(handler, around):
-    """Rebuild `handler` so that its behaviour runs inside `around(behaviour, request, context)`."""
+def _refusing_malformed_requests(behaviour):
+    if getattr(behaviour, "wrapped", False):
+        return behaviour
+
+    def refuse_or_run(requests, context: grpc.aio.ServicerContext):
+        async def decoded():
+            async for request in requests:
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid message for this method")
+                yield request
+        return behaviour(decoded(), context)
+
+    return refuse_or_run
+
+
+def _opened(around):
+    """`around` for a stream of answers from a coroutine one: it runs before the first answer, then
+    the answers pass (an access check; not a call log, which wants each answer)."""
+    def around_stream(behaviour, requests, context: grpc.aio.ServicerContext):
+        async def answers():
+            async def opening(requests, context):
+                return behaviour(requests, context)  # the answers, not yet read
+            async for answer in await around(opening, requests, context):
+                yield answer
+        return answers()
+    return around_stream
+
+
+def _wrap(handler, around, around_stream=None):
+    """Rebuild `handler` so that its behaviour runs inside `around(behaviour, request, context)`, or
+    for a stream of requests inside `around_stream(behaviour, requests, context)` (an async
+    iterator of the answers; by default `around` runs before the first)."""
     if handler is None:
         return None
     deserializer = _tolerant(handler.request_deserializer)
@@ -104,7 +140,17 @@ def _wrap(handler, around):
 
         unary_stream.wrapped = True
         return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, handler.response_serializer)
-    return handler  # client-streaming methods: none in Strife's protos
+    if handler.stream_stream:
+        inner = _refusing_malformed_requests(handler.stream_stream)
+        around_stream = around_stream or _opened(around)
+
+        async def stream_stream(requests, context: grpc.aio.ServicerContext):  # gRPC wants an async generator
+            async for answer in around_stream(inner, requests, context):
+                yield answer
+
+        stream_stream.wrapped = True
+        return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, handler.response_serializer)
+    return handler  # client-streaming methods alone: none in Strife's protos
 
 
 def _fields(request):
@@ -112,7 +158,7 @@ def _fields(request):
     batches as comma-joined ids. Every text is client-chosen: escaped and bounded (untrusted.field),
     and a batch lists at most MAX_BATCH."""
     fields = []
-    logged, leg_lists, id_lists = _plan(request)
+    logged, leg_lists, transfer_lists, id_lists = _plan(request)
     for name in logged:
         value = getattr(request, name)
         if value not in (None, "", 0):
@@ -122,6 +168,11 @@ def _fields(request):
         if legs:
             fields.append((name, field(_listed([f"{leg.txn_id}:{leg.account}:{leg.amount_minor}"
                                                 for leg in legs[:MAX_BATCH]], len(legs)), limit=None)))
+    for name in transfer_lists:
+        transfers = getattr(request, name)
+        if transfers:
+            fields.append((name, field(_listed([f"{t.txn_id}:{t.payer}:{t.payee}:{t.amount_minor}"
+                                                for t in transfers[:MAX_BATCH]], len(transfers)), limit=None)))
     for name in id_lists:
         txn_ids = getattr(request, name)
         if txn_ids:
@@ -137,7 +188,7 @@ def _plan(request):
     plan = _PLANS.get(kind)
     if plan is None:
         plan = _PLANS[kind] = tuple([name for name in names if hasattr(request, name)]
-                                    for names in (LOGGED_FIELDS, LEG_LISTS, ID_LISTS))
+                                    for names in (LOGGED_FIELDS, LEG_LISTS, TRANSFER_LISTS, ID_LISTS))
     return plan
 
 
@@ -208,8 +259,17 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
             return handler
         wrapped = self._wrapped.get(method)
         if wrapped is None or wrapped[0] is not handler:  # built once per method, not per call
-            wrapped = self._wrapped[method] = (handler, _wrap(handler, self._logged(method.rsplit("/", 1)[-1])))
+            name = method.rsplit("/", 1)[-1]
+            wrapped = self._wrapped[method] = (handler, _wrap(handler, self._logged(name), self._logged_stream(name)))
         return wrapped[1]
+
+    def _line(self, name, context: grpc.aio.ServicerContext, fields, code, began):
+        identity = tls.peer_identity(context)
+        call = {"node": self.node, "method": name, "caller": field(identity.name) if identity else "-"}
+        call.update(fields)
+        call["code"] = code
+        call["ms"] = round((time.perf_counter() - began) * 1000, 1)
+        log.info("call", call=call)  # a constant message: nothing in `call` is formatted
 
     def _logged(self, name):
         async def logged(behaviour, request, context: grpc.aio.ServicerContext):
@@ -222,11 +282,36 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):
                 code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
                 raise
             finally:
-                identity = tls.peer_identity(context)
-                call = {"node": self.node, "method": name, "caller": field(identity.name) if identity else "-"}
-                call.update(_fields(request))
-                call["code"] = code
-                call["ms"] = round((time.perf_counter() - began) * 1000, 1)
-                log.info("call", call=call)  # a constant message: nothing in `call` is formatted
+                self._line(name, context, _fields(request), code, began)
 
         return logged
+
+    def _logged_stream(self, name):
+        """A line per answer, paired with its request by `sequence` (from its arrival); a stream
+        that fails gets a line of its own, with its code."""
+        async def logged(behaviour, requests, context: grpc.aio.ServicerContext):
+            opened = time.perf_counter()
+            asked = {}  # sequence -> (arrival, the request's logged fields)
+
+            async def noted():
+                async for request in requests:
+                    asked[getattr(request, "sequence", 0)] = (time.perf_counter(), _fields(request))
+                    yield request
+            try:
+                async for answer in behaviour(noted(), context):
+                    began, fields = asked.pop(getattr(answer, "sequence", 0), (opened, ()))
+                    status = getattr(answer, "status", 0)
+                    self._line(name, context, fields, _CODE_NAMES.get(status, "UNKNOWN"), began)
+                    yield answer
+            except (GeneratorExit, asyncio.CancelledError):  # the caller went away
+                self._line(name, context, (), "CANCELLED", opened)
+                raise
+            except BaseException:
+                status = context.code()
+                self._line(name, context, (), status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN", opened)
+                raise
+
+        return logged
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

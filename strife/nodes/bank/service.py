@@ -4,6 +4,7 @@ Ledger writes are group-committed: each call's changes go to the ledger together
 calls' share one transaction and one fsync, and a vote or a transfer's answer leaves only once its
 change is on disk.
 """
+import asyncio
 import time
 from typing import Any
 
@@ -39,6 +40,60 @@ def _info(account, row):
     return pb.AccountInfo(account=account, balance_minor=balance, available_minor=available, full_name=full_name)
 
 
+class Refused(Exception):
+    """A request this bank answers with a gRPC status (an Exchange call ends with it; on Exchanges
+    only that request's answer carries it)."""
+
+    def __init__(self, code: grpc.StatusCode, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def _check_name(value, what="account"):
+    if not value or len(value) > MAX_NAME:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: must be 1..{MAX_NAME} characters")
+
+
+def _check_ids(txn_ids, required=False, what="txn_ids"):
+    if (required and not txn_ids) or len(txn_ids) > MAX_BATCH:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} transaction ids")
+    for txn_id in txn_ids:
+        _check_name(txn_id, "txn_id")
+
+
+def _check_legs(legs, required=False, what="legs"):
+    if (required and not legs) or len(legs) > MAX_BATCH:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} legs")
+    for leg in legs:
+        _check_name(leg.txn_id, "txn_id")
+        _check_name(leg.account)
+        if _DIRECTIONS.get(leg.direction) is None:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "direction: must be DEBIT or CREDIT")
+        if leg.amount_minor <= 0:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
+
+
+def _check_transfers(transfers):
+    if len(transfers) > MAX_BATCH:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"transfer: send at most {MAX_BATCH} transfers")
+    for t in transfers:
+        _check_name(t.txn_id, "txn_id")
+        _check_name(t.payer, "payer")
+        _check_name(t.payee, "payee")
+        if t.amount_minor <= 0:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
+        if t.payer == t.payee:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "payee: the same account as the payer")
+
+
+async def _refusing(context: grpc.aio.ServicerContext, work):
+    """`work`'s result, or the call ended with the status it was refused with."""
+    try:
+        return await work
+    except Refused as refused:
+        await context.abort(refused.code, refused.detail)
+
+
 class BankService(gw_bank_pb2_grpc.BankServicer):
     def __init__(self, ledger, failpoints, settle_account):
         self.ledger = ledger
@@ -46,8 +101,10 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         self.settle_account = settle_account  # async (account): decided holds applied before a read
 
     async def _check_name(self, context: grpc.aio.ServicerContext, value, what="account"):
-        if not value or len(value) > MAX_NAME:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: must be 1..{MAX_NAME} characters")
+        try:
+            _check_name(value, what)
+        except Refused as refused:
+            await context.abort(refused.code, refused.detail)
 
     async def RegisterClient(self, request, context: grpc.aio.ServicerContext):
         await self._check_name(context, request.account)
@@ -100,62 +157,79 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
 
     async def LockTransaction(self, request, context: grpc.aio.ServicerContext):
         """Prepare every leg of the batch; the votes leave only once all their holds are durable."""
-        await self._check_legs(request.legs, context, required=True)
-        return pb.LockTransactionResponse(votes=(await self._apply(context, legs=request.legs))[2])
+        return pb.LockTransactionResponse(votes=(await _refusing(context, self._checked(
+            _check_legs, request.legs, legs=request.legs)))[2])
 
     async def InitiateTransaction(self, request, context: grpc.aio.ServicerContext):
         """Commit: apply the holds of every transaction in the batch."""
-        await self._check_ids(request.txn_ids, context, required=True)
-        return pb.DecisionResponse(results=(await self._apply(context, commits=request.txn_ids))[0])
+        return pb.DecisionResponse(results=(await _refusing(context, self._checked(
+            _check_ids, request.txn_ids, commits=request.txn_ids)))[0])
 
     async def AbortTransaction(self, request, context: grpc.aio.ServicerContext):
         """Abort: release the holds (or remember the abort of a transaction never seen here)."""
-        await self._check_ids(request.txn_ids, context, required=True)
-        return pb.DecisionResponse(results=(await self._apply(context, aborts=request.txn_ids))[1])
+        return pb.DecisionResponse(results=(await _refusing(context, self._checked(
+            _check_ids, request.txn_ids, aborts=request.txn_ids)))[1])
 
     async def Exchange(self, request, context: grpc.aio.ServicerContext):
         """Commits, aborts, prepares and transfers in one call, applied together. A failpoint that
         fires at any of their steps fails the whole call, as it would fail that step's own call."""
+        return await _refusing(context, self._exchange(request))
+
+    async def Exchanges(self, requests, context: grpc.aio.ServicerContext):
+        """Exchange, many on one stream (the gateway's link): each request is applied beside the
+        others, as its own call would be, and answered with its sequence once done. One that fails
+        is answered with the status its call would have ended with; the stream goes on."""
+        answers = asyncio.Queue()
+        running = set()
+
+        async def answer(request):
+            try:
+                response = await self._exchange(request)
+            except Refused as refused:
+                response = pb.ExchangeResponse(status=refused.code.value[0], status_detail=refused.detail)
+            except FailpointFired as fired:  # an armed `error`, as an Exchange call ends (UNKNOWN)
+                response = pb.ExchangeResponse(status=grpc.StatusCode.UNKNOWN.value[0], status_detail=str(fired))
+            except Exception as exc:  # noqa: BLE001 (a failed write: the call would end UNKNOWN)
+                response = pb.ExchangeResponse(status=grpc.StatusCode.UNKNOWN.value[0],
+                                               status_detail=f"Unexpected {type(exc).__name__}: {exc}")
+            response.sequence = request.sequence
+            answers.put_nowait(response)
+
+        async def read():
+            async for request in requests:
+                task = asyncio.ensure_future(answer(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            await asyncio.gather(*running)
+            answers.put_nowait(None)  # the gateway closed its side and every answer is out
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+            await reader  # a broken stream's error, if any
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _exchange(self, request):
+        """One exchange's answer; raises Refused for a request no call may make, or when a failpoint fires."""
         if not (request.commit or request.abort or request.prepare or request.transfer):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "commit, abort, prepare, transfer: an empty exchange")
-        await self._check_ids(request.commit, context, what="commit")
-        await self._check_ids(request.abort, context, what="abort")
-        await self._check_legs(request.prepare, context, what="prepare")
-        await self._check_transfers(request.transfer, context)
-        commits, aborts, votes, transfers = await self._apply(context, request.commit, request.abort,
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "commit, abort, prepare, transfer: an empty exchange")
+        _check_ids(request.commit, what="commit")
+        _check_ids(request.abort, what="abort")
+        _check_legs(request.prepare, what="prepare")
+        _check_transfers(request.transfer)
+        commits, aborts, votes, transfers = await self._apply(request.commit, request.abort,
                                                               request.prepare, request.transfer)
         return pb.ExchangeResponse(commits=commits, aborts=aborts, votes=votes, transfers=transfers)
 
-    async def _check_ids(self, txn_ids, context: grpc.aio.ServicerContext, required=False, what="txn_ids"):
-        if (required and not txn_ids) or len(txn_ids) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} transaction ids")
-        for txn_id in txn_ids:
-            await self._check_name(context, txn_id, "txn_id")
+    async def _checked(self, check, items, **parts):
+        check(items, required=True)
+        return await self._apply(**parts)
 
-    async def _check_legs(self, legs, context: grpc.aio.ServicerContext, required=False, what="legs"):
-        if (required and not legs) or len(legs) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: send 1..{MAX_BATCH} legs")
-        for leg in legs:
-            await self._check_name(context, leg.txn_id, "txn_id")
-            await self._check_name(context, leg.account)
-            if _DIRECTIONS.get(leg.direction) is None:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction: must be DEBIT or CREDIT")
-            if leg.amount_minor <= 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
-
-    async def _check_transfers(self, transfers, context: grpc.aio.ServicerContext):
-        if len(transfers) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transfer: send at most {MAX_BATCH} transfers")
-        for t in transfers:
-            await self._check_name(context, t.txn_id, "txn_id")
-            await self._check_name(context, t.payer, "payer")
-            await self._check_name(context, t.payee, "payee")
-            if t.amount_minor <= 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount_minor: must be more than zero")
-            if t.payer == t.payee:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payee: the same account as the payer")
-
-    async def _apply(self, context: grpc.aio.ServicerContext, commits=(), aborts=(), legs=(), transfers=()):
+    async def _apply(self, commits=(), aborts=(), legs=(), transfers=()):
         """Apply one call's parts in one ledger batch (one transaction, and one fsync when it holds a
         prepare or a transfer), with no task per part or per item: the (commit, abort, vote,
         transfer) results. Each part meets its steps' failpoints: commit, abort, before-prepare and
@@ -164,7 +238,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         began = time.time()
         for step, part in (("commit", commits), ("abort", aborts), ("before-prepare", legs), ("transfer", transfers)):
             if part:
-                await self._failpoint(step, context)
+                await self._failpoint(step)
         committed, aborted, votes, answers = await self.ledger.exchange(
             commits, aborts,
             [(leg.txn_id, leg.account, leg.amount_minor, _DIRECTIONS[leg.direction], leg.counterparty,
@@ -181,7 +255,7 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             raise failed[0]
         if legs:
             if any(vote == L.YES for vote, _, _ in votes):
-                await self._failpoint("prepare", context)  # the holds are durable; the votes not yet sent
+                await self._failpoint("prepare")  # the holds are durable; the votes not yet sent
             observe.prepared(legs, votes, began, _DIRECTIONS)
         if transfers:
             observe.transferred(transfers, answers, began)
@@ -191,8 +265,8 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
                 [pb.TransferResult(state=_state(outcome), reason=reason.number, detail=detail)
                  for outcome, reason, detail in answers])
 
-    async def _failpoint(self, step, context: grpc.aio.ServicerContext):
+    async def _failpoint(self, step):
         try:
             await self.failpoints.hit(step)
         except FailpointFired as exc:
-            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            raise Refused(grpc.StatusCode.INTERNAL, str(exc)) from None

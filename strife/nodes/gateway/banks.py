@@ -1,6 +1,6 @@
 """The gateway's view of the banks: addresses from one etcd prefix watch, one channel per bank,
 and batching of what is in flight to the same bank: prepares, commits and aborts waiting for the
-same bank leave together in one `Exchange` call.
+same bank leave together in one exchange, on the bank's `Exchanges` stream (exchanges.py).
 
 No etcd read per request; a bank that re-registers at another address gets a new link.
 """
@@ -9,6 +9,7 @@ import collections
 
 from strife.deployment import discovery, tls
 from strife.nodes.gateway.batching import Batcher
+from strife.nodes.gateway.exchanges import Exchanges
 from strife.rpc import gw_bank_pb2 as gb, gw_bank_pb2_grpc
 
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
@@ -33,6 +34,7 @@ class BankLink:
         # The bank's certificate must name `bank`: an address swapped in etcd leads nowhere.
         self.channel = tls.secure_channel(address, credentials, bank, options=CHANNEL_OPTIONS)
         self.stub = gw_bank_pb2_grpc.BankStub(self.channel)
+        self.exchanges = Exchanges(self.stub)
         self.prepare_timeout = prepare_timeout
         self._exchange = Batcher(self._send, urgent=self._urgent)
         # accounts whose phase 2 is queued or in flight here (None: a transaction whose account is
@@ -74,7 +76,7 @@ class BankLink:
             slots.append((kind, len(lists[kind])))
             lists[kind].append(payload)
         timeout = max(self.prepare_timeout, PHASE2_TIMEOUT) if request.prepare else PHASE2_TIMEOUT
-        answer = await self.stub.Exchange(request, timeout=timeout)
+        answer = await self.exchanges.exchange(request, timeout)
         answers = {PREPARE: answer.votes, COMMIT: _acknowledged(answer.commits), ABORT: _acknowledged(answer.aborts),
                    TRANSFER: answer.transfers}
         return [answers[kind][index] for kind, index in slots]
@@ -103,7 +105,8 @@ class BankDirectory:
         known = self._links.get(bank)
         if known is None or known.address != address:
             if known is not None:
-                asyncio.ensure_future(known.channel.close())  # calls still on it finish or fail on their own
+                known.exchanges.close()  # what waits on it fails (CANCELLED) and is tried again here
+                asyncio.ensure_future(known.channel.close())
             known = self._links[bank] = BankLink(bank, address, self._credentials, self._prepare_timeout)
         return known
 
@@ -114,4 +117,5 @@ class BankDirectory:
     async def stop(self):
         await self.watch.stop()
         for link in self._links.values():
+            link.exchanges.close()
             await link.channel.close()

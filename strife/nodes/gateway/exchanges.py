@@ -29,13 +29,13 @@ class _Stream:
         self.reader = asyncio.ensure_future(self._read(on_end))
 
     async def _read(self, on_end):
-        error = None
+        error = rpc_error(grpc.StatusCode.UNAVAILABLE, "the bank ended the exchanges stream")
         try:
-            while (answer := await self.call.read()) is not grpc.aio.EOF:
+            eof = grpc.aio.EOF  # pyright: ignore[reportAttributeAccessIssue] (stubs omit EOF)
+            while (answer := await self.call.read()) is not eof:
                 waiter = self.waiting.get(answer.sequence)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(answer)
-            error = rpc_error(grpc.StatusCode.UNAVAILABLE, "the bank ended the exchanges stream")
         except grpc.aio.AioRpcError as exc:
             error = exc
         except asyncio.CancelledError:

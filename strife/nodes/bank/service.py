@@ -196,12 +196,14 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             answers.put_nowait(response)
 
         async def read():
-            async for request in requests:
-                task = asyncio.ensure_future(answer(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            await asyncio.gather(*running)
-            answers.put_nowait(None)  # the gateway closed its side and every answer is out
+            try:
+                async for request in requests:
+                    task = asyncio.ensure_future(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                await asyncio.gather(*running)  # the gateway closed its side: every answer goes out
+            finally:
+                answers.put_nowait(None)  # ... or the stream broke: its error is raised below
 
         reader = asyncio.ensure_future(read())
         try:

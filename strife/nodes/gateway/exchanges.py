@@ -1,6 +1,7 @@
 """The gateway's exchanges with one bank on one long-lived stream (gw_bank's `Exchanges`), rather than
-a unary `Exchange` call per batch: a message on an open stream costs both sides about half of a
-call (no new HTTP/2 stream, metadata, interceptor chain or access check each time).
+a unary `Exchange` call per batch: a message on an open stream costs the bank about half of a call
+(no new HTTP/2 stream, metadata, interceptor chain or access check each time); the gateway, a write
+and a read, about what the call cost it (docs/performance.md).
 
 To the caller it is the call it replaces: `exchange(request, timeout)` returns the bank's answer or
 raises grpc.aio.AioRpcError with the status that call would have ended with (DEADLINE_EXCEEDED when

@@ -227,6 +227,8 @@ def test_exchanges_are_for_the_gateway_alone_and_bytes_that_are_no_message_end_t
     d, x = live, uuid.uuid4().hex[:8]
     answers, code = exchanges(d.home, [gb.ExchangeRequest(abort=[f"{x}-t1"])], identity="operator")
     assert (answers, code) == ([], grpc.StatusCode.PERMISSION_DENIED)
-    answers, code = exchanges(d.home, [gb.ExchangeRequest(abort=[f"{x}-t1"])], raw=[b"\xff\xff\xff"])
+    answers, code = exchanges(d.home, [], raw=[b"\xff\xff\xff"])
     assert (answers, code) == ([], grpc.StatusCode.INVALID_ARGUMENT)
     assert ledger_rows(d.home, "bank1", "SELECT COUNT(*) FROM outcomes WHERE txn_id = ?", (f"{x}-t1",)) == [(0,)]
+    answers, code = exchanges(d.home, [gb.ExchangeRequest(abort=[f"{x}-t1"])])  # the bank goes on
+    assert code == grpc.StatusCode.OK and [r.state for r in answers[0].aborts] == [gb.ABORTED]

@@ -3,6 +3,7 @@ scripted bank on a real gRPC server: answers matched by sequence whatever their 
 exchange failing alone with its status, a late one failing with DEADLINE_EXCEEDED, and a broken
 stream failing what waits on it while the next exchange opens a new one."""
 import asyncio
+import gc
 
 import grpc
 import pytest
@@ -84,3 +85,95 @@ def test_exchanges_are_matched_refused_timed_out_and_survive_a_broken_stream():
             await server.stop(0)
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_closed_stream_fails_what_waits_on_it_with_cancelled_and_leaves_nothing_unretrieved():
+    """close() (a bank's new address, or the gateway stopping) while exchanges wait: each fails
+    CANCELLED, never a bare CancelledError, and no failed future is left unretrieved; a stream
+    closed before its reader ever ran is replaced by a new one."""
+    async def main():
+        problems = []
+        asyncio.get_running_loop().set_exception_handler(  # (gRPC's poller may report on an earlier loop too)
+            lambda loop, context: problems.append(context) if "never retrieved" in context["message"] else None)
+        server = grpc.aio.server()
+        bank = ScriptedBank()
+        gw_bank_pb2_grpc.add_BankServicer_to_server(bank, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        link = Exchanges(gw_bank_pb2_grpc.BankStub(channel))
+        try:
+            assert (await link.exchange(gb.ExchangeRequest(commit=["ok"]), 5)).commits
+            waiting = [asyncio.ensure_future(link.exchange(gb.ExchangeRequest(commit=["never"]), 5))
+                       for _ in range(200)]
+            await asyncio.sleep(0)  # a turn of the loop: some written, some waiting to write
+            link.close()
+            results = await asyncio.gather(*waiting, return_exceptions=True)
+            assert {type(r) for r in results} == {grpc.aio.AioRpcError}, {type(r) for r in results}
+            assert {r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)} == {grpc.StatusCode.CANCELLED}
+
+            first = asyncio.ensure_future(link.exchange(gb.ExchangeRequest(commit=["never"]), 0.5))
+            await asyncio.sleep(0)  # the exchange opened a new stream; its reader has not run yet
+            link.close()
+            with pytest.raises(grpc.aio.AioRpcError) as closed:
+                await first
+            assert closed.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
+            assert (await link.exchange(gb.ExchangeRequest(commit=["ok"]), 5)).commits  # a new stream again
+            assert bank.streams >= 2  # (the stream closed before it started may never have reached the bank)
+        finally:
+            link.close()
+            await channel.close()
+            await server.stop(0)
+        del waiting, results
+        gc.collect()
+        await asyncio.sleep(0)
+        assert not problems, problems
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_stopping_bank_answers_what_it_took_ends_the_stream_and_takes_nothing_more(tmp_path):
+    """As the bank stops (its server takes no more calls), the exchange it is applying is answered
+    and the stream ends; the gateway's next exchange fails UNAVAILABLE, unapplied."""
+    from strife.core.failpoints import Failpoints
+    from strife.nodes.bank.ledger import Ledger
+    from strife.nodes.bank.service import BankService
+
+    async def main():
+        ledger = Ledger(tmp_path / "ledger.db")
+        ledger.open_account_now("alice", 1000)
+        ledger.start()
+        reached = asyncio.Event()
+        failpoints = Failpoints([("before-prepare", "pause")], on_hit=lambda step, action: reached.set())
+
+        async def settle(account):
+            pass
+        service = BankService(ledger, failpoints, settle)
+        server = grpc.aio.server()
+        gw_bank_pb2_grpc.add_BankServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        link = Exchanges(gw_bank_pb2_grpc.BankStub(channel))
+
+        def prepare(txn_id):
+            return gb.ExchangeRequest(prepare=[gb.Leg(txn_id=txn_id, account="alice", amount_minor=10,
+                                                      direction=gb.DEBIT)])
+        try:
+            taken = asyncio.ensure_future(link.exchange(prepare("t1"), 10))
+            await reached.wait()  # t1 is being applied, paused before its hold
+            service.stopping.set()
+            failpoints.clear("before-prepare")
+            assert [v.vote for v in (await taken).votes] == [gb.YES]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await link.exchange(prepare("t2"), 10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            held = [(txn, state) for txn, state in ledger.reader.execute("SELECT txn_id, state FROM holds")]
+        finally:
+            link.close()
+            await channel.close()
+            await server.stop(0)
+            await ledger.close()
+        return held
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == [("t1", "PREPARED")]

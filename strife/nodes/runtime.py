@@ -68,6 +68,8 @@ class Context:
 
     def __init__(self, topology: Topology, spec: TopologyNode, server: grpc.aio.Server, failpoints: Failpoints):
         self.topology, self.spec, self.server, self.failpoints = topology, spec, server, failpoints
+        # Set as the server stops taking calls: a stream open on it takes no more work either.
+        self.stopping = asyncio.Event()
         self.layout = topology.layout
         self.log = logging.getLogger(spec.name)
 
@@ -141,7 +143,8 @@ async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # until start() returns
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     admin_pb2_grpc.add_NodeAdminServicer_to_server(NodeAdmin(failpoints), server)
-    node = node_class(Context(topology, spec, server, failpoints))
+    ctx = Context(topology, spec, server, failpoints)
+    node = node_class(ctx)
     access.authenticate = node.authenticate
     server.add_secure_port(spec.address, tls.server_credentials(topology.home, spec.name, node_class.ACCEPT))
     await server.start()
@@ -162,6 +165,7 @@ async def serve(node_class: type[Node], topology: Topology, spec: TopologyNode,
     await health.enter_graceful_shutdown()
     await disk.stop()
     observing.cancel()
+    ctx.stopping.set()
     await server.stop(grace=min(2.0, topology.settings.stop_grace / 2))
     await node.stop()
 

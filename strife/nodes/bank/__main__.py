@@ -32,7 +32,8 @@ class Bank:
         bank_steps.watch_holds(self.ledger, ctx.topology.settings.prepare_timeout)
         self.etcd = discovery.client(ctx.topology, ctx.spec.name)
         settle = functools.partial(resolver.settle_account, self.ledger, self.etcd, ctx.spec.name)
-        gw_bank_pb2_grpc.add_BankServicer_to_server(BankService(self.ledger, ctx.failpoints, settle), ctx.server)
+        gw_bank_pb2_grpc.add_BankServicer_to_server(BankService(self.ledger, ctx.failpoints, settle, ctx.stopping),
+                                                 ctx.server)
         self.registration = None
         self.resolver = None
 

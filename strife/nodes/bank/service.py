@@ -95,10 +95,11 @@ async def _refusing(context: grpc.aio.ServicerContext, work):
 
 
 class BankService(gw_bank_pb2_grpc.BankServicer):
-    def __init__(self, ledger, failpoints, settle_account):
+    def __init__(self, ledger, failpoints, settle_account, stopping: asyncio.Event | None = None):
         self.ledger = ledger
         self.failpoints = failpoints
         self.settle_account = settle_account  # async (account): decided holds applied before a read
+        self.stopping = stopping or asyncio.Event()  # set as the server stops taking calls
 
     async def _check_name(self, context: grpc.aio.ServicerContext, value, what="account"):
         try:
@@ -178,7 +179,13 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
     async def Exchanges(self, requests, context: grpc.aio.ServicerContext):
         """Exchange, many on one stream (the gateway's link): each request is applied beside the
         others, as its own call would be, and answered with its sequence once done. One that fails
-        is answered with the status its call would have ended with; the stream goes on."""
+        is answered with the status its call would have ended with; the stream goes on.
+
+        When the bank stops, it takes no more requests (as the server takes no more calls), answers
+        those it took and ends the stream: what the gateway sent after that fails UNAVAILABLE there,
+        unapplied, as a call to a stopping server would."""
+        if self.stopping.is_set():
+            return  # a stream opened while the bank stops takes nothing
         answers = asyncio.Queue()
         running = set()
 
@@ -196,21 +203,35 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
             answers.put_nowait(response)
 
         async def read():
+            async for request in requests:
+                task = asyncio.ensure_future(answer(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+        async def finish():
+            """No more answers once the requests end (or break, or the bank stops taking them) and
+            every request taken is answered."""
+            stopping = asyncio.ensure_future(self.stopping.wait())
             try:
-                async for request in requests:
-                    task = asyncio.ensure_future(answer(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                await asyncio.gather(*running)  # the gateway closed its side: every answer goes out
+                await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                answers.put_nowait(None)  # ... or the stream broke: its error is raised below
+                stopping.cancel()
+                reader.cancel()
+                await asyncio.wait({reader})
+                while running:
+                    await asyncio.wait(set(running))
+                answers.put_nowait(None)
 
         reader = asyncio.ensure_future(read())
+        finisher = asyncio.ensure_future(finish())
         try:
             while (response := await answers.get()) is not None:
                 yield response
-            await reader  # a broken stream's error, if any
+            broken = None if reader.cancelled() else reader.exception()
+            if broken is not None:
+                raise broken  # the stream broke while reading (e.g. bytes that are no message)
         finally:
+            finisher.cancel()
             reader.cancel()
             for task in list(running):
                 task.cancel()

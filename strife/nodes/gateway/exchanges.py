@@ -27,9 +27,11 @@ class _Stream:
         self.call = stub.Exchanges()
         self.waiting: dict[int, asyncio.Future] = {}
         self.writing = asyncio.Lock()  # gRPC takes one message at a time on a call
-        self.reader = asyncio.ensure_future(self._read(on_end))
+        self.error: grpc.aio.AioRpcError | None = None  # why it ended, once it has
+        self._on_end = on_end
+        self.reader = asyncio.ensure_future(self._read())
 
-    async def _read(self, on_end):
+    async def _read(self):
         error = rpc_error(grpc.StatusCode.UNAVAILABLE, "the bank ended the exchanges stream")
         try:
             eof = grpc.aio.EOF  # pyright: ignore[reportAttributeAccessIssue] (stubs omit EOF)
@@ -40,22 +42,41 @@ class _Stream:
         except grpc.aio.AioRpcError as exc:
             error = exc
         except asyncio.CancelledError:
-            error = rpc_error(grpc.StatusCode.CANCELLED, "the exchanges stream was closed")
+            error = _closed()
             raise
         except Exception as exc:  # noqa: BLE001 (whatever broke the stream fails its waiters, not the gateway)
             error = rpc_error(grpc.StatusCode.UNKNOWN, f"exchanges stream: {exc}")
         finally:
-            on_end(self)
-            self.call.cancel()
-            for waiter in self.waiting.values():
-                if not waiter.done():
-                    waiter.set_exception(error)
+            self.end(error)
+
+    def end(self, error):
+        """Done with this stream: what waits on it fails with `error` (at once, not at its timeout)."""
+        if self.error is None:
+            self.error = error
+            self._on_end(self)
+        else:
+            error = self.error  # the first reason stands
+        self.reader.cancel()  # a reader not started yet never runs its clean-up: this is it
+        self.call.cancel()
+        for waiter in self.waiting.values():
+            if not waiter.done():
+                waiter.set_exception(_copy(error))
 
     async def send(self, request):
         try:
             async with self.writing:
+                if self.error is not None:
+                    raise _copy(self.error)
                 await self.call.write(request)
-        except asyncio.InvalidStateError:  # the call ended before this write: its status says why
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller's own timeout, or the caller cancelled
+            raise _copy(self.error or _closed()) from None  # the stream was closed under this write
+        except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+            # the call ended before or during this write: why it ended, as the reader learns it
+            if self.error is not None or self.call.cancelled():
+                raise _copy(self.error or _closed()) from None
             code = await self.call.code()
             raise rpc_error(code, await self.call.details() or code.name) from None
 
@@ -84,15 +105,27 @@ class Exchanges:
             raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         finally:
             del stream.waiting[sequence]
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # seen: a stream that ended under a failed write set it too
+            else:
+                answer.cancel()
         if response.status:
             raise rpc_error(_code(response.status), response.status_detail)
         return response
 
     def close(self):
+        """Done with this bank's stream (its address changed, or the gateway stops)."""
         if self._stream is not None:
-            self._stream.reader.cancel()
+            self._stream.end(_closed())
 
 
+def _closed() -> grpc.aio.AioRpcError:
+    return rpc_error(grpc.StatusCode.CANCELLED, "the exchanges stream was closed")
+
+
+def _copy(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    """A fresh exception each time it is raised (one instance raised twice keeps both tracebacks)."""
+    return rpc_error(error.code(), error.details() or "")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 

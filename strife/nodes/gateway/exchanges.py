@@ -7,6 +7,11 @@ To the caller it is the call it replaces: `exchange(request, timeout)` returns t
 raises grpc.aio.AioRpcError with the status that call would have ended with (DEADLINE_EXCEEDED when
 no answer came in time, the bank's status when it refused that exchange, the stream's when it
 broke). A broken stream fails every exchange waiting on it; the next exchange opens a new one.
+
+Unlike the call, a message carries no deadline to the bank: an exchange the gateway stopped
+waiting for (a paused bank) is still applied when the bank gets to it. The protocol allows that:
+a prepare whose payment was aborted meanwhile is released by the abort that follows it on the
+same stream, and a transfer answered "pending" is asked again with its id.
 """
 import asyncio
 import itertools

@@ -10,8 +10,9 @@ broke). A broken stream fails every exchange waiting on it; the next exchange op
 
 Unlike the call, a message carries no deadline to the bank: an exchange the gateway stopped
 waiting for (a paused bank) is still applied when the bank gets to it. The protocol allows that:
-a prepare whose payment was aborted meanwhile is released by the abort that follows it on the
-same stream, and a transfer answered "pending" is asked again with its id.
+a prepare whose payment was aborted meanwhile meets the abort sent after it, which releases its
+hold or, applied first, is remembered so that the prepare votes NO (presumed abort); a transfer
+answered "pending" is asked again with its id.
 """
 import asyncio
 import itertools

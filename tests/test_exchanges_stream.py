@@ -3,6 +3,7 @@ scripted bank on a real gRPC server: answers matched by sequence whatever their 
 exchange failing alone with its status, a late one failing with DEADLINE_EXCEEDED, and a broken
 stream failing what waits on it while the next exchange opens a new one."""
 import asyncio
+import contextlib
 import gc
 
 import grpc
@@ -18,6 +19,7 @@ class ScriptedBank(gw_bank_pb2_grpc.BankServicer):
 
     def __init__(self):
         self.streams = 0
+        self.held_one = asyncio.Event()  # set whenever it reads a `never`
 
     async def Exchanges(self, requests, context):
         self.streams += 1
@@ -27,6 +29,7 @@ class ScriptedBank(gw_bank_pb2_grpc.BankServicer):
             if what == "break":
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "bank going away")
             if what == "never":
+                self.held_one.set()
                 continue
             if what == "later":
                 held.append(request)
@@ -41,16 +44,27 @@ class ScriptedBank(gw_bank_pb2_grpc.BankServicer):
             held.clear()
 
 
+@contextlib.asynccontextmanager
+async def served(servicer):
+    """`Exchanges` to `servicer`, served by a real gRPC server on this loop; all closed afterwards."""
+    server = grpc.aio.server()
+    gw_bank_pb2_grpc.add_BankServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    link = Exchanges(gw_bank_pb2_grpc.BankStub(channel))
+    try:
+        yield link
+    finally:
+        link.close()
+        await channel.close()
+        await server.stop(0)
+
+
 def test_exchanges_are_matched_refused_timed_out_and_survive_a_broken_stream():
     async def main():
-        server = grpc.aio.server()
         bank = ScriptedBank()
-        gw_bank_pb2_grpc.add_BankServicer_to_server(bank, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        link = Exchanges(gw_bank_pb2_grpc.BankStub(channel))
-        try:
+        async with served(bank) as link:
             def send(what, timeout=5.0):
                 return asyncio.ensure_future(link.exchange(gb.ExchangeRequest(commit=[what]), timeout))
 
@@ -70,8 +84,9 @@ def test_exchanges_are_matched_refused_timed_out_and_survive_a_broken_stream():
             assert (await send("ok")).commits  # the stream goes on
             assert bank.streams == 1
 
+            bank.held_one.clear()
             waiting = send("never")
-            await asyncio.sleep(0.05)
+            await bank.held_one.wait()  # the bank has it: it waits on the stream that will break
             with pytest.raises(grpc.aio.AioRpcError) as broken:
                 await send("break")
             assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -79,10 +94,6 @@ def test_exchanges_are_matched_refused_timed_out_and_survive_a_broken_stream():
                 await waiting  # what waited on the broken stream fails at once, not at its timeout
             assert also.value.code() == grpc.StatusCode.UNAVAILABLE
             assert (await send("ok")).commits and bank.streams == 2  # a new stream
-        finally:
-            link.close()
-            await channel.close()
-            await server.stop(0)
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
@@ -95,14 +106,8 @@ def test_a_closed_stream_fails_what_waits_on_it_with_cancelled_and_leaves_nothin
         problems = []
         asyncio.get_running_loop().set_exception_handler(  # (gRPC's poller may report on an earlier loop too)
             lambda loop, context: problems.append(context) if "never retrieved" in context["message"] else None)
-        server = grpc.aio.server()
         bank = ScriptedBank()
-        gw_bank_pb2_grpc.add_BankServicer_to_server(bank, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        link = Exchanges(gw_bank_pb2_grpc.BankStub(channel))
-        try:
+        async with served(bank) as link:
             assert (await link.exchange(gb.ExchangeRequest(commit=["ok"]), 5)).commits
             waiting = [asyncio.ensure_future(link.exchange(gb.ExchangeRequest(commit=["never"]), 5))
                        for _ in range(200)]
@@ -120,10 +125,6 @@ def test_a_closed_stream_fails_what_waits_on_it_with_cancelled_and_leaves_nothin
             assert closed.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
             assert (await link.exchange(gb.ExchangeRequest(commit=["ok"]), 5)).commits  # a new stream again
             assert bank.streams >= 2  # (the stream closed before it started may never have reached the bank)
-        finally:
-            link.close()
-            await channel.close()
-            await server.stop(0)
         del waiting, results
         gc.collect()
         await asyncio.sleep(0)
@@ -149,31 +150,22 @@ def test_a_stopping_bank_answers_what_it_took_ends_the_stream_and_takes_nothing_
         async def settle(account):
             pass
         service = BankService(ledger, failpoints, settle)
-        server = grpc.aio.server()
-        gw_bank_pb2_grpc.add_BankServicer_to_server(service, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        link = Exchanges(gw_bank_pb2_grpc.BankStub(channel))
 
         def prepare(txn_id):
             return gb.ExchangeRequest(prepare=[gb.Leg(txn_id=txn_id, account="alice", amount_minor=10,
                                                       direction=gb.DEBIT)])
         try:
-            taken = asyncio.ensure_future(link.exchange(prepare("t1"), 10))
-            await reached.wait()  # t1 is being applied, paused before its hold
-            service.stopping.set()
-            failpoints.clear("before-prepare")
-            assert [v.vote for v in (await taken).votes] == [gb.YES]
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await link.exchange(prepare("t2"), 10)
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-            held = [(txn, state) for txn, state in ledger.reader.execute("SELECT txn_id, state FROM holds")]
+            async with served(service) as link:
+                taken = asyncio.ensure_future(link.exchange(prepare("t1"), 10))
+                await reached.wait()  # t1 is being applied, paused before its hold
+                service.stopping.set()
+                failpoints.clear("before-prepare")
+                assert [v.vote for v in (await taken).votes] == [gb.YES]
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await link.exchange(prepare("t2"), 10)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            return [(txn, state) for txn, state in ledger.reader.execute("SELECT txn_id, state FROM holds")]
         finally:
-            link.close()
-            await channel.close()
-            await server.stop(0)
             await ledger.close()
-        return held
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == [("t1", "PREPARED")]

@@ -192,10 +192,8 @@ class BankService(gw_bank_pb2_grpc.BankServicer):
         async def answer(request):
             try:
                 response = await self._exchange(request)
-            except Refused as refused:
+            except Refused as refused:  # a bad request, or a failpoint that fired (_failpoint)
                 response = pb.ExchangeResponse(status=refused.code.value[0], status_detail=refused.detail)
-            except FailpointFired as fired:  # an armed `error`, as an Exchange call ends (UNKNOWN)
-                response = pb.ExchangeResponse(status=grpc.StatusCode.UNKNOWN.value[0], status_detail=str(fired))
             except Exception as exc:  # noqa: BLE001 (a failed write: the call would end UNKNOWN)
                 response = pb.ExchangeResponse(status=grpc.StatusCode.UNKNOWN.value[0],
                                                status_detail=f"Unexpected {type(exc).__name__}: {exc}")

@@ -62,7 +62,8 @@ class _Stream:
             self._on_end(self)
         else:
             error = self.error  # the first reason stands
-        self.reader.cancel()  # a reader not started yet never runs its clean-up: this is it
+        if self.reader is not asyncio.current_task():
+            self.reader.cancel()  # a reader not started yet never runs its clean-up: this is it
         self.call.cancel()
         for waiter in self.waiting.values():
             if not waiter.done():
